@@ -1,0 +1,214 @@
+//! `cargo xtask`: the project's own tasks — the test environment, the full test run, the demo and the
+//! benchmarks. Everything a fresh machine needs is installed or built from here.
+
+mod bench;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use lazyscale_testenv::recipe::{self, BuildOutcome};
+use lazyscale_testenv::{Server, ServerOptions};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "lazyscale project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The test environment: a real Kubernetes API server on loopback.
+    Testenv {
+        #[command(subcommand)]
+        cmd: TestenvCmd,
+    },
+    /// Everything a fresh machine needs, then fmt check, clippy -D warnings, and all tests.
+    Test {
+        /// Skip fmt and clippy (quicker local runs).
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The main demo: test environment, simulated cluster, the agent, the lazy stack at work.
+    Demo(demo::Args),
+    /// Benchmarks (JSON on stdout).
+    Bench(bench::Args),
+}
+
+#[derive(Subcommand)]
+enum TestenvCmd {
+    /// Fetch and build everything once into the cache folder (no-op when the recipe is unchanged).
+    Build,
+    /// Start etcd and the API server in the background; prints the kubeconfig.
+    Up,
+    /// Stop exactly what `up` started.
+    Down,
+    /// Print `export KUBECONFIG=...` for the running server.
+    Env,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The folder of the server started by `testenv up`.
+fn up_dir() -> PathBuf {
+    workspace_root().join(".testenv")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Testenv { cmd } => match cmd {
+            TestenvCmd::Build => testenv_build().map(|_| ()),
+            TestenvCmd::Up => testenv_up(),
+            TestenvCmd::Down => {
+                let n = Server::stop_recorded(&up_dir())?;
+                println!("stopped {n} process(es)");
+                Ok(())
+            }
+            TestenvCmd::Env => {
+                let kc = up_dir().join("kubeconfig");
+                if !up_dir().join("pids").exists() {
+                    bail!("no test environment is up; run `cargo xtask testenv up`");
+                }
+                println!("export KUBECONFIG={}", kc.display());
+                Ok(())
+            }
+        },
+        Cmd::Test { no_lint, args } => test(no_lint, &args),
+        Cmd::Demo(args) => demo::run(args),
+        Cmd::Bench(args) => bench::run(args),
+    }
+}
+
+/// Builds the test environment when the recipe changed; prints the time it took.
+pub fn testenv_build() -> Result<recipe::Binaries> {
+    let t = Instant::now();
+    preflight()?;
+    let (bins, outcome) = recipe::ensure_built(&workspace_root().join("testenv"))
+        .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
+    let versions = std::fs::read_to_string(&bins.versions).unwrap_or_default();
+    let pick = |p: &str| {
+        versions
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or("?")
+            .to_string()
+    };
+    eprintln!(
+        "testenv {} in {:.1}s: key {} ({}; {}; {})",
+        match outcome {
+            BuildOutcome::Cached => "up to date",
+            BuildOutcome::Built => "built",
+        },
+        t.elapsed().as_secs_f64(),
+        recipe::key(),
+        pick("golang-k8s-apiserver-dev "),
+        pick("etcd-server "),
+        pick("go version"),
+    );
+    Ok(bins)
+}
+
+/// What the build needs from the machine: Debian's apt tools and keyring (always present on Debian).
+fn preflight() -> Result<()> {
+    let missing: Vec<&str> = ["apt-get", "apt-config", "dpkg-deb", "sha256sum", "bash"]
+        .into_iter()
+        .filter(|c| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {c}"))
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the test environment is built from Debian packages and needs: {}",
+            missing.join(", ")
+        );
+    }
+    if !Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
+        run(Command::new("apt-get").args(["install", "-y", "-q", "debian-archive-keyring"]))?;
+    }
+    Ok(())
+}
+
+fn testenv_up() -> Result<()> {
+    testenv_build()?;
+    let dir = up_dir();
+    if Server::stop_recorded(&dir)? > 0 {
+        eprintln!("stopped the previous test environment");
+    }
+    let t = Instant::now();
+    let server = Server::start(ServerOptions {
+        dir: Some(dir.clone()),
+        detached: true,
+        etcd_snapshot: None,
+    })
+    .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
+    eprintln!(
+        "test API server ready in {:.2}s on https://127.0.0.1:{} (logs in {})",
+        t.elapsed().as_secs_f64(),
+        server.port(),
+        dir.display()
+    );
+    println!("export KUBECONFIG={}", server.kubeconfig_path().display());
+    server.detach();
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn test(no_lint: bool, extra: &[String]) -> Result<()> {
+    let t = Instant::now();
+    testenv_build()?;
+    if !no_lint {
+        eprintln!("== cargo fmt --check");
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        eprintln!("== cargo clippy -D warnings");
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    eprintln!("== cargo test (unit, property, integration on the test API server, CRD drift)");
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--locked"]);
+    if !extra.is_empty() {
+        c.arg("--").args(extra);
+    }
+    run(&mut c)?;
+    eprintln!("all checks passed in {:.0}s", t.elapsed().as_secs_f64());
+    Ok(())
+}
