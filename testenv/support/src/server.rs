@@ -280,12 +280,15 @@ current-context: lazyscale-testenv
         self.children.iter().map(Child::id).collect()
     }
 
+    /// The client configuration of this server (to adjust before building a client).
+    pub async fn config(&self) -> Result<kube::Config> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+    }
+
     /// A client for the calling tokio runtime.
     pub async fn client(&self) -> Result<kube::Client> {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(config)?)
+        Ok(kube::Client::try_from(self.config().await?)?)
     }
 
     /// The server's `/metrics` text.
