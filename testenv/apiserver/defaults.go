@@ -152,6 +152,17 @@ func init() {
 		}
 		defaultPodSpec(&s.Spec.Template.Spec)
 	})
+	// kube-apiserver labels every namespace with its own name (the label webhooks select namespaces by).
+	Scheme.AddTypeDefaultingFunc(&corev1.Namespace{}, func(o interface{}) {
+		ns := o.(*corev1.Namespace)
+		if ns.Name == "" {
+			return
+		}
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+		ns.Labels["kubernetes.io/metadata.name"] = ns.Name
+	})
 	Scheme.AddTypeDefaultingFunc(&corev1.Service{}, func(o interface{}) {
 		s := o.(*corev1.Service)
 		if s.Spec.Type == "" {

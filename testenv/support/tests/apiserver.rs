@@ -44,6 +44,11 @@ async fn default_namespaces_exist() {
     let api = Api::<Namespace>::all(env.client().await);
     for ns in ["default", "kube-system", "kube-public"] {
         let got = api.get(ns).await.unwrap();
+        assert_eq!(
+            got.metadata.labels.unwrap()["kubernetes.io/metadata.name"],
+            ns,
+            "namespaces carry their name label, as kube-apiserver sets it"
+        );
         assert_eq!(got.status.unwrap().phase.as_deref(), Some("Active"));
     }
 }
@@ -400,15 +405,6 @@ async fn mutating_webhook_is_called_on_pod_create_and_its_patch_lands() {
             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}]
     }))
     .unwrap();
-    // the namespace selector needs the well-known name label, which only a real namespace controller sets
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"kubernetes.io/metadata.name": ns}}})),
-        )
-        .await
-        .unwrap();
     hooks.create(&PostParams::default(), &cfg).await.unwrap();
     let pods = Api::<Pod>::namespaced(client, &ns);
     // the webhook informer of the API server picks the configuration up asynchronously
