@@ -1,0 +1,209 @@
+//! Well-known strings of the DatadogPodAutoscaler API: condition types and reasons, label and annotation
+//! keys, value sources, action types, event reasons and the field manager name.
+//!
+//! They are plain `&str` constants so that they can be compared with what is read from the API server
+//! (which may contain values this version does not know) and written into objects without conversion.
+//! The values are wire-compatible with the Datadog Cluster Agent: an object written by one can be read by
+//! the other.
+
+/// Field manager name used for every server-side apply and update made by lazyscale.
+pub const FIELD_MANAGER: &str = "lazyscale";
+
+/// API group of both custom resources.
+pub const GROUP: &str = "datadoghq.com";
+
+/// API version of both custom resources implemented here (the storage version of the official CRDs).
+pub const VERSION: &str = "v1alpha2";
+
+/// `apiVersion` value of both custom resources (`datadoghq.com/v1alpha2`).
+pub const API_VERSION: &str = "datadoghq.com/v1alpha2";
+
+/// Container name that makes a `constraints.containers[]` entry apply to every container without an entry
+/// of its own.
+pub const CONTAINER_WILDCARD: &str = "*";
+
+/// Condition types, statuses and reasons.
+pub mod conditions {
+    /// Status value of a condition that holds.
+    pub const STATUS_TRUE: &str = "True";
+    /// Status value of a condition that does not hold.
+    pub const STATUS_FALSE: &str = "False";
+    /// Status value of a condition that could not be evaluated.
+    pub const STATUS_UNKNOWN: &str = "Unknown";
+
+    /// DPA condition: the autoscaler is in error (the message says why).
+    pub const ERROR: &str = "Error";
+    /// DPA condition: the autoscaler is active (it is within the per-cluster limit and its target exists).
+    pub const ACTIVE: &str = "Active";
+    /// DPA condition: a horizontal recommendation could be computed or received.
+    pub const HORIZONTAL_ABLE_TO_RECOMMEND: &str = "HorizontalAbleToRecommend";
+    /// DPA condition: the target could be scaled horizontally.
+    pub const HORIZONTAL_ABLE_TO_SCALE: &str = "HorizontalAbleToScale";
+    /// DPA condition: the last horizontal action was limited (constraints, rules or fallback direction).
+    pub const HORIZONTAL_SCALING_LIMITED: &str = "HorizontalScalingLimited";
+    /// DPA condition: a vertical recommendation could be computed or received.
+    pub const VERTICAL_ABLE_TO_RECOMMEND: &str = "VerticalAbleToRecommend";
+    /// DPA condition: the vertical recommendation could be applied (rollout or in-place resize).
+    pub const VERTICAL_ABLE_TO_APPLY: &str = "VerticalAbleToApply";
+    /// DPA condition: the vertical recommendation was changed by the container constraints.
+    pub const VERTICAL_SCALING_LIMITED: &str = "VerticalScalingLimited";
+
+    /// Every DPA condition type, in the order the Cluster Agent lists them.
+    pub const DPA_CONDITION_TYPES: [&str; 8] = [
+        ERROR,
+        ACTIVE,
+        HORIZONTAL_ABLE_TO_RECOMMEND,
+        HORIZONTAL_ABLE_TO_SCALE,
+        HORIZONTAL_SCALING_LIMITED,
+        VERTICAL_ABLE_TO_RECOMMEND,
+        VERTICAL_ABLE_TO_APPLY,
+        VERTICAL_SCALING_LIMITED,
+    ];
+
+    /// ClusterProfile condition: the profile template is valid.
+    pub const VALID: &str = "Valid";
+
+    /// Condition reasons (the Cluster Agent's autoscaling error kinds).
+    pub mod reasons {
+        /// The `targetRef` cannot be used (bad API version, missing name, ...).
+        pub const INVALID_TARGET_REF: &str = "InvalidTargetRef";
+        /// The target exists but cannot be autoscaled (for example the agent's own Deployment).
+        pub const INVALID_TARGET: &str = "InvalidTarget";
+        /// The spec is invalid (min > max, duplicate container names, missing objective body, ...).
+        pub const INVALID_SPEC: &str = "InvalidSpec";
+        /// The autoscaler is disabled because the per-cluster number of autoscalers is reached.
+        pub const CLUSTER_AUTOSCALER_LIMIT_REACHED: &str = "ClusterAutoscalerLimitReached";
+        /// Recommendations could not be obtained.
+        pub const RECOMMENDATION_ERROR: &str = "RecommendationError";
+        /// The local (fallback) recommender failed.
+        pub const LOCAL_RECOMMENDER_ERROR: &str = "LocalRecommenderError";
+        /// The target object does not exist.
+        pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+        /// The scale subresource call failed.
+        pub const SCALE_FAILED: &str = "ScaleFailed";
+        /// Scaling is disabled for the target (for example it has 0 replicas).
+        pub const SCALING_DISABLED: &str = "ScalingDisabled";
+        /// The apply policy forbids the action (Preview mode, or a `Disabled` strategy).
+        pub const POLICY_RESTRICTED: &str = "PolicyRestricted";
+        /// The fallback direction forbids the action of a local recommendation.
+        pub const FALLBACK_RESTRICTED: &str = "FallbackRestricted";
+        /// The target kind does not support the requested operation (rollouts of other kinds).
+        pub const UNSUPPORTED_TARGET_KIND: &str = "UnsupportedTargetKind";
+        /// A rollout could not be triggered.
+        pub const ROLLOUT_FAILED: &str = "RolloutFailed";
+        /// The action was limited by `minReplicas`/`maxReplicas` or container constraints.
+        pub const LIMITED_BY_CONSTRAINT: &str = "LimitedByConstraint";
+        /// The action was limited by the scale-up/scale-down rules.
+        pub const LIMITED_BY_SCALING_BEHAVIOR: &str = "LimitedByScalingBehavior";
+
+        /// Every reason above.
+        pub const ALL: [&str; 15] = [
+            INVALID_TARGET_REF,
+            INVALID_TARGET,
+            INVALID_SPEC,
+            CLUSTER_AUTOSCALER_LIMIT_REACHED,
+            RECOMMENDATION_ERROR,
+            LOCAL_RECOMMENDER_ERROR,
+            TARGET_NOT_FOUND,
+            SCALE_FAILED,
+            SCALING_DISABLED,
+            POLICY_RESTRICTED,
+            FALLBACK_RESTRICTED,
+            UNSUPPORTED_TARGET_KIND,
+            ROLLOUT_FAILED,
+            LIMITED_BY_CONSTRAINT,
+            LIMITED_BY_SCALING_BEHAVIOR,
+        ];
+    }
+}
+
+/// Label keys and values.
+pub mod labels {
+    /// Label on a workload or a namespace naming the ClusterProfile to autoscale it with.
+    pub const PROFILE: &str = "autoscaling.datadoghq.com/profile";
+    /// Value of [`PROFILE`] that opts a workload out of its namespace's profile.
+    pub const PROFILE_EXCLUDED: &str = "excluded";
+    /// Label on objects created and reconciled by the autoscaler itself (built-in profiles).
+    pub const MANAGED_BY: &str = "autoscaling.datadoghq.com/managed-by";
+    /// Value of [`MANAGED_BY`] used by the Cluster Agent for its built-in profiles (kept for compatibility).
+    pub const MANAGED_BY_DATADOG: &str = "datadog";
+}
+
+/// Annotation keys.
+pub mod annotations {
+    /// Pod annotation: `<namespace>/<name>` of the DPA whose recommendation the webhook applied.
+    pub const AUTOSCALER_ID: &str = "autoscaling.datadoghq.com/autoscaler-id";
+    /// Pod and pod-template annotation: hash (version) of the vertical recommendation applied.
+    pub const REC_ID: &str = "autoscaling.datadoghq.com/rec-id";
+    /// Pod annotation: version of the runtime settings (GOMEMLIMIT) applied.
+    pub const RUNTIME_REC_ID: &str = "autoscaling.datadoghq.com/runtime-rec-id";
+    /// Pod-template annotation: RFC 3339 time of the rollout triggered to apply a vertical recommendation.
+    pub const ROLLOUT_AT: &str = "autoscaling.datadoghq.com/rolloutAt";
+    /// DPA annotation: hash of the ClusterProfile template the DPA was generated from.
+    pub const PROFILE_HASH: &str = "autoscaling.datadoghq.com/profile-hash";
+    /// Pod annotation set (`"true"`) once the `RecommendationApplied` event was emitted for the pod.
+    pub const EVENT: &str = "autoscaling.datadoghq.com/event";
+    /// DPA annotation: pause the autoscaler.
+    pub const PAUSE: &str = "autoscaling.datadoghq.com/pause";
+    /// DPA annotation: use the local (fallback) recommender even when main values are fresh.
+    pub const FORCE_FALLBACK: &str = "autoscaling.datadoghq.com/force-fallback";
+    /// DPA annotation: force a replica count.
+    pub const FORCE_REPLICAS: &str = "autoscaling.datadoghq.com/force-replicas";
+    /// DPA annotation: use a custom (external) recommender.
+    pub const CUSTOM_RECOMMENDER: &str = "autoscaling.datadoghq.com/custom-recommender";
+}
+
+/// Values of `status.horizontal.target.source`, `status.vertical.target.source` and
+/// `status.horizontal.lastRecommendations[].source`.
+pub mod value_sources {
+    /// Values computed by the Datadog autoscaling product (received through Remote Config).
+    pub const AUTOSCALING: &str = "Autoscaling";
+    /// Values set manually in the Datadog app.
+    pub const MANUAL: &str = "Manual";
+    /// Values computed by the local fallback recommender.
+    pub const LOCAL: &str = "Local";
+    /// Values computed by an external recommender.
+    pub const EXTERNAL: &str = "External";
+}
+
+/// Values of `status.vertical.lastAction.type`.
+pub mod vertical_actions {
+    /// A rollout of the target was triggered.
+    pub const ROLLOUT_TRIGGERED: &str = "RolloutTriggered";
+    /// In-place resizes of the target's pods were started.
+    pub const RESIZE_TRIGGERED: &str = "ResizeTriggered";
+    /// Every pod of the target runs with the recommended resources.
+    pub const RESIZE_COMPLETED: &str = "ResizeCompleted";
+}
+
+/// Kubernetes event reasons emitted by the autoscaler.
+pub mod events {
+    /// Name of the component reporting events (Cluster Agent compatible).
+    pub const REPORTER: &str = "datadog-workload-autoscaler";
+    /// The target was scaled horizontally.
+    pub const SUCCESSFUL_SCALE: &str = "SuccessfulScale";
+    /// Horizontal scaling failed.
+    pub const FAILED_SCALE: &str = "FailedScale";
+    /// A rollout was triggered to apply a vertical recommendation.
+    pub const SUCCESSFUL_TRIGGER_ROLLOUT: &str = "SuccessfulTriggerRollout";
+    /// A rollout could not be triggered.
+    pub const FAILED_TRIGGER_ROLLOUT: &str = "FailedTriggerRollout";
+    /// An in-place resize succeeded.
+    pub const RESIZE_SUCCESSFUL: &str = "ResizeSuccessful";
+    /// A pod was evicted because it could not be resized in place.
+    pub const IN_PLACE_EVICTED: &str = "InPlaceEvicted";
+    /// A pod could not be evicted.
+    pub const FAILED_TO_EVICT: &str = "FailedToEvict";
+    /// Pod event: the webhook applied a recommendation to the pod.
+    pub const RECOMMENDATION_APPLIED: &str = "RecommendationApplied";
+}
+
+/// Names of the built-in ClusterProfiles.
+pub mod profiles {
+    /// Built-in profile favouring cost (CPU target 85 %, at least 1 replica).
+    pub const OPTIMIZE_COST: &str = "datadog-optimize-cost";
+    /// Built-in profile balancing cost and performance (CPU target 70 %, at least 2 replicas).
+    pub const OPTIMIZE_BALANCE: &str = "datadog-optimize-balance";
+    /// Built-in profile favouring performance (CPU target 60 %, at least 3 replicas).
+    pub const OPTIMIZE_PERFORMANCE: &str = "datadog-optimize-performance";
+}
