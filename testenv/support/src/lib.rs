@@ -26,7 +26,9 @@ use kube::api::{ObjectMeta, PostParams};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The build output for the current recipe does not exist.
-    #[error("the test API server is not built for this recipe (looked in {0}); run `cargo xtask testenv build`")]
+    #[error(
+        "the test API server is not built for this recipe (looked in {0}); run `cargo xtask testenv build`"
+    )]
     NotBuilt(String),
     /// `testenv/build.sh` failed.
     #[error("testenv build failed (exit status {0}); its output above names the failing step")]

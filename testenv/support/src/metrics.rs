@@ -8,13 +8,8 @@ pub fn request_count(text: &str, verb: &str, resource: &str) -> u64 {
     let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
     let mut total = 0.0;
     for line in text.lines() {
-        let metric = if line.starts_with("apiserver_request_total{") {
-            true
-        } else if verb == "WATCH" && line.starts_with("apiserver_longrunning_requests{") {
-            true
-        } else {
-            false
-        };
+        let metric = line.starts_with("apiserver_request_total{")
+            || (verb == "WATCH" && line.starts_with("apiserver_longrunning_requests{"));
         if !metric {
             continue;
         }
@@ -67,8 +62,16 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="apps"
     fn counts_by_group_verb_and_resource() {
         assert_eq!(request_count(SAMPLE, "LIST", "pods"), 5);
         assert_eq!(request_count(SAMPLE, "LIST", "metrics.k8s.io/pods"), 7);
-        assert_eq!(request_count(SAMPLE, "PATCH", "pods"), 0, "subresources are not counted");
-        assert_eq!(request_count(SAMPLE, "WATCH", "pods"), 3, "finished plus open watches");
+        assert_eq!(
+            request_count(SAMPLE, "PATCH", "pods"),
+            0,
+            "subresources are not counted"
+        );
+        assert_eq!(
+            request_count(SAMPLE, "WATCH", "pods"),
+            3,
+            "finished plus open watches"
+        );
         assert_eq!(request_count(SAMPLE, "GET", "apps/deployments"), 5);
         assert_eq!(request_count(SAMPLE, "GET", "deployments"), 0);
     }

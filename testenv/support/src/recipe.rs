@@ -20,11 +20,26 @@ const RECIPE: &[(&str, &str)] = &[
     ("build.sh", include_str!("../../build.sh")),
     ("packages.txt", include_str!("../../packages.txt")),
     ("apiserver/main.go", include_str!("../../apiserver/main.go")),
-    ("apiserver/registry.go", include_str!("../../apiserver/registry.go")),
-    ("apiserver/eviction.go", include_str!("../../apiserver/eviction.go")),
-    ("apiserver/discovery.go", include_str!("../../apiserver/discovery.go")),
-    ("apiserver/defaults.go", include_str!("../../apiserver/defaults.go")),
-    ("apiserver/bootstrap.go", include_str!("../../apiserver/bootstrap.go")),
+    (
+        "apiserver/registry.go",
+        include_str!("../../apiserver/registry.go"),
+    ),
+    (
+        "apiserver/eviction.go",
+        include_str!("../../apiserver/eviction.go"),
+    ),
+    (
+        "apiserver/discovery.go",
+        include_str!("../../apiserver/discovery.go"),
+    ),
+    (
+        "apiserver/defaults.go",
+        include_str!("../../apiserver/defaults.go"),
+    ),
+    (
+        "apiserver/bootstrap.go",
+        include_str!("../../apiserver/bootstrap.go"),
+    ),
 ];
 
 /// The environment variable that relocates the cache folder.
@@ -156,6 +171,9 @@ mod tests {
             .filter(|n| n.ends_with(".go"))
             .collect();
         embedded.sort();
-        assert_eq!(on_disk, embedded, "a Go source of the test API server is not part of the recipe key");
+        assert_eq!(
+            on_disk, embedded,
+            "a Go source of the test API server is not part of the recipe key"
+        );
     }
 }

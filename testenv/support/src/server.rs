@@ -96,7 +96,9 @@ impl Server {
                 .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
                 .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
-                .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+                ))
                 .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"))
                 // Test data is disposable: no fsync, and room for 100,000+ pods.
                 .arg("--unsafe-no-fsync")
@@ -181,7 +183,11 @@ impl Server {
     fn check_exited(&mut self) -> Result<()> {
         for (i, c) in self.children.iter_mut().enumerate() {
             if let Ok(Some(status)) = c.try_wait() {
-                let (name, log) = if i == 0 { ("etcd", "etcd.log") } else { ("the API server", "apiserver.log") };
+                let (name, log) = if i == 0 {
+                    ("etcd", "etcd.log")
+                } else {
+                    ("the API server", "apiserver.log")
+                };
                 return Err(Error::NotReady(format!(
                     "{name} exited ({status}); last lines of {}:\n{}",
                     self.dir.join(log).display(),
@@ -227,7 +233,8 @@ impl Server {
 
     fn write_kubeconfig(&self) -> Result<()> {
         // The serving certificate file holds the serving certificate, then the CA that signed it.
-        let pem = std::fs::read_to_string(self.dir.join("certs/apiserver.crt")).map_err(io("read the serving certificate"))?;
+        let pem = std::fs::read_to_string(self.dir.join("certs/apiserver.crt"))
+            .map_err(io("read the serving certificate"))?;
         let start = pem
             .rfind("-----BEGIN CERTIFICATE-----")
             .ok_or_else(|| Error::NotReady("no certificate in certs/apiserver.crt".into()))?;
@@ -396,12 +403,12 @@ fn probe_ready(kubeconfig: &Path, deadline: Instant) -> Result<bool> {
                 kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
             let client = kube::Client::try_from(config)?;
             while Instant::now() < deadline {
-                if let Ok(Ok(text)) =
-                    tokio::time::timeout(Duration::from_secs(2), client.request_text(http_get("/readyz")?)).await
+                let probe =
+                    tokio::time::timeout(Duration::from_secs(2), client.request_text(http_get("/readyz")?));
+                if let Ok(Ok(text)) = probe.await
+                    && text == "ok"
                 {
-                    if text == "ok" {
-                        return Ok(true);
-                    }
+                    return Ok(true);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -430,4 +437,3 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         )))
     }
 }
-

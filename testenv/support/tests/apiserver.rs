@@ -1,5 +1,7 @@
 //! What the test API server must do for lazyscale's tests, checked against the real server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -74,9 +76,13 @@ async fn crd_established_then_custom_resource_create_patch_status() {
     }))
     .unwrap();
     crds.create(&PostParams::default(), &crd).await.unwrap();
-    timeout(await_condition(crds, "widgets.example.com", conditions::is_crd_established()))
-        .await
-        .unwrap();
+    timeout(await_condition(
+        crds,
+        "widgets.example.com",
+        conditions::is_crd_established(),
+    ))
+    .await
+    .unwrap();
 
     let ns = env.namespace().await;
     let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
@@ -97,24 +103,40 @@ async fn crd_established_then_custom_resource_create_patch_status() {
     let created = api.create(&PostParams::default(), &w).await.unwrap();
     assert_eq!(created.data["spec"]["color"], "blue");
     let patched = api
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 4}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 4}})),
+        )
         .await
         .unwrap();
     assert_eq!(patched.data["spec"]["size"], 4);
     let status = api
-        .patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}})))
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
         .await
         .unwrap();
     assert_eq!(status.data["status"]["ready"], true);
     // the status subresource ignores spec changes, the main resource ignores status changes
     let again = api
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": false}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": false}})),
+        )
         .await
         .unwrap();
     assert_eq!(again.data["status"]["ready"], true);
     // /scale on a custom resource
     let scale = api
-        .patch_scale("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .patch_scale(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
         .await
         .unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(3));
@@ -182,7 +204,11 @@ async fn deployment_and_statefulset_scale_subresource() {
         .unwrap();
     let d = deployments.get("web").await.unwrap();
     assert_eq!(d.spec.unwrap().replicas, Some(7));
-    assert_eq!(d.metadata.generation, Some(2), "a scale change bumps the generation");
+    assert_eq!(
+        d.metadata.generation,
+        Some(2),
+        "a scale change bumps the generation"
+    );
 
     let sets = Api::<StatefulSet>::namespaced(client, &ns);
     let sts: StatefulSet = serde_json::from_value(json!({
@@ -222,7 +248,9 @@ async fn eviction_deletes_the_pod_and_honours_budgets() {
     pods.patch_status(
         "a",
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})),
+        &Patch::Merge(
+            json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+        ),
     )
     .await
     .unwrap();
@@ -276,14 +304,12 @@ async fn resize_updates_only_container_resources() {
     let c = &resized.spec.as_ref().unwrap().containers[0];
     let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
     assert_eq!(requests["cpu"].0, "300m");
-    assert_eq!(c.image.as_deref(), Some("nginx"), "resize changes nothing but resources");
-    assert!(
-        !resized
-            .metadata
-            .labels
-            .unwrap_or_default()
-            .contains_key("sneaky")
+    assert_eq!(
+        c.image.as_deref(),
+        Some("nginx"),
+        "resize changes nothing but resources"
     );
+    assert!(!resized.metadata.labels.unwrap_or_default().contains_key("sneaky"));
     assert_eq!(resized.metadata.generation, Some(2));
 }
 
@@ -390,7 +416,11 @@ async fn mutating_webhook_is_called_on_pod_create_and_its_patch_lands() {
     let hooks = Api::<DynamicObject>::all_with(
         client.clone(),
         &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration"),
+            &GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                "MutatingWebhookConfiguration",
+            ),
             "mutatingwebhookconfigurations",
         ),
     );
@@ -411,10 +441,13 @@ async fn mutating_webhook_is_called_on_pod_create_and_its_patch_lands() {
     let mut mutated = None;
     for i in 0..100 {
         let p = pods
-            .create(&PostParams::default(), &pod(&format!("m{i}"), json!({"app": "m"})))
+            .create(
+                &PostParams::default(),
+                &pod(&format!("m{i}"), json!({"app": "m"})),
+            )
             .await
             .unwrap();
-        if p.metadata.labels.unwrap_or_default().get("mutated-by").is_some() {
+        if p.metadata.labels.unwrap_or_default().contains_key("mutated-by") {
             mutated = Some(i);
             break;
         }
