@@ -1,9 +1,3 @@
-// PENDING: not compiled yet. It passed against the test API server, but it needs the dev-dependencies
-// `lazyscale-testenv.workspace = true` and `tokio.workspace = true`, and with clippy 1.95 the
-// `lazyscale-testenv` crate itself fails `-D warnings` (three `collapsible_if` in its server.rs), which
-// would fail this package's clippy run. To enable: add the two dev-dependencies and move this file to
-// `tests/apiserver.rs`.
-
 //! The CRDs and fixtures against a real API server (the test environment's apiextensions machinery):
 //!
 //! - our generated CRDs are accepted (structural schema) and become Established;
