@@ -1,0 +1,573 @@
+//! The simulator runtime: configuration, shared state (caches over reflector stores, the work
+//! queue, per-workload settings), the watchers that feed the queue, the workers that run the
+//! controllers and the kubelet, periodic resync, and the metrics loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::cache::Cache;
+use crate::controllers::{self, controller_of};
+use crate::kubelet::{self, KubeletState};
+use crate::load::LoadProfile;
+use crate::metrics;
+use crate::queue::WorkQueue;
+use crate::units::Dur;
+use crate::{BULK_LABEL, Result};
+
+/// Configuration of a [`Simulator`].
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Namespaces to simulate; empty means all namespaces.
+    pub namespaces: Vec<String>,
+    /// Number of simulated nodes (`<node_prefix>1`, ...).
+    pub nodes: u32,
+    /// Name prefix of simulated nodes.
+    pub node_prefix: String,
+    /// CPU capacity of each node, in cores.
+    pub node_cpu: f64,
+    /// Memory capacity of each node, in bytes.
+    pub node_memory: f64,
+    /// Time from a pod's scheduling to Running and Ready.
+    pub ready_delay: Duration,
+    /// Interval of PodMetrics writes (metrics-server's resolution is 15 s).
+    pub metrics_interval: Duration,
+    /// Whether to write metrics at all.
+    pub metrics: bool,
+    /// Interval at which every object is reconciled again even without watch events.
+    pub resync: Duration,
+    /// Seed of all simulated randomness.
+    pub seed: u64,
+    /// Concurrent reconcile workers.
+    pub workers: usize,
+    /// Also manage objects labelled [`BULK_LABEL`] (off: bulk-created pods are left alone).
+    pub include_bulk: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            nodes: 3,
+            node_prefix: "sim-node-".to_string(),
+            node_cpu: 8.0,
+            node_memory: 32.0 * 1024.0 * 1024.0 * 1024.0,
+            ready_delay: Duration::from_secs(2),
+            metrics_interval: Duration::from_secs(15),
+            metrics: true,
+            resync: Duration::from_secs(30),
+            seed: 1,
+            workers: 4,
+            include_bulk: false,
+        }
+    }
+}
+
+/// Kind of a simulated workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    #[default]
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 ReplicaSet without a Deployment.
+    ReplicaSet,
+}
+
+/// Identifies a workload: namespace, kind and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkloadRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Kind.
+    pub kind: WorkloadKind,
+    /// Name.
+    pub name: String,
+}
+
+impl WorkloadRef {
+    /// A reference to a Deployment.
+    pub fn deployment(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            kind: WorkloadKind::Deployment,
+            name: name.to_string(),
+        }
+    }
+
+    /// A reference to a StatefulSet.
+    pub fn statefulset(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            kind: WorkloadKind::StatefulSet,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// How the simulated kubelet answers an in-place resize (`pods/resize`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ResizeMode {
+    /// Applied at once: status resources follow the spec.
+    #[default]
+    Immediate,
+    /// `PodResizeInProgress` for `duration`, then applied.
+    InProgress {
+        /// How long the resize takes.
+        #[serde(default)]
+        duration: Dur,
+    },
+    /// `PodResizePending` with reason `Deferred` (not applied until the mode changes).
+    Deferred,
+    /// `PodResizePending` with reason `Infeasible` (never applied while the mode holds).
+    Infeasible,
+}
+
+impl ResizeMode {
+    /// Parses the value of [`crate::RESIZE_ANNOTATION`].
+    pub fn from_annotation(value: &str, duration: Option<Duration>) -> Option<Self> {
+        match value {
+            "immediate" => Some(Self::Immediate),
+            "in-progress" => Some(Self::InProgress {
+                duration: Dur(duration.unwrap_or(Duration::from_secs(5))),
+            }),
+            "deferred" => Some(Self::Deferred),
+            "infeasible" => Some(Self::Infeasible),
+            _ => None,
+        }
+    }
+}
+
+/// What the simulator knows about one workload beyond its Kubernetes object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadSettings {
+    /// Its load; `None` uses a default (30 % of CPU requests, 50 % of memory requests per pod).
+    pub load: Option<LoadProfile>,
+    /// How in-place resizes are answered.
+    pub resize: ResizeMode,
+    /// Overrides [`SimConfig::ready_delay`] for its pods.
+    pub ready_delay: Option<Duration>,
+}
+
+/// A unit of work for the workers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    Deployment(String, String),
+    ReplicaSet(String, String),
+    StatefulSet(String, String),
+    Pod(String, String),
+}
+
+/// State shared by the simulator's tasks.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) cfg: SimConfig,
+    pub(crate) deployments: Cache<Deployment>,
+    pub(crate) replicasets: Cache<ReplicaSet>,
+    pub(crate) statefulsets: Cache<StatefulSet>,
+    pub(crate) pods: Cache<Pod>,
+    pub(crate) queue: WorkQueue<Key>,
+    pub(crate) workloads: RwLock<HashMap<WorkloadRef, WorkloadSettings>>,
+    pub(crate) start: Instant,
+    pub(crate) kubelet: std::sync::Mutex<KubeletState>,
+    pub(crate) metrics_state: tokio::sync::Mutex<metrics::MetricsState>,
+}
+
+impl Shared {
+    /// Seconds since the simulator started: the `t` of load profiles.
+    pub(crate) fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Settings of a workload (defaults when unknown).
+    pub(crate) fn settings(&self, w: &WorkloadRef) -> WorkloadSettings {
+        self.workloads
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(w)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The workload a pod belongs to (through its ReplicaSet to a Deployment).
+    pub(crate) fn workload_of(&self, pod: &Pod) -> Option<WorkloadRef> {
+        let ns = pod.namespace().unwrap_or_default();
+        let owner = controller_of(&pod.metadata)?;
+        match owner.kind.as_str() {
+            "StatefulSet" => Some(WorkloadRef::statefulset(&ns, &owner.name)),
+            "ReplicaSet" => {
+                let rs = self.replicasets.get(&ns, &owner.name);
+                match rs.as_ref().and_then(|rs| controller_of(&rs.metadata).cloned()) {
+                    Some(o) if o.kind == "Deployment" => Some(WorkloadRef::deployment(&ns, &o.name)),
+                    _ => {
+                        // Not cached yet: derive the Deployment from the pod-template-hash naming.
+                        let hash = pod.labels().get("pod-template-hash");
+                        match hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
+                            Some(d) => Some(WorkloadRef::deployment(&ns, d)),
+                            None => Some(WorkloadRef {
+                                namespace: ns,
+                                kind: WorkloadKind::ReplicaSet,
+                                name: owner.name.clone(),
+                            }),
+                        }
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn in_scope<K: Resource>(&self, obj: &K) -> bool {
+        let ns_ok = self.cfg.namespaces.is_empty()
+            || obj
+                .meta()
+                .namespace
+                .as_ref()
+                .is_some_and(|n| self.cfg.namespaces.contains(n));
+        let bulk_ok = self.cfg.include_bulk
+            || !obj
+                .meta()
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(BULK_LABEL));
+        ns_ok && bulk_ok
+    }
+}
+
+/// A running simulator. Dropping it stops its tasks; [`Simulator::shutdown`] does so explicitly.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("config", &self.shared.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Turns a watch event (object, deleted) into work-queue keys.
+type Dispatch<K> = Arc<dyn Fn(&K, bool) + Send + Sync>;
+
+/// Starts watchers (one per namespace, or one for all) feeding one store per watcher.
+fn start_watchers<K>(
+    client: &Client,
+    cfg: &SimConfig,
+    tasks: &mut Vec<JoinHandle<()>>,
+    dispatch: Dispatch<K>,
+) -> Vec<Store<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let apis: Vec<Api<K>> = if cfg.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        cfg.namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let mut wc = watcher::Config::default();
+    if !cfg.include_bulk {
+        wc = wc.labels(&format!("!{BULK_LABEL}"));
+    }
+    let mut stores = Vec::new();
+    for api in apis {
+        let (reader, writer) = reflector::store();
+        stores.push(reader);
+        let stream = reflector::reflector(writer, watcher::watcher(api, wc.clone()).default_backoff());
+        let dispatch = dispatch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(Event::Apply(o) | Event::InitApply(o)) => dispatch(&o, false),
+                    Ok(Event::Delete(o)) => dispatch(&o, true),
+                    Ok(_) => {}
+                    Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch error"),
+                }
+            }
+        }));
+    }
+    stores
+}
+
+impl Simulator {
+    /// Starts the simulator on `client`: creates the simulated nodes, starts the watchers, waits
+    /// until their initial lists are in, then runs the controllers, the kubelet and the metrics
+    /// writer until [`Simulator::shutdown`] or drop.
+    pub async fn start(client: Client, cfg: SimConfig) -> Result<Simulator> {
+        kubelet::ensure_nodes(&client, &cfg).await?;
+        let queue: WorkQueue<Key> = WorkQueue::new();
+        let mut tasks = Vec::new();
+
+        let q = queue.clone();
+        let d_stores = start_watchers::<Deployment>(
+            &client,
+            &cfg,
+            &mut tasks,
+            Arc::new(move |d: &Deployment, _| {
+                q.add(Key::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
+            }),
+        );
+        let q = queue.clone();
+        let rs_stores = start_watchers::<ReplicaSet>(
+            &client,
+            &cfg,
+            &mut tasks,
+            Arc::new(move |rs: &ReplicaSet, _| {
+                let ns = rs.namespace().unwrap_or_default();
+                if let Some(o) = controller_of(&rs.metadata)
+                    && o.kind == "Deployment"
+                {
+                    q.add(Key::Deployment(ns.clone(), o.name.clone()));
+                }
+                q.add(Key::ReplicaSet(ns, rs.name_any()));
+            }),
+        );
+        let q = queue.clone();
+        let sts_stores = start_watchers::<StatefulSet>(
+            &client,
+            &cfg,
+            &mut tasks,
+            Arc::new(move |s: &StatefulSet, _| {
+                q.add(Key::StatefulSet(s.namespace().unwrap_or_default(), s.name_any()));
+            }),
+        );
+        let q = queue.clone();
+        let pod_stores = start_watchers::<Pod>(
+            &client,
+            &cfg,
+            &mut tasks,
+            Arc::new(move |p: &Pod, deleted| {
+                let ns = p.namespace().unwrap_or_default();
+                if let Some(o) = controller_of(&p.metadata) {
+                    match o.kind.as_str() {
+                        "ReplicaSet" => q.add(Key::ReplicaSet(ns.clone(), o.name.clone())),
+                        "StatefulSet" => q.add(Key::StatefulSet(ns.clone(), o.name.clone())),
+                        _ => {}
+                    }
+                }
+                if !deleted {
+                    q.add(Key::Pod(ns, p.name_any()));
+                }
+            }),
+        );
+        for s in d_stores.iter() {
+            s.wait_until_ready()
+                .await
+                .map_err(|e| crate::Error::Missing(e.to_string()))?;
+        }
+        for s in rs_stores.iter() {
+            s.wait_until_ready()
+                .await
+                .map_err(|e| crate::Error::Missing(e.to_string()))?;
+        }
+        for s in sts_stores.iter() {
+            s.wait_until_ready()
+                .await
+                .map_err(|e| crate::Error::Missing(e.to_string()))?;
+        }
+        for s in pod_stores.iter() {
+            s.wait_until_ready()
+                .await
+                .map_err(|e| crate::Error::Missing(e.to_string()))?;
+        }
+
+        let shared = Arc::new(Shared {
+            kubelet: std::sync::Mutex::new(KubeletState::new(&cfg)),
+            client,
+            deployments: Cache::new(d_stores),
+            replicasets: Cache::new(rs_stores),
+            statefulsets: Cache::new(sts_stores),
+            pods: Cache::new(pod_stores),
+            queue,
+            workloads: RwLock::new(HashMap::new()),
+            start: Instant::now(),
+            metrics_state: tokio::sync::Mutex::new(metrics::MetricsState::default()),
+            cfg,
+        });
+        enqueue_all(&shared);
+
+        for _ in 0..shared.cfg.workers.max(1) {
+            let sh = shared.clone();
+            tasks.push(tokio::spawn(async move { worker(sh).await }));
+        }
+        let sh = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sh.cfg.resync);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                enqueue_all(&sh);
+            }
+        }));
+        if shared.cfg.metrics {
+            let sh = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(sh.cfg.metrics_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = metrics::tick(&sh).await {
+                        warn!(error = %e, "metrics round failed");
+                    }
+                }
+            }));
+        }
+        info!(namespaces = ?shared.cfg.namespaces, nodes = shared.cfg.nodes, "simulator started");
+        Ok(Simulator { shared, tasks })
+    }
+
+    /// Sets everything the simulator knows about a workload (load, resize behaviour, ready delay).
+    pub fn set_workload(&self, workload: WorkloadRef, settings: WorkloadSettings) {
+        self.shared
+            .workloads
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(workload, settings);
+    }
+
+    /// Changes the load profile of a workload.
+    pub fn set_load(&self, workload: &WorkloadRef, load: LoadProfile) {
+        let mut w = self
+            .shared
+            .workloads
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.entry(workload.clone()).or_default().load = Some(load);
+    }
+
+    /// Changes how in-place resizes of a workload's pods are answered; re-examines its pods.
+    pub fn set_resize(&self, workload: &WorkloadRef, mode: ResizeMode) {
+        {
+            let mut w = self
+                .shared
+                .workloads
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            w.entry(workload.clone()).or_default().resize = mode;
+        }
+        enqueue_all(&self.shared);
+    }
+
+    /// Settings of a workload.
+    pub fn workload(&self, workload: &WorkloadRef) -> WorkloadSettings {
+        self.shared.settings(workload)
+    }
+
+    /// Runs one metrics round now (also checks for OOM kills); returns the number of PodMetrics
+    /// written.
+    pub async fn tick_metrics(&self) -> Result<usize> {
+        metrics::tick(&self.shared).await
+    }
+
+    /// Seconds since start: the time axis of load profiles.
+    pub fn elapsed(&self) -> f64 {
+        self.shared.elapsed()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.cfg
+    }
+
+    /// The client the simulator uses.
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// Reconciles every known object again (as a resync does).
+    pub fn resync(&self) {
+        enqueue_all(&self.shared);
+    }
+
+    /// Stops all tasks.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    fn stop(&mut self) {
+        self.shared.queue.shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn enqueue_all(sh: &Shared) {
+    for d in sh.deployments.list(|_| true) {
+        sh.queue
+            .add(Key::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
+    }
+    for r in sh.replicasets.list(|_| true) {
+        sh.queue
+            .add(Key::ReplicaSet(r.namespace().unwrap_or_default(), r.name_any()));
+    }
+    for s in sh.statefulsets.list(|_| true) {
+        sh.queue
+            .add(Key::StatefulSet(s.namespace().unwrap_or_default(), s.name_any()));
+    }
+    for p in sh.pods.list(|_| true) {
+        sh.queue
+            .add(Key::Pod(p.namespace().unwrap_or_default(), p.name_any()));
+    }
+}
+
+async fn worker(sh: Arc<Shared>) {
+    while let Some(key) = sh.queue.get().await {
+        let res = match &key {
+            Key::Deployment(ns, n) => controllers::deployment::reconcile(&sh, ns, n).await,
+            Key::ReplicaSet(ns, n) => controllers::replicaset::reconcile(&sh, ns, n).await,
+            Key::StatefulSet(ns, n) => controllers::statefulset::reconcile(&sh, ns, n).await,
+            Key::Pod(ns, n) => kubelet::reconcile(&sh, ns, n).await,
+        };
+        match res {
+            Ok(Some(after)) => sh.queue.add_after(key.clone(), after),
+            Ok(None) => {}
+            Err(e) => {
+                let conflict = matches!(&e, crate::Error::Kube(kube::Error::Api(s)) if s.code == 409);
+                if conflict {
+                    debug!(?key, "conflict, retrying");
+                } else {
+                    warn!(?key, error = %e, "reconcile failed");
+                }
+                sh.queue.add_after(
+                    key.clone(),
+                    Duration::from_millis(if conflict { 200 } else { 1000 }),
+                );
+            }
+        }
+        sh.queue.done(&key);
+    }
+}
