@@ -1,0 +1,182 @@
+//! The pod collection against a real API server (the `lazyscale-testenv` server): the cache sees adds,
+//! modifications and deletions, filters to the interest set, backfills workloads that join it, evicts
+//! those that leave, and clears itself when stopped.
+
+// The scenario lives in a helper shared by two `#[tokio::test]`s; a failed call there fails the test.
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use lazyscale_podcache::slim::{WorkloadKey, WorkloadKind};
+use lazyscale_podcache::store::{Interest, WorkloadCounts};
+use lazyscale_podcache::watch::{Config, PodCollection};
+use lazyscale_testenv::TestEnv;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// A pod as the ReplicaSet controller of Deployment `deployment` would create it.
+fn pod(deployment: &str, hash: &str, suffix: &str) -> Pod {
+    let rs = format!("{deployment}-{hash}");
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{rs}-{suffix}"),
+            "labels": {"app": deployment, "pod-template-hash": hash, "team": "x"},
+            "annotations": {"autoscaling.datadoghq.com/rec-id": "r1", "other": "y"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
+                "uid": "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d", "controller": true}]
+        },
+        "spec": {"containers": [{"name": "app", "image": "nginx",
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}}]}
+    }))
+    .unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_collection(config: Config) {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let web = WorkloadKey::new(&ns, WorkloadKind::Deployment, "web");
+    let api = WorkloadKey::new(&ns, WorkloadKind::Deployment, "api");
+
+    // Pods that exist before the collection starts.
+    for suffix in ["aaaaa", "bbbbb"] {
+        pods.create(&PostParams::default(), &pod("web", "6c8f9d7b5a", suffix))
+            .await
+            .unwrap();
+    }
+    pods.create(&PostParams::default(), &pod("api", "7d9e0f1a2b", "ccccc"))
+        .await
+        .unwrap();
+
+    let cancel = CancellationToken::new();
+    let collection = PodCollection::start(client.clone(), config, cancel.clone());
+    collection.set_interest(Interest::new().with_workload(web.clone(), None));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), collection.synced())
+            .await
+            .unwrap()
+    );
+    assert!(collection.is_synced());
+
+    let store = collection.store().clone();
+    eventually("initial web pods", || async { store.counts(&web).pods == 2 }).await;
+    assert_eq!(store.counts(&api).pods, 0, "api is not of interest");
+    let cached = store.find(&ns, "web-6c8f9d7b5a-aaaaa").unwrap();
+    assert_eq!(cached.containers()[0].resources.requests.cpu_millis, Some(100));
+    assert_eq!(cached.annotation("autoscaling.datadoghq.com/rec-id"), Some("r1"));
+
+    // Add.
+    pods.create(&PostParams::default(), &pod("web", "6c8f9d7b5a", "ddddd"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("api", "7d9e0f1a2b", "eeeee"))
+        .await
+        .unwrap();
+    eventually("added web pod", || async { store.counts(&web).pods == 3 }).await;
+
+    // Modify (status written the way the kubelet does).
+    let status = json!({"status": {"phase": "Running", "startTime": "2026-11-28T08:00:00Z",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": "app", "ready": true, "restartCount": 1, "image": "nginx", "imageID": "",
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}});
+    pods.patch_status(
+        "web-6c8f9d7b5a-aaaaa",
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
+    eventually("ready web pod", || async {
+        store.counts(&web) == WorkloadCounts { pods: 3, ready: 1 }
+    })
+    .await;
+    let modified = store.find(&ns, "web-6c8f9d7b5a-aaaaa").unwrap();
+    assert!(modified.oom_killed());
+    assert_eq!(modified.container_states()[0].restarts(), 1);
+
+    // Delete.
+    pods.delete("web-6c8f9d7b5a-bbbbb", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted web pod", || async { store.counts(&web).pods == 2 }).await;
+    assert!(store.find(&ns, "web-6c8f9d7b5a-bbbbb").is_none());
+
+    // A workload joining the interest set is backfilled (its pods were dropped on arrival).
+    let update = collection.set_interest(
+        Interest::new()
+            .with_workload(web.clone(), None)
+            .with_workload(api.clone(), Some("app=api".into())),
+    );
+    assert_eq!(update.backfill.len(), 1);
+    eventually("backfilled api pods", || async { store.counts(&api).pods == 2 }).await;
+    // One backfill when web became interesting at start, one for api.
+    eventually("backfills counted", || async {
+        collection.stats().backfills == 2
+    })
+    .await;
+    assert_eq!(collection.stats().backfill_errors, 0);
+
+    // A workload leaving it is evicted.
+    let update = collection.set_interest(Interest::new().with_workload(api.clone(), None));
+    assert_eq!(update.evicted, 2);
+    assert_eq!(store.counts(&web).pods, 0);
+    pods.create(&PostParams::default(), &pod("web", "6c8f9d7b5a", "fffff"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("api", "7d9e0f1a2b", "ggggg"))
+        .await
+        .unwrap();
+    eventually("new api pod", || async { store.counts(&api).pods == 3 }).await;
+    assert_eq!(store.counts(&web).pods, 0);
+
+    let stats = collection.stats();
+    assert_eq!(stats.pods, 3);
+    assert!(stats.bytes > 0);
+    assert!(stats.dropped > 0);
+
+    // Stopping clears the cache.
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), collection.stopped())
+        .await
+        .unwrap();
+    assert!(store.is_empty());
+    assert!(!collection.is_synced());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_list_watch() {
+    run_collection(Config {
+        page_size: 1,
+        ..Config::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watch() {
+    run_collection(Config {
+        streaming_lists: true,
+        streaming_timeout: Duration::from_secs(20),
+        ..Config::default()
+    })
+    .await;
+}
