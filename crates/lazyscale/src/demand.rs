@@ -1,0 +1,198 @@
+//! The autoscaler watches that feed the demand gate.
+//!
+//! Four cheap watches run from startup, whatever the size of the cluster: DatadogPodAutoscalers (any
+//! origin; whole objects, for their targets) and metadata-only watches of Deployments, StatefulSets and
+//! namespaces labelled
+//! `autoscaling.datadoghq.com/profile` (the label selector also excludes the value `excluded`, so the API
+//! server filters them and a workload that switches to `excluded` arrives as a deletion). ClusterProfiles
+//! are not watched: they never open the gate. No pod is listed or watched here.
+
+use std::fmt::Debug;
+
+use crate::gate::{Source, SourceKind};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The label selector of profile-labelled objects that count as autoscalers.
+pub const PROFILE_SELECTOR: &str =
+    "autoscaling.datadoghq.com/profile,autoscaling.datadoghq.com/profile!=excluded";
+
+/// The workload a DPA targets (`spec.targetRef`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    /// Kind (`Deployment`, `StatefulSet`, `Rollout`, ...).
+    pub kind: String,
+    /// Name, in the DPA's namespace.
+    pub name: String,
+}
+
+/// A change to the set of autoscalers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The complete set of one kind after a (re)list, with DPA targets.
+    Snapshot(SourceKind, Vec<(Source, Option<Target>)>),
+    /// One autoscaler appeared or changed.
+    Present(Source, Option<Target>),
+    /// One autoscaler is gone.
+    Gone(Source),
+}
+
+/// Objects the demand watches see: metadata, plus a DPA's target.
+pub trait Observed {
+    /// The object's metadata.
+    fn object_meta(&self) -> &kube::api::ObjectMeta;
+    /// The DPA target, for DPAs.
+    fn target(&self) -> Option<Target> {
+        None
+    }
+}
+
+impl<K> Observed for PartialObjectMeta<K> {
+    fn object_meta(&self) -> &kube::api::ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Observed for DynamicObject {
+    fn object_meta(&self) -> &kube::api::ObjectMeta {
+        &self.metadata
+    }
+    fn target(&self) -> Option<Target> {
+        let t = self.data.get("spec")?.get("targetRef")?;
+        Some(Target {
+            kind: t.get("kind")?.as_str()?.to_string(),
+            name: t.get("name")?.as_str()?.to_string(),
+        })
+    }
+}
+
+/// The DatadogPodAutoscaler resource (watched as metadata only).
+pub fn dpa_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("datadoghq.com", "v1alpha2", "DatadogPodAutoscaler"),
+        "datadogpodautoscalers",
+    )
+}
+
+fn source_of(kind: SourceKind, meta: &kube::api::ObjectMeta) -> Option<Source> {
+    let name = meta.name.clone()?;
+    match kind {
+        SourceKind::Namespace => Some(Source::namespace(name)),
+        _ => Some(Source::new(
+            kind,
+            meta.namespace.clone().unwrap_or_default(),
+            name,
+        )),
+    }
+}
+
+async fn watch_kind<K>(
+    api: Api<K>,
+    kind: SourceKind,
+    config: watcher::Config,
+    tx: mpsc::Sender<Update>,
+    errors: prometheus_client::metrics::counter::Counter,
+    stop: CancellationToken,
+) where
+    K: kube::Resource + Observed + serde::de::DeserializeOwned + Clone + Debug + Send + 'static,
+{
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut pending: Vec<(Source, Option<Target>)> = Vec::new();
+    let mut warned = false;
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            n = stream.next() => n,
+        };
+        let Some(item) = next else { return };
+        let update = match item {
+            Ok(Event::Init) => {
+                pending.clear();
+                None
+            }
+            Ok(Event::InitApply(o)) => {
+                pending.extend(source_of(kind, Observed::object_meta(&o)).map(|s| (s, o.target())));
+                None
+            }
+            Ok(Event::InitDone) => {
+                warned = false;
+                Some(Update::Snapshot(kind, std::mem::take(&mut pending)))
+            }
+            Ok(Event::Apply(o)) => {
+                source_of(kind, Observed::object_meta(&o)).map(|s| Update::Present(s, o.target()))
+            }
+            Ok(Event::Delete(o)) => source_of(kind, Observed::object_meta(&o)).map(Update::Gone),
+            Err(error) => {
+                errors.inc();
+                // A missing CRD is normal on a cluster without DatadogPodAutoscalers: say it once.
+                if !warned {
+                    tracing::warn!(?kind, error = %error, "autoscaler watch failed; retrying with backoff");
+                    warned = true;
+                } else {
+                    tracing::debug!(?kind, error = %error, "autoscaler watch failed again");
+                }
+                None
+            }
+        };
+        if let Some(u) = update
+            && tx.send(u).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Starts the four watches; updates arrive on the returned channel until `stop` is cancelled.
+pub fn spawn(
+    client: kube::Client,
+    errors: prometheus_client::metrics::counter::Counter,
+    stop: CancellationToken,
+) -> mpsc::Receiver<Update> {
+    let (tx, rx) = mpsc::channel(256);
+    let labelled = watcher::Config::default().labels(PROFILE_SELECTOR);
+    // Bookmarks keep resumption cheap; the idle watches carry almost no traffic.
+    let plain = watcher::Config::default();
+    // DPAs are read whole (they are few and small): the stack needs their targets for the pod cache's
+    // interest set. Any version the server serves works; v1alpha2 is the storage version.
+    let dpas: Api<DynamicObject> = Api::all_with(client.clone(), &dpa_resource());
+    tokio::spawn(watch_kind(
+        dpas,
+        SourceKind::Dpa,
+        plain,
+        tx.clone(),
+        errors.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(watch_kind(
+        Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+        SourceKind::Deployment,
+        labelled.clone(),
+        tx.clone(),
+        errors.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(watch_kind(
+        Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
+        SourceKind::StatefulSet,
+        labelled.clone(),
+        tx.clone(),
+        errors.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(watch_kind(
+        Api::<PartialObjectMeta<Namespace>>::all(client),
+        SourceKind::Namespace,
+        labelled,
+        tx,
+        errors,
+        stop,
+    ));
+    rx
+}

@@ -1,0 +1,14 @@
+//! lazyscale: a Kubernetes workload autoscaler for the DatadogPodAutoscaler API whose autoscaling stack
+//! (pod cache, controller, webhook patcher) starts only when the first autoscaler exists and stops when
+//! the last one is gone.
+//!
+//! The library holds the agent's parts; `main.rs` is the command line around them.
+
+pub mod admin;
+pub mod config;
+pub mod demand;
+pub mod gate;
+pub mod memory;
+pub mod stack;
+pub mod telemetry;
+pub mod webhook;

@@ -1,0 +1,292 @@
+//! The lazy autoscaling stack: started when the first autoscaler appears, stopped after the grace period
+//! once the last one is gone, any number of times.
+//!
+//! [`run`] owns the demand set (fed by the autoscaler watches of [`crate::demand`]) and the gate state
+//! machine of [`crate::gate`]. While the gate is open, a [`Running`] stack holds the
+//! pod collection, the webhook mutator and the webhook registration; closing the gate cancels its tasks and
+//! drops it, which releases the pod cache's memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lazyscale_podcache::slim::{WorkloadKey, WorkloadKind};
+use lazyscale_podcache::store::Interest;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::demand::{self, Target, Update};
+use crate::gate::{Action, Demand, Gate, Machine, Signal, Source, SourceKind};
+use crate::telemetry::{DemandKind, DemandLabels, GateState, Metrics, TransitionLabels};
+use crate::webhook::{Mutator, Registration};
+
+/// What the stack needs from the agent.
+pub struct Deps {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once the agent is connected and watching.
+    pub ready: Arc<AtomicBool>,
+    /// Where the stack installs its webhook mutator.
+    pub mutator: Arc<std::sync::RwLock<Option<Arc<dyn Mutator>>>>,
+    /// The webhook registration (when the API server can reach our webhook).
+    pub registration: Option<Registration>,
+    /// Agent shutdown.
+    pub stop: CancellationToken,
+    /// What dependants of the stack wait on.
+    pub gate: Arc<Gate>,
+}
+
+/// The stack while the gate is open.
+struct Running {
+    cancel: CancellationToken,
+    pods: lazyscale_podcache::watch::PodCollection,
+}
+
+/// Mutator of a running stack. The vertical recommender is not wired yet: pods are examined (their owner
+/// resolved against the cache) and allowed unchanged.
+struct StackMutator;
+
+impl Mutator for StackMutator {
+    fn mutate(&self, review: &[u8]) -> Result<Option<serde_json::Value>, String> {
+        let _: serde_json::Value = serde_json::from_slice(review).map_err(|e| e.to_string())?;
+        Ok(None)
+    }
+}
+
+fn set_autoscaler_gauges(metrics: &Metrics, demand: &Demand) {
+    for (kind, label) in [
+        (SourceKind::Dpa, DemandKind::Dpa),
+        (SourceKind::Namespace, DemandKind::Namespace),
+    ] {
+        metrics
+            .autoscalers
+            .get_or_create(&DemandLabels { source: label })
+            .set(demand.count(kind) as i64);
+    }
+    metrics
+        .autoscalers
+        .get_or_create(&DemandLabels {
+            source: DemandKind::Workload,
+        })
+        .set((demand.count(SourceKind::Deployment) + demand.count(SourceKind::StatefulSet)) as i64);
+}
+
+async fn wait_for_api(client: &kube::Client, stop: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.apiserver_version().await {
+            Ok(v) => {
+                tracing::info!(version = %v.git_version, "connected to the API server");
+                return true;
+            }
+            Err(error) => tracing::warn!(%error, "API server not reachable yet; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Runs until the agent stops.
+pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
+    if !deps.settings.enabled {
+        tracing::info!("autoscaling.workload.enabled is false: the autoscaling stack never starts");
+        deps.ready.store(true, Ordering::Relaxed);
+        deps.stop.cancelled().await;
+        return Ok(());
+    }
+    if !wait_for_api(&deps.client, &deps.stop).await {
+        return Ok(());
+    }
+    let mut updates = demand::spawn(
+        deps.client.clone(),
+        deps.metrics.demand_watch_errors.clone(),
+        deps.stop.clone(),
+    );
+    deps.ready.store(true, Ordering::Relaxed);
+    let mut demand = Demand::default();
+    let mut targets: BTreeMap<Source, Target> = BTreeMap::new();
+    let mut machine = Machine::new(deps.settings.grace);
+    let mut running: Option<Running> = None;
+    let mut refresh = tokio::time::interval(Duration::from_secs(2));
+    if deps.settings.eager {
+        tracing::info!("eager mode: starting the stack without waiting for an autoscaler");
+        running = Some(start(&mut deps, &demand, &targets).await);
+        deps.gate.publish(Signal::Open(0));
+    }
+    loop {
+        let deadline = machine.deadline().map(Instant::from_std);
+        tokio::select! {
+            () = deps.stop.cancelled() => break,
+            u = updates.recv() => {
+                let Some(u) = u else { break };
+                apply(&mut demand, &mut targets, u);
+                set_autoscaler_gauges(&deps.metrics, &demand);
+                if let Some(r) = &running {
+                    r.pods.set_interest(interest(&demand, &targets));
+                    if let Some(reg) = deps.registration.as_mut()
+                        && let Err(error) = reg.sync(&demand.namespaces()).await
+                    {
+                        tracing::warn!(%error, "webhook registration update failed; retrying on the next change");
+                    }
+                }
+            }
+            () = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {}
+            _ = refresh.tick() => {
+                if let Some(r) = &running {
+                    publish_cache_metrics(&deps.metrics, r);
+                    if r.pods.is_synced() {
+                        deps.gate.publish(Signal::Synced(machine.opened()));
+                    }
+                }
+            }
+        }
+        if deps.settings.eager {
+            continue;
+        }
+        match machine.observe(!demand.is_empty(), std::time::Instant::now()) {
+            Action::Start => {
+                deps.metrics
+                    .gate_transitions
+                    .get_or_create(&TransitionLabels { to: GateState::Open })
+                    .inc();
+                running = Some(start(&mut deps, &demand, &targets).await);
+                deps.gate.publish(Signal::Open(machine.opened()));
+            }
+            Action::Stop => {
+                deps.metrics
+                    .gate_transitions
+                    .get_or_create(&TransitionLabels {
+                        to: GateState::Closed,
+                    })
+                    .inc();
+                if let Some(r) = running.take() {
+                    stop(&mut deps, r).await;
+                }
+                deps.gate.publish(Signal::Closed);
+            }
+            Action::None => {}
+        }
+    }
+    deps.gate.publish(Signal::ShuttingDown);
+    if let Some(r) = running.take() {
+        stop(&mut deps, r).await;
+    }
+    Ok(())
+}
+
+fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, u: Update) {
+    match u {
+        Update::Snapshot(kind, list) => {
+            if kind == SourceKind::Dpa {
+                targets.clear();
+            }
+            let mut set = BTreeSet::new();
+            for (s, t) in list {
+                if let Some(t) = t {
+                    targets.insert(s.clone(), t);
+                }
+                set.insert(s);
+            }
+            demand.replace_kind(kind, set);
+        }
+        Update::Present(s, t) => {
+            match t {
+                Some(t) => targets.insert(s.clone(), t),
+                None => targets.remove(&s),
+            };
+            demand.insert(s);
+        }
+        Update::Gone(s) => {
+            targets.remove(&s);
+            demand.remove(&s);
+        }
+    }
+}
+
+/// The workloads whose pods the cache keeps: DPA targets, profile-labelled workloads, and every
+/// workload of a profile-labelled namespace.
+pub fn interest(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Interest {
+    let mut i = Interest::new();
+    for (dpa, t) in targets {
+        i.add_workload(
+            WorkloadKey::new(&dpa.namespace, WorkloadKind::from_kind(&t.kind), &t.name),
+            None,
+        );
+    }
+    for (kind, wk) in [
+        (SourceKind::Deployment, WorkloadKind::Deployment),
+        (SourceKind::StatefulSet, WorkloadKind::StatefulSet),
+    ] {
+        for s in demand.of_kind(kind) {
+            i.add_workload(WorkloadKey::new(&s.namespace, wk, &s.name), None);
+        }
+    }
+    for s in demand.of_kind(SourceKind::Namespace) {
+        i.add_namespace(&s.namespace);
+    }
+    i
+}
+
+async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Target>) -> Running {
+    tracing::info!(
+        autoscalers = demand.len(),
+        "first autoscaler: starting the autoscaling stack"
+    );
+    let cancel = deps.stop.child_token();
+    let pods = lazyscale_podcache::watch::PodCollection::start(
+        deps.client.clone(),
+        lazyscale_podcache::watch::Config {
+            page_size: deps.settings.page_size,
+            ..Default::default()
+        },
+        cancel.clone(),
+    );
+    pods.set_interest(interest(demand, targets));
+    deps.metrics.gate_open.set(1);
+    if let Ok(mut m) = deps.mutator.write() {
+        *m = Some(Arc::new(StackMutator));
+    }
+    if let Some(reg) = deps.registration.as_mut()
+        && let Err(error) = reg.sync(&demand.namespaces()).await
+    {
+        tracing::warn!(%error, "webhook registration failed; retrying on the next change");
+    }
+    Running { cancel, pods }
+}
+
+fn publish_cache_metrics(metrics: &Metrics, r: &Running) {
+    let stats = r.pods.stats();
+    metrics.cached_pods.set(stats.pods as i64);
+    metrics.cache_bytes.set(stats.bytes as i64);
+    metrics.watch_restarts.set(stats.restarts as i64);
+    metrics.watch_errors.set(stats.errors as i64);
+    metrics.pod_collection_synced.set(i64::from(r.pods.is_synced()));
+}
+
+async fn stop(deps: &mut Deps, r: Running) {
+    tracing::info!("last autoscaler gone and grace period over: stopping the autoscaling stack");
+    if let Ok(mut m) = deps.mutator.write() {
+        *m = None;
+    }
+    if let Some(reg) = deps.registration.as_mut()
+        && let Err(error) = reg.remove().await
+    {
+        tracing::warn!(%error, "could not remove the webhook configuration");
+    }
+    r.cancel.cancel();
+    r.pods.stopped().await;
+    drop(r);
+    deps.metrics.gate_open.set(0);
+    deps.metrics.pod_collection_synced.set(0);
+    deps.metrics.cached_pods.set(0);
+    deps.metrics.cache_bytes.set(0);
+}

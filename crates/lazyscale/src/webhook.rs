@@ -1,0 +1,466 @@
+//! The admission webhook server (HTTPS, rustls with the ring provider) and its registration.
+//!
+//! The server runs on every replica from startup. While the autoscaling stack is down it answers
+//! "allowed" after reading only the request `uid` (the pod is skipped by the JSON scanner, never decoded).
+//! While the stack is up, requests go to the installed [`Mutator`]. Any internal error fails open
+//! (allowed, no patch, counted); a body that is not an AdmissionReview gets HTTP 400 with a message.
+//!
+//! The MutatingWebhookConfiguration exists only while the stack is up, and selects only namespaces that
+//! have autoscalers ([`Registration`]).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum_server::tls_rustls::RustlsConfig;
+use base64::Engine;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::{Metrics, WebhookLabels, WebhookPath};
+
+/// The name of the MutatingWebhookConfiguration the agent owns.
+pub const CONFIGURATION_NAME: &str = "lazyscale-pod-autoscaling";
+/// The webhook's name inside the configuration.
+pub const WEBHOOK_NAME: &str = "pods.autoscaling.lazyscale.dev";
+/// The path the webhook is served on.
+pub const PATH: &str = "/mutate/pods";
+/// The field manager of everything the agent writes.
+pub const FIELD_MANAGER: &str = "lazyscale";
+
+/// What the stack installs to examine pods while it is up.
+pub trait Mutator: Send + Sync {
+    /// Returns the JSON patch for an admission request (already known to be a well-formed
+    /// AdmissionReview), or `None` to allow unchanged.
+    fn mutate(&self, review: &[u8]) -> Result<Option<serde_json::Value>, String>;
+}
+
+/// The part of an AdmissionReview the fast path reads: the request uid. `object` and everything else is
+/// skipped without being built.
+#[derive(Deserialize)]
+struct ReviewHead {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    request: Option<RequestHead>,
+}
+
+#[derive(Deserialize)]
+struct RequestHead {
+    uid: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    object: Option<IgnoredAny>,
+}
+
+/// The outcome of one admission request, as a pure value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer with this AdmissionReview.
+    Respond {
+        /// The response body.
+        body: serde_json::Value,
+        /// The path taken (for metrics).
+        path: WebhookPath,
+    },
+    /// HTTP 400 with a message.
+    BadRequest(String),
+}
+
+fn review_response(uid: &str, patch: Option<&serde_json::Value>, api_version: &str) -> serde_json::Value {
+    let mut response = json!({"uid": uid, "allowed": true});
+    if let Some(p) = patch {
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(p.to_string()));
+    }
+    json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response})
+}
+
+/// Decides the answer to one admission request body. Pure apart from calling the mutator.
+pub fn decide(body: &[u8], mutator: Option<&dyn Mutator>) -> Decision {
+    let head: ReviewHead = match serde_json::from_slice(body) {
+        Ok(h) => h,
+        Err(e) => return Decision::BadRequest(format!("the body is not an AdmissionReview: {e}")),
+    };
+    let Some(request) = head.request else {
+        return Decision::BadRequest("the AdmissionReview has no request".into());
+    };
+    let api_version = head.api_version.unwrap_or_else(|| "admission.k8s.io/v1".into());
+    let Some(m) = mutator else {
+        return Decision::Respond {
+            body: review_response(&request.uid, None, &api_version),
+            path: WebhookPath::Fast,
+        };
+    };
+    match m.mutate(body) {
+        Ok(Some(patch)) => Decision::Respond {
+            body: review_response(&request.uid, Some(&patch), &api_version),
+            path: WebhookPath::Patched,
+        },
+        Ok(None) => Decision::Respond {
+            body: review_response(&request.uid, None, &api_version),
+            path: WebhookPath::Allowed,
+        },
+        Err(error) => {
+            tracing::warn!(%error, uid = %request.uid, "admission failed open");
+            Decision::Respond {
+                body: review_response(&request.uid, None, &api_version),
+                path: WebhookPath::FailOpen,
+            }
+        }
+    }
+}
+
+/// State of the webhook handler.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The mutator while the stack is up.
+    pub mutator: Arc<RwLock<Option<Arc<dyn Mutator>>>>,
+}
+
+async fn handle(State(s): State<WebhookState>, body: Bytes) -> Response {
+    let mutator = s.mutator.read().ok().and_then(|g| g.clone());
+    match decide(&body, mutator.as_deref()) {
+        Decision::Respond { body, path } => {
+            s.metrics
+                .webhook_requests
+                .get_or_create(&WebhookLabels { path })
+                .inc();
+            axum::Json(body).into_response()
+        }
+        Decision::BadRequest(msg) => {
+            s.metrics
+                .webhook_requests
+                .get_or_create(&WebhookLabels {
+                    path: WebhookPath::Malformed,
+                })
+                .inc();
+            (StatusCode::BAD_REQUEST, msg).into_response()
+        }
+    }
+}
+
+/// The webhook router.
+pub fn router(state: WebhookState) -> Router {
+    Router::new().route(PATH, post(handle)).with_state(state)
+}
+
+/// The serving certificate: PEM chain, key, and the CA bundle to register.
+pub struct Certificate {
+    /// PEM certificate chain.
+    pub cert_pem: String,
+    /// PEM private key.
+    pub key_pem: String,
+    /// The CA the API server must trust (the last certificate of the chain).
+    pub ca_pem: String,
+}
+
+/// A self-signed certificate for development, valid for localhost, 127.0.0.1 and the Service names.
+pub fn self_signed(service: Option<(&str, &str)>) -> anyhow::Result<Certificate> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Some((name, ns)) = service {
+        names.push(format!("{name}.{ns}.svc"));
+        names.push(format!("{name}.{ns}.svc.cluster.local"));
+    }
+    let c = rcgen::generate_simple_self_signed(names)?;
+    let cert_pem = c.cert.pem();
+    Ok(Certificate {
+        ca_pem: cert_pem.clone(),
+        cert_pem,
+        key_pem: c.signing_key.serialize_pem(),
+    })
+}
+
+/// Loads the certificate and key files.
+pub fn from_files(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<Certificate> {
+    let cert_pem = std::fs::read_to_string(cert)
+        .map_err(|e| anyhow::anyhow!("read webhook certificate {}: {e}", cert.display()))?;
+    let key_pem = std::fs::read_to_string(key)
+        .map_err(|e| anyhow::anyhow!("read webhook key {}: {e}", key.display()))?;
+    let start = cert_pem
+        .rfind("-----BEGIN CERTIFICATE-----")
+        .ok_or_else(|| anyhow::anyhow!("no certificate in {}", cert.display()))?;
+    Ok(Certificate {
+        ca_pem: cert_pem[start..].to_string(),
+        cert_pem,
+        key_pem,
+    })
+}
+
+fn mtime(p: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Serves the webhook until `stop` is cancelled. With certificate files, they are re-read when their
+/// modification time changes (polled: kubelet swaps Secret files through symlinks, which file-event
+/// watchers can miss).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    cert: &Certificate,
+    files: Option<(PathBuf, PathBuf)>,
+    state: WebhookState,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let tls = RustlsConfig::from_pem(
+        cert.cert_pem.clone().into_bytes(),
+        cert.key_pem.clone().into_bytes(),
+    )
+    .await?;
+    if let Some((c, k)) = files {
+        let tls = tls.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = (mtime(&c), mtime(&k));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                }
+                let now = (mtime(&c), mtime(&k));
+                if now != seen {
+                    match tls.reload_from_pem_file(&c, &k).await {
+                        Ok(()) => tracing::info!(cert = %c.display(), "webhook certificate reloaded"),
+                        Err(error) => {
+                            tracing::warn!(%error, "webhook certificate reload failed; keeping the old one")
+                        }
+                    }
+                    seen = now;
+                }
+            }
+        });
+    }
+    let addr = listener.local_addr()?;
+    tracing::info!(address = %addr, path = PATH, "webhook server listening");
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        h2.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await?;
+    Ok(())
+}
+
+/// The agent's MutatingWebhookConfiguration: written while the stack is up, selecting only namespaces
+/// with autoscalers, removed when the stack stops or no namespace has an autoscaler.
+pub struct Registration {
+    api: Api<DynamicObject>,
+    client_config: serde_json::Value,
+    current: Option<BTreeSet<String>>,
+}
+
+/// The configuration object for a set of namespaces (pure; `None` when the set is empty, because an
+/// `In` selector needs at least one value and an idle cluster should pay nothing per pod).
+pub fn configuration(
+    namespaces: &BTreeSet<String>,
+    client_config: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    if namespaces.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/managed-by": "lazyscale"}},
+        "webhooks": [{
+            "name": WEBHOOK_NAME,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": 2,
+            "reinvocationPolicy": "IfNeeded",
+            "matchPolicy": "Equivalent",
+            "clientConfig": client_config,
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name", "operator": "In",
+                "values": namespaces.iter().collect::<Vec<_>>()}]},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}]
+        }]
+    }))
+}
+
+impl Registration {
+    /// A registration for a webhook reached at `target` with `ca_pem` as its CA bundle.
+    pub fn new(client: kube::Client, target: &crate::config::WebhookTarget, ca_pem: &str) -> Registration {
+        let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+        let client_config = match target {
+            crate::config::WebhookTarget::Url(u) => {
+                json!({"url": format!("{}{}", u.trim_end_matches('/'), PATH), "caBundle": ca})
+            }
+            crate::config::WebhookTarget::Service { name, namespace } => {
+                json!({"service": {"name": name, "namespace": namespace, "path": PATH, "port": 443}, "caBundle": ca})
+            }
+        };
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                "MutatingWebhookConfiguration",
+            ),
+            "mutatingwebhookconfigurations",
+        );
+        Registration {
+            api: Api::all_with(client, &ar),
+            client_config,
+            current: None,
+        }
+    }
+
+    /// Makes the cluster match `namespaces` (no request when nothing changed).
+    pub async fn sync(&mut self, namespaces: &BTreeSet<String>) -> Result<(), kube::Error> {
+        if self.current.as_ref() == Some(namespaces) {
+            return Ok(());
+        }
+        match configuration(namespaces, &self.client_config) {
+            Some(obj) => {
+                self.api
+                    .patch(
+                        CONFIGURATION_NAME,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&obj),
+                    )
+                    .await?;
+                tracing::info!(namespaces = namespaces.len(), "webhook configuration applied");
+            }
+            None => self.remove().await?,
+        }
+        self.current = Some(namespaces.clone());
+        Ok(())
+    }
+
+    /// Deletes the configuration (absent is fine).
+    pub async fn remove(&mut self) -> Result<(), kube::Error> {
+        match self
+            .api
+            .delete(CONFIGURATION_NAME, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => tracing::info!("webhook configuration removed"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+        self.current = Some(BTreeSet::new());
+        Ok(())
+    }
+}
+
+/// Binds the webhook listener now (so a port conflict fails start-up, and tests can use port 0).
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("bind webhook address {addr}: {e}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Result<Option<serde_json::Value>, String>);
+    impl Mutator for Fixed {
+        fn mutate(&self, _: &[u8]) -> Result<Option<serde_json::Value>, String> {
+            self.0.clone()
+        }
+    }
+
+    const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","operation":"CREATE","object":{"metadata":{"name":"p"},"spec":{"containers":[]}}}}"#;
+
+    #[test]
+    fn fast_path_allows_with_the_request_uid() {
+        let Decision::Respond { body, path } = decide(REVIEW.as_bytes(), None) else {
+            panic!("expected a response")
+        };
+        assert_eq!(path, WebhookPath::Fast);
+        assert_eq!(body["response"]["uid"], "u-1");
+        assert_eq!(body["response"]["allowed"], true);
+        assert!(body["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn fast_path_does_not_need_a_valid_pod() {
+        // the object is skipped, not decoded: a pod of the wrong shape does not matter
+        let review = r#"{"request":{"uid":"u","object":{"spec":42,"metadata":[1,2]}}}"#;
+        assert!(matches!(
+            decide(review.as_bytes(), None),
+            Decision::Respond {
+                path: WebhookPath::Fast,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn malformed_reviews_are_bad_requests() {
+        for body in [
+            "",
+            "{",
+            "[]",
+            "{\"request\":{}}",
+            "{\"kind\":\"AdmissionReview\"}",
+            "\u{0}",
+        ] {
+            assert!(
+                matches!(decide(body.as_bytes(), None), Decision::BadRequest(_)),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_patch_is_base64_json_patch() {
+        let patch = json!([{"op": "add", "path": "/metadata/annotations", "value": {}}]);
+        let m = Fixed(Ok(Some(patch.clone())));
+        let Decision::Respond { body, path } = decide(REVIEW.as_bytes(), Some(&m)) else {
+            panic!()
+        };
+        assert_eq!(path, WebhookPath::Patched);
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(body["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&raw).unwrap(), patch);
+    }
+
+    #[test]
+    fn mutator_errors_fail_open() {
+        let m = Fixed(Err("boom".into()));
+        let Decision::Respond { body, path } = decide(REVIEW.as_bytes(), Some(&m)) else {
+            panic!()
+        };
+        assert_eq!(path, WebhookPath::FailOpen);
+        assert_eq!(body["response"]["allowed"], true);
+        assert!(body["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn configuration_selects_only_autoscaled_namespaces() {
+        let cc = json!({"url": "https://127.0.0.1:1/mutate/pods", "caBundle": "Zm9v"});
+        assert!(configuration(&BTreeSet::new(), &cc).is_none());
+        let ns: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
+        let c = configuration(&ns, &cc).unwrap();
+        let w = &c["webhooks"][0];
+        assert_eq!(w["failurePolicy"], "Ignore");
+        assert_eq!(w["sideEffects"], "None");
+        assert!(w["timeoutSeconds"].as_i64().unwrap() <= 2);
+        assert_eq!(
+            w["namespaceSelector"]["matchExpressions"][0]["values"],
+            json!(["a", "b"])
+        );
+    }
+}
