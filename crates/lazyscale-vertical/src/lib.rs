@@ -1,0 +1,36 @@
+//! Vertical autoscaling for lazyscale, the pure half: everything here is computation without I/O, so it is
+//! tested without a cluster or a socket, and the agent binary wires it to the pod cache, the metrics API,
+//! the DPA status writer and the admission webhook.
+//!
+//! - [`histogram`]: decaying histograms with exponential buckets (fixed size, ~1 KB each), percentiles,
+//!   merging and compact serializable checkpoints.
+//! - [`recommender`]: per (workload, container) CPU samples and memory peaks, turned into a target and
+//!   lower/upper bounds per resource ([`Recommender`], tuned by [`Config`]), with OOM bump-up, minimums,
+//!   forgetting and checkpoints.
+//! - [`constraints`]: the DPA's `constraints.containers[]` and `options.burstable` applied to desired
+//!   resources, the resources hash (version / rec-id), and `status.vertical.target` with the
+//!   `VerticalAbleToRecommend` and `VerticalScalingLimited` conditions.
+//! - [`mutate`]: the pod admission decision: AdmissionReview bytes and a lookup of autoscalers in, an
+//!   [`Outcome`] with an RFC 6902 JSON patch out; never panics.
+//! - [`quantity`]: exact parsing and formatting of Kubernetes quantities.
+
+pub mod constraints;
+pub mod histogram;
+pub mod mutate;
+pub mod quantity;
+pub mod recommender;
+
+pub use constraints::{
+    ConditionInput, ConstraintError, ContainerPlan, DesiredContainer, LimitAction, Resource, Resources,
+    VerticalPlan, VerticalTargetOutcome, apply_constraints, dpa_vertical_target, resources_hash,
+    vertical_target,
+};
+pub use histogram::{BucketLayout, DecayingHistogram, HistogramCheckpoint, HistogramError};
+pub use mutate::{
+    Autoscaler, AutoscalerIndex, AutoscalerLookup, MutateError, Outcome, TargetRef, VerticalPatch, mutate,
+    mutate_pod, resolve_owner,
+};
+pub use recommender::{
+    CheckpointError, Config, ConfigError, ContainerRecommendation, Estimate, Recommender, WorkloadCheckpoint,
+    WorkloadKey, WorkloadRecommendation,
+};
