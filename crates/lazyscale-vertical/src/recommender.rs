@@ -247,7 +247,8 @@ pub struct ContainerRecommendation {
     pub memory_bytes: Option<Estimate>,
     /// Days of history the bounds are based on.
     pub confidence_days: f64,
-    /// True when a recent OOM kill raised the memory target.
+    /// True when a recent OOM kill (within [`Config::oom_floor_seconds`] of the last sample) raised the
+    /// memory history and floors the memory target.
     pub oom_bumped: bool,
 }
 
@@ -405,10 +406,8 @@ impl Recommender {
                     target: bumped,
                     upper: bumped,
                 });
-                if m.target < bumped {
-                    m.target = bumped;
-                    oom_bumped = true;
-                }
+                m.target = m.target.max(bumped);
+                oom_bumped = true;
                 m.upper = m.upper.max(m.target);
             }
         }
