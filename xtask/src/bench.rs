@@ -1,12 +1,327 @@
-//! `cargo xtask bench ...`: benchmarks that print one JSON object.
+//! `cargo xtask bench ...`: benchmarks that print one JSON object on stdout (progress on stderr).
+//!
+//! - `lazy`: the agent's memory and pod requests through the life of the lazy stack, at N pods, with a
+//!   plain kube-rs reflector of full `Pod` objects as the reference in the same run.
 
-use anyhow::Result;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use lazyscale_testenv::{Server, ServerOptions};
+use serde_json::{Value, json};
+
+use crate::agent::{Agent, AgentOptions, reset_peak};
 
 /// Benchmark options.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(clap::Subcommand)]
+enum Bench {
+    /// Memory and pod requests of the agent per phase of the lazy stack.
+    Lazy(LazyArgs),
+}
+
+#[derive(clap::Args)]
+struct LazyArgs {
+    /// Pods in the cluster.
+    #[arg(long, default_value_t = 100_000)]
+    pods: u32,
+    /// Pods per deployment.
+    #[arg(long, default_value_t = 10)]
+    pods_per_deployment: u32,
+    /// Namespaces the deployments are spread over.
+    #[arg(long, default_value_t = 50)]
+    namespaces: u32,
+    /// Skip the reference reflector.
+    #[arg(long)]
+    no_reference: bool,
+}
 
 /// Runs a benchmark.
-pub fn run(_args: Args) -> Result<()> {
-    anyhow::bail!("no benchmark is wired yet")
+pub fn run(args: Args) -> Result<()> {
+    match args.bench {
+        Bench::Lazy(a) => lazy(a),
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench {:>8}] {msg}", chrono_now());
+}
+
+fn chrono_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// A populated cluster: started from a saved etcd data folder keyed by the bulk parameters, or populated
+/// by the simulator's bulk mode and saved for the next run.
+fn populated_server(spec: &lazyscale_sim::bulk::BulkSpec, rt: &tokio::runtime::Runtime) -> Result<Server> {
+    let key = format!(
+        "{}-pods{}-deploy{}-ns{}-seed{}",
+        lazyscale_testenv::recipe::key(),
+        spec.pods,
+        spec.deployments,
+        spec.namespaces,
+        spec.seed
+    );
+    let snapshots = lazyscale_testenv::recipe::cache_dir().join("snapshots");
+    let snap = snapshots.join(&key);
+    let dir = crate::workspace_root().join("target/bench/apiserver");
+    if snap.join("member").exists() {
+        progress(&format!(
+            "restoring the populated cluster from the snapshot {key}"
+        ));
+        let t = Instant::now();
+        let server = Server::start(ServerOptions {
+            dir: Some(dir),
+            etcd_snapshot: Some(snap),
+            ..Default::default()
+        })
+        .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
+        progress(&format!("restored in {:.1}s", t.elapsed().as_secs_f64()));
+        return Ok(server);
+    }
+    let server = Server::start(ServerOptions {
+        dir: Some(dir.clone()),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
+    let client = rt.block_on(server.client())?;
+    progress(&format!(
+        "populating {} pods with the simulator's bulk mode",
+        spec.pods
+    ));
+    let report = rt.block_on(lazyscale_sim::bulk::populate(&client, spec))?;
+    progress(&format!(
+        "populated {} pods in {:.1}s ({:.0} pods/s, {} bytes per pod as stored)",
+        report.pods,
+        report.elapsed.as_secs_f64(),
+        report.pods_per_second,
+        report.mean_pod_bytes
+    ));
+    // Save the etcd data folder while etcd is stopped, then start again from it.
+    server.stop();
+    std::fs::create_dir_all(&snapshots)?;
+    let tmp = snapshots.join(format!("{key}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    crate::run(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(dir.join("etcd"))
+            .arg(&tmp),
+    )?;
+    std::fs::rename(&tmp, &snap)?;
+    progress(&format!("saved the snapshot {key}"));
+    Server::start(ServerOptions {
+        dir: Some(dir),
+        etcd_snapshot: Some(snap),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))
+}
+
+struct Phase {
+    name: &'static str,
+    value: Value,
+}
+
+fn measure(
+    name: &'static str,
+    agent: &Agent,
+    rt: &tokio::runtime::Runtime,
+    server: &Server,
+    client: &kube::Client,
+    base: (u64, u64),
+) -> Result<Phase> {
+    let (rss, peak) = agent.rss();
+    let m = agent.metrics()?;
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    let cached = get("lazyscale_podcache_pods");
+    let cache_bytes = get("lazyscale_podcache_bytes");
+    let text = rt.block_on(server.metrics_text(client))?;
+    let lists = lazyscale_testenv::metrics::request_count(&text, "LIST", "pods");
+    let watches = lazyscale_testenv::metrics::request_count(&text, "WATCH", "pods");
+    let value = json!({
+        "name": name,
+        "rss_bytes": rss,
+        "peak_rss_bytes": peak,
+        "heap_bytes": get("lazyscale_process_heap_bytes") as u64,
+        "cached_pods": cached as u64,
+        "cache_bytes": cache_bytes as u64,
+        "cache_bytes_per_pod": if cached > 0.0 { (cache_bytes / cached).round() as u64 } else { 0 },
+        "pod_list_requests": lists.saturating_sub(base.0),
+        "pod_watch_requests": watches.saturating_sub(base.1),
+    });
+    progress(&format!("{name}: {value}"));
+    Ok(Phase { name, value })
+}
+
+fn dpa(ns: &str, deployment: &str) -> Value {
+    json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+        "metadata": {"name": deployment, "namespace": ns},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}, "owner": "Local",
+            "applyPolicy": {"mode": "Preview"},
+            "constraints": {"minReplicas": 1, "maxReplicas": 20},
+            "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}})
+}
+
+fn lazy(a: LazyArgs) -> Result<()> {
+    let started = Instant::now();
+    crate::testenv_build()?;
+    progress("building the agent and the reference reflector (release)");
+    let binary = crate::agent::build_agent()?;
+    crate::run(crate::cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "xtask",
+        "--bin",
+        "full-pod-reflector",
+    ]))?;
+    let reflector = crate::workspace_root().join("target/release/full-pod-reflector");
+    let rt = tokio::runtime::Runtime::new()?;
+    let spec = lazyscale_sim::bulk::BulkSpec {
+        pods: a.pods as usize,
+        deployments: (a.pods / a.pods_per_deployment.max(1)).max(1) as usize,
+        namespaces: a.namespaces as usize,
+        ..Default::default()
+    };
+    let server = populated_server(&spec, &rt)?;
+    let client = rt.block_on(server.client())?;
+    rt.block_on(crate::cluster::install_crds(&client))?;
+    let dir = crate::workspace_root().join("target/bench");
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let counts = |rt: &tokio::runtime::Runtime| -> Result<(u64, u64)> {
+        let text = rt.block_on(server.metrics_text(&client))?;
+        Ok((
+            lazyscale_testenv::metrics::request_count(&text, "LIST", "pods"),
+            lazyscale_testenv::metrics::request_count(&text, "WATCH", "pods"),
+        ))
+    };
+    let settle = Duration::from_secs(5);
+    let mut phases = Vec::new();
+
+    progress("phase disabled: autoscaling.workload.enabled=false");
+    let base = counts(&rt)?;
+    let agent = Agent::start(AgentOptions {
+        binary: &binary,
+        kubeconfig: &kubeconfig,
+        args: vec!["--workload-autoscaling-enabled=false".into()],
+        log: dir.join("agent-disabled.log"),
+    })?;
+    std::thread::sleep(settle);
+    phases.push(measure("disabled", &agent, &rt, &server, &client, base)?);
+    agent.stop()?;
+
+    progress("phase idle: enabled, no autoscaler");
+    let base = counts(&rt)?;
+    let agent = Agent::start(AgentOptions {
+        binary: &binary,
+        kubeconfig: &kubeconfig,
+        args: vec!["--grace-period-seconds=5".into()],
+        log: dir.join("agent.log"),
+    })?;
+    std::thread::sleep(settle);
+    phases.push(measure("idle", &agent, &rt, &server, &client, base)?);
+
+    progress("phase one_dpa: one DPA over a 10-pod deployment");
+    let deployments = rt.block_on(
+        Api::<k8s_openapi::api::apps::v1::Deployment>::all(client.clone())
+            .list_metadata(&ListParams::default()),
+    )?;
+    let targets: Vec<(String, String)> = deployments
+        .items
+        .iter()
+        .filter_map(|d| Some((d.metadata.namespace.clone()?, d.metadata.name.clone()?)))
+        .collect();
+    let (ns0, d0) = targets
+        .first()
+        .cloned()
+        .context("the populated cluster has no deployment")?;
+    let apply = |ns: &str, d: &str| -> Result<()> {
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &crate::cluster::dpa_resource());
+        rt.block_on(api.patch(d, &PatchParams::apply("bench"), &Patch::Apply(dpa(ns, d))))?;
+        Ok(())
+    };
+    reset_peak(agent.pid());
+    apply(&ns0, &d0)?;
+    agent.wait_for(
+        "the first DPA's pods in the cache",
+        Duration::from_secs(300),
+        |m| {
+            m.get("lazyscale_pod_collection_synced").copied() == Some(1.0)
+                && m.get("lazyscale_podcache_pods").copied().unwrap_or(0.0)
+                    >= f64::from(a.pods_per_deployment)
+        },
+    )?;
+    std::thread::sleep(settle);
+    phases.push(measure("one_dpa", &agent, &rt, &server, &client, base)?);
+
+    progress(&format!("phase all_dpas: {} DPAs", targets.len()));
+    reset_peak(agent.pid());
+    let t = Instant::now();
+    for (ns, d) in targets.iter().skip(1) {
+        apply(ns, d)?;
+    }
+    let expected = f64::from(a.pods);
+    agent.wait_for("every pod in the cache", Duration::from_secs(900), |m| {
+        m.get("lazyscale_podcache_pods").copied().unwrap_or(0.0) >= expected
+    })?;
+    let all_sync = t.elapsed().as_secs_f64();
+    std::thread::sleep(settle);
+    let mut p = measure("all_dpas", &agent, &rt, &server, &client, base)?;
+    p.value["sync_seconds"] = json!(all_sync);
+    phases.push(p);
+
+    progress("phase after_teardown: every DPA deleted, grace period elapsed");
+    for (ns, _) in targets
+        .iter()
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &crate::cluster::dpa_resource());
+        rt.block_on(api.delete_collection(&DeleteParams::default(), &ListParams::default()))?;
+    }
+    agent.wait_for("the gate to close", Duration::from_secs(120), |m| {
+        m.get("lazyscale_gate_open").copied() == Some(0.0)
+    })?;
+    std::thread::sleep(settle);
+    phases.push(measure("after_teardown", &agent, &rt, &server, &client, base)?);
+    agent.stop()?;
+
+    let reference = if a.no_reference {
+        Value::Null
+    } else {
+        progress("reference: a kube-rs reflector of full Pod objects");
+        let out = std::process::Command::new(&reflector)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .context("run the reference reflector")?;
+        let line = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(line.trim())
+            .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&out.stderr)}))
+    };
+    let result = json!({
+        "pods": a.pods,
+        "deployments": targets.len(),
+        "phases": phases.into_iter().map(|p| { let _ = p.name; p.value }).collect::<Vec<_>>(),
+        "reference_full_pod_reflector": reference,
+        "total_seconds": started.elapsed().as_secs_f64(),
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    server.stop();
+    Ok(())
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's own tasks — the test environment, the full test run, the demo and the
 //! benchmarks. Everything a fresh machine needs is installed or built from here.
 
+mod agent;
 mod bench;
+mod cluster;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -54,7 +56,7 @@ enum TestenvCmd {
     Env,
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -170,7 +172,7 @@ fn testenv_up() -> Result<()> {
     Ok(())
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("run {shown}"))?;
     if !status.success() {
@@ -179,7 +181,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root());
     c
