@@ -392,7 +392,8 @@ pub fn mutate_pod<L: AutoscalerLookup + ?Sized>(
                 && a.namespace == namespace
                 && a.target.kind == target.kind
                 && a.target.name == target.name
-                && a.target.group == target.group
+                // A targetRef without apiVersion matches any group.
+                && (a.target.group.is_empty() || a.target.group == target.group)
         })
         .collect();
     match found.len() {
