@@ -79,6 +79,17 @@ pub struct AutoscalingFile {
     /// `autoscaling.workload:`.
     #[serde(default)]
     pub workload: WorkloadFile,
+    /// `autoscaling.vertical:`.
+    #[serde(default)]
+    pub vertical: VerticalFile,
+}
+
+/// `autoscaling.vertical:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerticalFile {
+    /// Seconds between recommendation rounds.
+    pub period_seconds: Option<u64>,
 }
 
 /// `autoscaling.workload:`.
@@ -188,6 +199,8 @@ pub struct Settings {
     pub page_size: u32,
     /// Explicit kubeconfig path.
     pub kubeconfig: Option<PathBuf>,
+    /// Period of the vertical recommendation loop.
+    pub vertical_period: Duration,
 }
 
 #[cfg(test)]

@@ -24,17 +24,19 @@ use tokio_util::sync::CancellationToken;
 pub const PROFILE_SELECTOR: &str =
     "autoscaling.datadoghq.com/profile,autoscaling.datadoghq.com/profile!=excluded";
 
-/// The workload a DPA targets (`spec.targetRef`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// The workload a DPA targets (`spec.targetRef`), and the DPA itself when it fits our types.
+#[derive(Debug, Clone)]
 pub struct Target {
     /// Kind (`Deployment`, `StatefulSet`, `Rollout`, ...).
     pub kind: String,
     /// Name, in the DPA's namespace.
     pub name: String,
+    /// The DPA, typed.
+    pub dpa: Option<std::sync::Arc<lazyscale_api::DatadogPodAutoscaler>>,
 }
 
 /// A change to the set of autoscalers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Update {
     /// The complete set of one kind after a (re)list, with DPA targets.
     Snapshot(SourceKind, Vec<(Source, Option<Target>)>),
@@ -69,6 +71,7 @@ impl Observed for DynamicObject {
         Some(Target {
             kind: t.get("kind")?.as_str()?.to_string(),
             name: t.get("name")?.as_str()?.to_string(),
+            dpa: crate::vertical::parse_dpa(self),
         })
     }
 }

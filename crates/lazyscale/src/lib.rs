@@ -11,4 +11,5 @@ pub mod gate;
 pub mod memory;
 pub mod stack;
 pub mod telemetry;
+pub mod vertical;
 pub mod webhook;

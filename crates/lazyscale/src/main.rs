@@ -79,6 +79,9 @@ struct RunArgs {
     /// Page size of the initial pod list.
     #[arg(long, env = "LAZYSCALE_POD_PAGE_SIZE")]
     pod_page_size: Option<u32>,
+    /// Seconds between vertical recommendation rounds (reading PodMetrics).
+    #[arg(long, env = "LAZYSCALE_VERTICAL_PERIOD_SECONDS")]
+    vertical_period_seconds: Option<u64>,
     /// Log format.
     #[arg(long, env = "LAZYSCALE_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
@@ -139,6 +142,12 @@ impl RunArgs {
             webhook_target,
             page_size: self.pod_page_size.or(file.pod_cache.page_size).unwrap_or(500),
             kubeconfig: self.kubeconfig.clone(),
+            vertical_period: Duration::from_secs(
+                self.vertical_period_seconds
+                    .or(file.autoscaling.vertical.period_seconds)
+                    .unwrap_or(30)
+                    .max(1),
+            ),
         })
     }
 }
@@ -279,6 +288,8 @@ async fn run(settings: Settings) -> Result<()> {
         registration,
         stop: stop.clone(),
         gate: Arc::new(gate::Gate::new()),
+        vertical: Arc::default(),
+        vertical_period: settings.vertical_period,
     })
     .await;
     stop.cancel();

@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::demand::{self, Target, Update};
 use crate::gate::{Action, Demand, Gate, Machine, Signal, Source, SourceKind};
 use crate::telemetry::{DemandKind, DemandLabels, GateState, Metrics, TransitionLabels};
+use crate::vertical::{VerticalMutator, VerticalState};
 use crate::webhook::{Mutator, Registration};
 
 /// What the stack needs from the agent.
@@ -40,23 +41,16 @@ pub struct Deps {
     pub stop: CancellationToken,
     /// What dependants of the stack wait on.
     pub gate: Arc<Gate>,
+    /// The DPAs as the vertical parts see them.
+    pub vertical: Arc<VerticalState>,
+    /// Period of the vertical recommendation loop.
+    pub vertical_period: Duration,
 }
 
 /// The stack while the gate is open.
 struct Running {
     cancel: CancellationToken,
     pods: lazyscale_podcache::watch::PodCollection,
-}
-
-/// Mutator of a running stack. The vertical recommender is not wired yet: pods are examined (their owner
-/// resolved against the cache) and allowed unchanged.
-struct StackMutator;
-
-impl Mutator for StackMutator {
-    fn mutate(&self, review: &[u8]) -> Result<Option<serde_json::Value>, String> {
-        let _: serde_json::Value = serde_json::from_slice(review).map_err(|e| e.to_string())?;
-        Ok(None)
-    }
 }
 
 fn set_autoscaler_gauges(metrics: &Metrics, demand: &Demand) {
@@ -128,7 +122,7 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
             () = deps.stop.cancelled() => break,
             u = updates.recv() => {
                 let Some(u) = u else { break };
-                apply(&mut demand, &mut targets, u);
+                apply(&mut demand, &mut targets, &deps.vertical, u);
                 set_autoscaler_gauges(&deps.metrics, &demand);
                 if let Some(r) = &running {
                     r.pods.set_interest(interest(&demand, &targets));
@@ -183,11 +177,12 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, u: Update) {
+fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: &VerticalState, u: Update) {
     match u {
         Update::Snapshot(kind, list) => {
             if kind == SourceKind::Dpa {
                 targets.clear();
+                vertical.replace(list.iter().filter_map(|(_, t)| t.as_ref()?.dpa.clone()).collect());
             }
             let mut set = BTreeSet::new();
             for (s, t) in list {
@@ -200,12 +195,20 @@ fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, u: Update)
         }
         Update::Present(s, t) => {
             match t {
-                Some(t) => targets.insert(s.clone(), t),
+                Some(t) => {
+                    if let Some(d) = &t.dpa {
+                        vertical.upsert(d.clone());
+                    }
+                    targets.insert(s.clone(), t)
+                }
                 None => targets.remove(&s),
             };
             demand.insert(s);
         }
         Update::Gone(s) => {
+            if s.kind == SourceKind::Dpa {
+                vertical.remove(&s.namespace, &s.name);
+            }
             targets.remove(&s);
             demand.remove(&s);
         }
@@ -253,8 +256,20 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
     pods.set_interest(interest(demand, targets));
     deps.metrics.gate_open.set(1);
     if let Ok(mut m) = deps.mutator.write() {
-        *m = Some(Arc::new(StackMutator));
+        *m = Some(Arc::new(VerticalMutator {
+            state: deps.vertical.clone(),
+        }));
     }
+    tokio::spawn(crate::vertical::run(
+        deps.client.clone(),
+        pods.store().clone(),
+        deps.vertical.clone(),
+        crate::vertical::LoopConfig {
+            period: deps.vertical_period,
+            write_status: true,
+        },
+        cancel.clone(),
+    ));
     if let Some(reg) = deps.registration.as_mut()
         && let Err(error) = reg.sync(&demand.namespaces()).await
     {

@@ -1,0 +1,309 @@
+//! Vertical autoscaling wired to the cluster: the webhook mutator and the recommendation loop.
+//!
+//! While the stack is up:
+//! - [`VerticalMutator`] answers admission requests with `lazyscale_vertical::mutate` over an index of
+//!   the known DPAs (their `status.vertical.target`, constraints and mode);
+//! - [`run`] lists metrics.k8s.io PodMetrics every period for the namespaces with DPAs, feeds the usage of
+//!   each DPA target's pods (found through the pod cache's owner index) to the local recommender, notes
+//!   OOM kills the pod cache saw, and writes `status.vertical.target` when it changed (a merge patch of
+//!   `status.vertical` only, so other status writers are not disturbed).
+//!
+//! The recommender's memory is per tracked container and is freed when its DPA goes away.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use lazyscale_api::DatadogPodAutoscaler;
+use lazyscale_podcache::slim::{WorkloadKey as PodWorkload, WorkloadKind};
+use lazyscale_podcache::store::PodStore;
+use lazyscale_vertical::{Autoscaler, AutoscalerIndex, Outcome, Recommender, WorkloadKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::webhook::Mutator;
+
+/// The DPAs known to the agent, by (namespace, name), as the vertical parts see them.
+#[derive(Default)]
+pub struct VerticalState {
+    dpas: RwLock<BTreeMap<(String, String), Arc<DatadogPodAutoscaler>>>,
+    index: RwLock<AutoscalerIndex>,
+}
+
+impl VerticalState {
+    /// Records a DPA (added or changed).
+    pub fn upsert(&self, dpa: Arc<DatadogPodAutoscaler>) {
+        let (Some(ns), Some(name)) = (dpa.metadata.namespace.clone(), dpa.metadata.name.clone()) else {
+            return;
+        };
+        if let Ok(mut index) = self.index.write() {
+            index.upsert(Autoscaler::from_dpa(&dpa, false));
+        }
+        if let Ok(mut dpas) = self.dpas.write() {
+            dpas.insert((ns, name), dpa);
+        }
+    }
+
+    /// Forgets a DPA.
+    pub fn remove(&self, namespace: &str, name: &str) {
+        if let Ok(mut index) = self.index.write() {
+            index.remove(namespace, name);
+        }
+        if let Ok(mut dpas) = self.dpas.write() {
+            dpas.remove(&(namespace.to_string(), name.to_string()));
+        }
+    }
+
+    /// Replaces every DPA (after a relist).
+    pub fn replace(&self, all: Vec<Arc<DatadogPodAutoscaler>>) {
+        if let Ok(mut index) = self.index.write() {
+            *index = AutoscalerIndex::new();
+        }
+        if let Ok(mut dpas) = self.dpas.write() {
+            dpas.clear();
+        }
+        for d in all {
+            self.upsert(d);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<DatadogPodAutoscaler>> {
+        self.dpas
+            .read()
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The webhook mutator of a running stack.
+pub struct VerticalMutator {
+    /// The DPAs.
+    pub state: Arc<VerticalState>,
+}
+
+impl Mutator for VerticalMutator {
+    fn mutate(&self, review: &[u8]) -> Result<Option<serde_json::Value>, String> {
+        let index = self
+            .state
+            .index
+            .read()
+            .map_err(|_| "autoscaler index poisoned".to_string())?;
+        match lazyscale_vertical::mutate(review, &*index) {
+            Ok(Outcome::Patched { patch, .. }) => Ok(Some(patch)),
+            Ok(Outcome::Conflict {
+                namespace,
+                target,
+                autoscalers,
+            }) => {
+                tracing::warn!(%namespace, ?target, ?autoscalers, "more than one DatadogPodAutoscaler targets this workload: pod not patched");
+                Ok(None)
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Parses a DPA read as a dynamic object (`None` when it does not fit our types: the controller reports
+/// invalid DPAs; the webhook and recommender ignore them).
+pub fn parse_dpa(obj: &DynamicObject) -> Option<Arc<DatadogPodAutoscaler>> {
+    let value = serde_json::to_value(obj).ok()?;
+    serde_json::from_value(value).ok().map(Arc::new)
+}
+
+fn pod_metrics_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
+        "pods",
+    )
+}
+
+/// Settings of the recommendation loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// How often usage is read and recommendations are refreshed.
+    pub period: Duration,
+    /// Whether this replica may write status (the leader).
+    pub write_status: bool,
+}
+
+/// Runs the recommendation loop until `stop`.
+pub async fn run(
+    client: kube::Client,
+    pods: Arc<PodStore>,
+    state: Arc<VerticalState>,
+    config: LoopConfig,
+    stop: CancellationToken,
+) {
+    let mut recommender = match Recommender::new(lazyscale_vertical::Config::default()) {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::error!(%error, "vertical recommender configuration invalid; vertical recommendations disabled");
+            return;
+        }
+    };
+    let mut written: HashMap<(String, String), serde_json::Value> = HashMap::new();
+    let mut seen_ooms = std::collections::HashSet::new();
+    let mut tracked: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(config.period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let dpas = state.snapshot();
+        written.retain(|(ns, name), _| {
+            dpas.iter().any(|d| {
+                d.metadata.namespace.as_deref() == Some(ns) && d.metadata.name.as_deref() == Some(name)
+            })
+        });
+        // a DPA gone: its histograms go too
+        let live: std::collections::HashSet<WorkloadKey> = dpas.iter().filter_map(|d| key_of(d)).collect();
+        for gone in tracked.difference(&live) {
+            recommender.forget(gone);
+        }
+        tracked = live;
+        recommender.garbage_collect(Timestamp::now());
+        let mut namespaces: BTreeMap<String, Vec<Arc<DatadogPodAutoscaler>>> = BTreeMap::new();
+        for d in &dpas {
+            if let Some(ns) = &d.metadata.namespace {
+                namespaces.entry(ns.clone()).or_default().push(d.clone());
+            }
+        }
+        for (ns, list) in namespaces {
+            let metrics =
+                match Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &pod_metrics_resource())
+                    .list(&ListParams::default())
+                    .await
+                {
+                    Ok(l) => l.items,
+                    Err(error) => {
+                        tracing::debug!(%error, namespace = %ns, "no pod metrics");
+                        continue;
+                    }
+                };
+            let by_pod: HashMap<&str, &DynamicObject> = metrics
+                .iter()
+                .filter_map(|m| Some((m.metadata.name.as_deref()?, m)))
+                .collect();
+            for dpa in list {
+                let Some(key) = key_of(&dpa) else { continue };
+                feed(&mut recommender, &mut seen_ooms, &pods, &key, &by_pod);
+                let rec = recommender.recommend(&key);
+                let out =
+                    lazyscale_vertical::dpa_vertical_target(&dpa, rec.as_ref(), false, Timestamp::now());
+                let Some(target) = out.target else { continue };
+                let mut value = serde_json::to_value(&target).unwrap_or_default();
+                let comparable = strip_time(&value);
+                let id = (ns.clone(), dpa.metadata.name.clone().unwrap_or_default());
+                let current = dpa
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.vertical.as_ref())
+                    .and_then(|v| v.target.as_ref())
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .map(|v| strip_time(&v));
+                if current.as_ref() == Some(&comparable)
+                    || written.get(&id) == Some(&comparable)
+                    || !config.write_status
+                {
+                    continue;
+                }
+                if let Some(obj) = value.as_object_mut() {
+                    obj.retain(|_, v| !v.is_null());
+                }
+                let patch = serde_json::json!({"status": {"vertical": {"target": value}}});
+                match Api::<DynamicObject>::namespaced_with(
+                    client.clone(),
+                    &ns,
+                    &crate::demand::dpa_resource(),
+                )
+                .patch_status(&id.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                {
+                    Ok(_) => {
+                        tracing::info!(namespace = %ns, dpa = %id.1, "vertical recommendation written");
+                        written.insert(id, comparable);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, namespace = %ns, dpa = %id.1, "writing the vertical recommendation failed; retrying next period")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn key_of(dpa: &DatadogPodAutoscaler) -> Option<WorkloadKey> {
+    Some(WorkloadKey::new(
+        dpa.metadata.namespace.clone()?,
+        dpa.spec.target_ref.kind.clone(),
+        dpa.spec.target_ref.name.clone(),
+    ))
+}
+
+fn strip_time(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("generatedAt");
+        o.retain(|_, x| !x.is_null());
+    }
+    v
+}
+
+fn feed(
+    recommender: &mut Recommender,
+    seen_ooms: &mut std::collections::HashSet<(u128, usize, u32)>,
+    pods: &PodStore,
+    key: &WorkloadKey,
+    metrics: &HashMap<&str, &DynamicObject>,
+) {
+    let workload = PodWorkload::new(&key.namespace, WorkloadKind::from_kind(&key.kind), &key.name);
+    let now = Timestamp::now();
+    pods.for_each_pod_of(&workload, |pod| {
+        for (i, state) in pod.container_states().iter().enumerate() {
+            // each kill once: the termination stays in lastState until the next one
+            if state.last_oom_killed()
+                && let Some(c) = pod.containers().get(i)
+                && seen_ooms.insert((pod.uid(), i, state.restarts()))
+            {
+                let r = &c.resources;
+                let limit = r.limits.memory_bytes.or(r.requests.memory_bytes).unwrap_or(0);
+                if limit > 0 {
+                    recommender.record_oom(key, c.name.as_str(), limit, now, None);
+                }
+            }
+        }
+        let name = pod.name();
+        let Some(m) = metrics.get(name.as_ref()) else {
+            return;
+        };
+        let at = m
+            .data
+            .get("timestamp")
+            .and_then(|t| t.as_str())
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .unwrap_or(now);
+        let Some(containers) = m.data.get("containers").and_then(|c| c.as_array()) else {
+            return;
+        };
+        for c in containers {
+            let Some(name) = c.get("name").and_then(|n| n.as_str()) else {
+                continue;
+            };
+            let usage = c.get("usage");
+            if let Some(cpu) = usage.and_then(|u| u.get("cpu")).and_then(|v| v.as_str())
+                && let Ok(millis) = lazyscale_vertical::quantity::parse_cpu_millis(cpu)
+            {
+                recommender.add_cpu_sample(key, name, millis as f64, at);
+            }
+            if let Some(mem) = usage.and_then(|u| u.get("memory")).and_then(|v| v.as_str())
+                && let Ok(bytes) = lazyscale_vertical::quantity::parse_memory_bytes(mem)
+            {
+                recommender.add_memory_sample(key, name, bytes, at);
+            }
+        }
+    });
+}

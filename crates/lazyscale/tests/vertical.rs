@@ -1,0 +1,220 @@
+//! Vertical autoscaling end to end: the simulator runs a workload whose requests are far below its usage;
+//! the agent recommends more, writes `status.vertical.target`, and pods created afterwards are patched by
+//! the real API server calling the agent's webhook. Preview records and patches nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
+use lazyscale_sim::units::{Bytes, Cpu};
+use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
+use lazyscale_testenv::{Server, ServerOptions};
+use serde_json::json;
+
+use common::{Agent, dpa_api, install_crds, webhook_configuration};
+
+fn deployment(name: &str) -> Deployment {
+    serde_json::from_value(json!({"metadata": {"name": name},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "x",
+                    "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "2Gi"}}}]}}}}))
+    .unwrap()
+}
+
+fn dpa(name: &str, mode: &str) -> serde_json::Value {
+    json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": name},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "owner": "Local",
+            "applyPolicy": {"mode": mode},
+            "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}})
+}
+
+async fn wait<T, F: std::future::Future<Output = Option<T>>>(what: &str, secs: u64, f: impl Fn() -> F) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn cpu_millis(p: &Pod) -> u64 {
+    let q = &p.spec.as_ref().unwrap().containers[0]
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["cpu"]
+        .0;
+    lazyscale_vertical::quantity::parse_cpu_millis(q).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_path() {
+    let server = Server::start(ServerOptions::default()).unwrap();
+    let client = server.client().await.unwrap();
+    install_crds(&client).await;
+    let ns = "shop";
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let sim = Simulator::start(
+        client.clone(),
+        SimConfig {
+            namespaces: vec![ns.to_string()],
+            ready_delay: Duration::from_millis(200),
+            metrics_interval: Duration::from_secs(1),
+            resync: Duration::from_secs(2),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    const MI: f64 = 1024.0 * 1024.0;
+    for name in ["web", "preview"] {
+        sim.set_load(
+            &WorkloadRef::deployment(ns, name),
+            LoadProfile {
+                cpu: CpuProfile::Constant { value: Cpu(1.0) },
+                memory: MemoryProfile {
+                    base: Bytes(200.0 * MI),
+                    per_cpu: Bytes(0.0),
+                    leak: Bytes(0.0),
+                },
+                noise: 0.0,
+            },
+        );
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &deployment(name))
+            .await
+            .unwrap();
+    }
+    let agent = Agent::start(
+        &server,
+        &["--grace-period-seconds=2", "--vertical-period-seconds=1"],
+    );
+    let dpas = dpa_api(client.clone(), ns);
+    dpas.patch(
+        "web",
+        &PatchParams::apply("test"),
+        &Patch::Apply(dpa("web", "Apply")),
+    )
+    .await
+    .unwrap();
+    dpas.patch(
+        "preview",
+        &PatchParams::apply("test"),
+        &Patch::Apply(dpa("preview", "Preview")),
+    )
+    .await
+    .unwrap();
+
+    // the recommendation rises far above the 50m request (2 ready pods share 1 core)
+    for name in ["web", "preview"] {
+        let target = wait("a vertical target", 60, || async {
+            let d = dpas.get(name).await.ok()?;
+            let t = d.data["status"]["vertical"]["target"].clone();
+            t.is_object().then_some(t)
+        })
+        .await;
+        let cpu = lazyscale_vertical::quantity::parse_cpu_millis(target["podCPURequest"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            cpu >= 400,
+            "{name}: recommended {cpu}m for 500m of use per pod: {target}"
+        );
+        assert!(target["version"].is_string());
+    }
+
+    // the webhook selects only namespaces with autoscalers
+    let hook = webhook_configuration(&client).await.expect("registered");
+    assert_eq!(
+        hook.data["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!([ns])
+    );
+
+    // pods created from now on: the simulator replaces deleted pods through the API (admission included)
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    for name in ["web", "preview"] {
+        for p in pods
+            .list(&ListParams::default().labels(&format!("app={name}")))
+            .await
+            .unwrap()
+            .items
+        {
+            pods.delete(p.metadata.name.as_deref().unwrap(), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+    }
+    let patched = wait("patched web pods", 60, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items;
+        let fresh: Vec<Pod> = list
+            .into_iter()
+            .filter(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("autoscaling.datadoghq.com/rec-id"))
+            })
+            .collect();
+        (fresh.len() >= 2).then_some(fresh)
+    })
+    .await;
+    for p in &patched {
+        assert!(cpu_millis(p) >= 400, "patched request {}m", cpu_millis(p));
+        assert_eq!(
+            p.metadata.annotations.as_ref().unwrap()["autoscaling.datadoghq.com/autoscaler-id"],
+            format!("{ns}/web")
+        );
+    }
+    let previews = wait("recreated preview pods", 60, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=preview"))
+            .await
+            .ok()?
+            .items;
+        (list.len() >= 2).then_some(list)
+    })
+    .await;
+    for p in &previews {
+        assert_eq!(cpu_millis(p), 50, "Preview never patches");
+        assert!(
+            !p.metadata
+                .annotations
+                .clone()
+                .unwrap_or_default()
+                .contains_key("autoscaling.datadoghq.com/rec-id")
+        );
+    }
+
+    // teardown: the webhook configuration goes with the stack
+    dpas.delete("web", &DeleteParams::default()).await.unwrap();
+    dpas.delete("preview", &DeleteParams::default()).await.unwrap();
+    agent
+        .wait_metric("lazyscale_gate_open", 0.0, Duration::from_secs(30))
+        .await;
+    assert!(webhook_configuration(&client).await.is_none());
+    assert!(agent.metric("lazyscale_webhook_requests_total{path=\"Patched\"}") >= 2.0);
+    sim.shutdown().await;
+}
