@@ -241,3 +241,45 @@ async fn reqwest_like_post(port: u16, body: &[u8]) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn works_with_the_official_crds_installed() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let server = Server::start(ServerOptions::default()).unwrap();
+    let client = server.client().await.unwrap();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lazyscale-api/tests/fixtures");
+    for f in ["official-dpa-v1alpha2.yaml", "official-dpacp-v1alpha2.yaml"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    let agent = Agent::start(&server, &["--grace-period-seconds=2"]);
+    let full = std::fs::read_to_string(dir.join("dpa-full.yaml")).unwrap();
+    let mut obj: serde_json::Value = serde_saphyr::from_str(&full).unwrap();
+    obj["metadata"]["namespace"] = json!("default");
+    obj.as_object_mut().unwrap().remove("status");
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    dpa_api(client.clone(), "default")
+        .patch(&name, &PatchParams::apply("test"), &Patch::Apply(&obj))
+        .await
+        .unwrap();
+    agent
+        .wait_metric("lazyscale_gate_open", 1.0, Duration::from_secs(20))
+        .await;
+    agent
+        .wait_metric("lazyscale_pod_collection_synced", 1.0, Duration::from_secs(20))
+        .await;
+    assert_eq!(agent.metric("lazyscale_autoscalers{source=\"Dpa\"}"), 1.0);
+    assert!(webhook_configuration(&client).await.is_some());
+}
