@@ -1,0 +1,708 @@
+//! The controller: a DPA reflector, a work queue and the periodic recommendation pass.
+//!
+//! - A reflector keeps every DPA in memory; each change enqueues its key.
+//! - Every recommendation period the leader lists PodMetrics once per namespace with DPAs
+//!   (metrics.k8s.io cannot be watched), recomputes the per-cluster limit and enqueues every DPA.
+//! - The work queue never runs one key twice at once (a key changed while it runs is queued again
+//!   when it finishes), runs at most `concurrency` reconciles, honours requeue-after, and retries
+//!   failures with exponential backoff up to `max_retries` times (the next period retries anyway).
+//! - Only the leader reconciles and writes; followers keep the DPA cache warm. Every write checks
+//!   leadership just before it is made, so losing the lease stops writes at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use lazyscale_api::consts::events::REPORTER;
+use lazyscale_api::{DatadogPodAutoscaler, DatadogPodAutoscalerStatus};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::explain::{self, Explanation};
+use crate::pods::PodSource;
+use crate::recommend;
+use crate::reconcile::{self, Requeue};
+use crate::scale::Resolver;
+use crate::time;
+use crate::usage::{self, NamespaceUsage};
+use crate::validate::{self, SelfTarget};
+
+/// A DPA key: namespace and name.
+pub type Key = (String, String);
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often PodMetrics are listed and every DPA is reconciled (30 s).
+    pub recommendation_period: Duration,
+    /// Reconciles running at once (the Cluster Agent's `num_workers` is 2; more helps with many DPAs).
+    pub concurrency: usize,
+    /// Per-cluster number of active autoscalers, oldest first (`autoscaling.workload.limit`, 1000).
+    pub limit: usize,
+    /// Retries of a failed reconcile before waiting for the next period (5, as the Cluster Agent).
+    pub max_retries: u32,
+    /// First retry delay; doubles per failure.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Recommender tunables.
+    pub recommender: recommend::Settings,
+    /// The agent's own workload (namespace, kind, name), which it refuses to scale.
+    pub self_target: Option<SelfTarget>,
+    /// Watch DPAs of this namespace only (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Reporting instance of events (the pod name).
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            recommendation_period: Duration::from_secs(30),
+            concurrency: 8,
+            limit: 1000,
+            max_retries: 5,
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+            recommender: recommend::Settings::default(),
+            self_target: None,
+            namespace: None,
+            instance: None,
+        }
+    }
+}
+
+/// Counters since the controller was created.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// API requests made by reconciles and passes (watches not included).
+    pub api_requests: AtomicU64,
+    /// Status writes.
+    pub status_writes: AtomicU64,
+    /// Scale writes.
+    pub scale_writes: AtomicU64,
+    /// Reconciles run.
+    pub reconciles: AtomicU64,
+    /// Reconciles that failed.
+    pub errors: AtomicU64,
+}
+
+/// A copy of the [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// API requests.
+    pub api_requests: u64,
+    /// Status writes.
+    pub status_writes: u64,
+    /// Scale writes.
+    pub scale_writes: u64,
+    /// Reconciles.
+    pub reconciles: u64,
+    /// Failed reconciles.
+    pub errors: u64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            api_requests: self.api_requests.load(Ordering::Relaxed),
+            status_writes: self.status_writes.load(Ordering::Relaxed),
+            scale_writes: self.scale_writes.load(Ordering::Relaxed),
+            reconciles: self.reconciles.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::ops::Sub for CounterSnapshot {
+    type Output = CounterSnapshot;
+    fn sub(self, o: Self) -> Self {
+        CounterSnapshot {
+            api_requests: self.api_requests - o.api_requests,
+            status_writes: self.status_writes - o.status_writes,
+            scale_writes: self.scale_writes - o.scale_writes,
+            reconciles: self.reconciles - o.reconciles,
+            errors: self.errors - o.errors,
+        }
+    }
+}
+
+/// State shared by the loop, the reconciles and the [`Handle`]s.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) config: Config,
+    pub(crate) pods: Arc<dyn PodSource>,
+    pub(crate) resolver: Resolver,
+    pub(crate) recorder: Recorder,
+    pub(crate) store: Store<DatadogPodAutoscaler>,
+    usage: RwLock<HashMap<String, Arc<NamespaceUsage>>>,
+    allowed: RwLock<HashSet<Key>>,
+    limit_dirty: AtomicBool,
+    pub(crate) explanations: RwLock<HashMap<Key, Arc<Explanation>>>,
+    pub(crate) written: Mutex<HashMap<Key, DatadogPodAutoscalerStatus>>,
+    leader: RwLock<watch::Receiver<bool>>,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn dpa(&self, key: &Key) -> Option<Arc<DatadogPodAutoscaler>> {
+        self.store.get(&ObjectRef::new(&key.1).within(&key.0))
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        *self.leader.read().borrow()
+    }
+
+    pub(crate) fn count_request(&self) {
+        self.counters.api_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn usage_of(&self, ns: &str) -> Option<Arc<NamespaceUsage>> {
+        self.usage.read().get(ns).cloned()
+    }
+
+    pub(crate) fn explain_store(&self, key: &Key, e: Explanation) {
+        self.explanations.write().insert(key.clone(), Arc::new(e));
+    }
+
+    /// The status to compare with: the last one written, until the reflector has caught up with it.
+    pub(crate) fn old_status(
+        &self,
+        key: &Key,
+        stored: DatadogPodAutoscalerStatus,
+    ) -> DatadogPodAutoscalerStatus {
+        let mut written = self.written.lock();
+        match written.get(key) {
+            Some(w) if *w != stored => w.clone(),
+            Some(_) => {
+                written.remove(key);
+                stored
+            }
+            None => stored,
+        }
+    }
+
+    pub(crate) fn within_limit(&self, key: &Key) -> bool {
+        if self.limit_dirty.swap(false, Ordering::AcqRel) {
+            self.recompute_limit();
+        }
+        self.allowed.read().contains(key)
+    }
+
+    fn recompute_limit(&self) {
+        let all: Vec<validate::LimitKey> = self
+            .store
+            .state()
+            .iter()
+            .map(|d| {
+                (
+                    d.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map_or(i64::MAX, time::from_time),
+                    d.namespace().unwrap_or_default(),
+                    d.name_any(),
+                )
+            })
+            .collect();
+        *self.allowed.write() = validate::within_limit(all, self.config.limit);
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        self.store
+            .state()
+            .iter()
+            .map(|d| (d.namespace().unwrap_or_default(), d.name_any()))
+            .collect()
+    }
+
+    /// Lists PodMetrics of every namespace with DPAs and recomputes the limit.
+    async fn refresh(&self) {
+        self.recompute_limit();
+        let namespaces: HashSet<String> = self.keys().into_iter().map(|k| k.0).collect();
+        let lists = futures::stream::iter(namespaces)
+            .map(|ns| async move {
+                let r = usage::list(&self.client, &ns, time::now()).await;
+                (ns, r)
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        let mut usage = self.usage.write();
+        let listed: HashSet<&String> = lists.iter().map(|(ns, _)| ns).collect();
+        usage.retain(|ns, _| listed.contains(ns));
+        for (ns, r) in lists {
+            self.count_request();
+            match r {
+                Ok(u) => {
+                    usage.insert(ns, Arc::new(u));
+                }
+                Err(error) => {
+                    // The previous samples stay; the recommender ignores them once too old.
+                    tracing::warn!(namespace = %ns, error = %error_chain(&error), "cannot list pod metrics");
+                }
+            }
+        }
+    }
+}
+
+/// Formats an error with its sources.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The DPA controller. Create it with [`Controller::new`], keep a [`Handle`] for `explain`, then
+/// [`Controller::run`] it.
+pub struct Controller {
+    shared: Arc<Shared>,
+    writer: Option<reflector::store::Writer<DatadogPodAutoscaler>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Controller::pass`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PassReport {
+    /// DPAs reconciled.
+    pub dpas: usize,
+    /// Counters of the pass.
+    pub counters: CounterSnapshot,
+    /// Wall-clock time of the pass.
+    pub elapsed: Duration,
+}
+
+impl Controller {
+    /// A controller over `client`, reading pods from `pods`. Nothing runs until [`Controller::run`].
+    pub fn new(client: Client, config: Config, pods: Arc<dyn PodSource>) -> Self {
+        let (store, writer) = reflector::store();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.to_owned(),
+                instance: config.instance.clone(),
+            },
+        );
+        // Until `run` gets the real lease, this replica is not the leader; `pass` assumes it is.
+        let (_tx, rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            resolver: Resolver::new(client.clone()),
+            client,
+            config,
+            pods,
+            recorder,
+            store,
+            usage: RwLock::default(),
+            allowed: RwLock::default(),
+            limit_dirty: AtomicBool::new(true),
+            explanations: RwLock::default(),
+            written: Mutex::default(),
+            leader: RwLock::new(rx),
+            counters: Counters::default(),
+        });
+        Self {
+            shared,
+            writer: Some(writer),
+        }
+    }
+
+    /// A handle for `explain` and counters, valid while and after the controller runs.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn dpa_api(&self) -> Api<DatadogPodAutoscaler> {
+        match &self.shared.config.namespace {
+            Some(ns) => Api::namespaced(self.shared.client.clone(), ns),
+            None => Api::all(self.shared.client.clone()),
+        }
+    }
+
+    /// Starts the DPA reflector on its own task (for [`Controller::pass`]) and waits for its initial
+    /// list. [`Controller::run`] drives the reflector itself; do not call both.
+    pub async fn start_cache(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let writer = self.writer.take()?;
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(self.dpa_api(), watcher::Config::default()).default_backoff(),
+        );
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if matches!(ev, Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) {
+                    shared.limit_dirty.store(true, Ordering::Release);
+                }
+            }
+        });
+        let _ = self.shared.store.wait_until_ready().await;
+        Some(task)
+    }
+
+    /// One full pass as the leader: list metrics, then reconcile every DPA (bounded concurrency).
+    /// Needs the cache ([`Controller::start_cache`]). Used by benchmarks and tests.
+    pub async fn pass(&self) -> PassReport {
+        let start = Instant::now();
+        let before = self.shared.counters.snapshot();
+        let (_tx, rx) = watch::channel(true);
+        let previous = std::mem::replace(&mut *self.shared.leader.write(), rx);
+        self.shared.refresh().await;
+        let keys = self.shared.keys();
+        let dpas = keys.len();
+        let shared = &self.shared;
+        futures::stream::iter(keys)
+            .for_each_concurrent(self.shared.config.concurrency.max(1), |key| async move {
+                shared.counters.reconciles.fetch_add(1, Ordering::Relaxed);
+                if let Err(error) = reconcile::reconcile(shared, &key).await {
+                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(namespace = %key.0, name = %key.1, error = %error_chain(&error), "reconcile failed");
+                }
+            })
+            .await;
+        *self.shared.leader.write() = previous;
+        PassReport {
+            dpas,
+            counters: self.shared.counters.snapshot() - before,
+            elapsed: start.elapsed(),
+        }
+    }
+
+    /// Runs until `stop`: reconciles while `leader` is `true`, keeps the DPA cache warm otherwise.
+    pub async fn run(mut self, leader: watch::Receiver<bool>, stop: CancellationToken) {
+        let shared = self.shared.clone();
+        *shared.leader.write() = leader.clone();
+        let mut leader = leader;
+        let mut events = match self.writer.take() {
+            Some(writer) => reflector::reflector(
+                writer,
+                watcher::watcher(self.dpa_api(), watcher::Config::default()).default_backoff(),
+            )
+            .boxed(),
+            None => futures::stream::pending().boxed(),
+        };
+        let mut queue = Queue::default();
+        let mut tasks: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
+        let mut tick = tokio::time::interval(shared.config.recommendation_period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refreshing = false;
+        let mut synced = false;
+        let mut is_leader = *leader.borrow();
+        tracing::info!(leader = is_leader, "controller started");
+        loop {
+            if is_leader && synced {
+                while tasks.len() < shared.config.concurrency.max(1) + usize::from(refreshing) {
+                    let Some(key) = queue.pop() else { break };
+                    let s = shared.clone();
+                    tasks.push(
+                        async move {
+                            s.counters.reconciles.fetch_add(1, Ordering::Relaxed);
+                            let r = reconcile::reconcile(&s, &key).await;
+                            Done::Reconciled(key, r)
+                        }
+                        .boxed(),
+                    );
+                }
+            }
+            let deadline = queue.next_deadline();
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = leader.changed() => {
+                    let now_leader = changed.is_ok() && *leader.borrow();
+                    if changed.is_err() {
+                        tracing::warn!("leader channel closed: acting as a follower");
+                    }
+                    if now_leader != is_leader {
+                        tracing::info!(leader = now_leader, "leadership changed");
+                        is_leader = now_leader;
+                        shared.written.lock().clear();
+                        if is_leader {
+                            tick.reset_immediately();
+                        } else {
+                            queue.clear();
+                        }
+                    }
+                    if changed.is_err() {
+                        // a closed channel never changes again: stop polling it
+                        leader = watch::channel(false).1;
+                    }
+                }
+                ev = events.next() => match ev {
+                    Some(Ok(Event::Apply(d) | Event::Delete(d))) => {
+                        shared.limit_dirty.store(true, Ordering::Release);
+                        if synced {
+                            queue.push((d.namespace().unwrap_or_default(), d.name_any()));
+                        }
+                    }
+                    Some(Ok(Event::InitDone)) => {
+                        shared.limit_dirty.store(true, Ordering::Release);
+                        synced = true;
+                        tick.reset_immediately();
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => tracing::warn!(error = %error_chain(&error), "DPA watch error"),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if is_leader && synced && !refreshing {
+                        refreshing = true;
+                        let s = shared.clone();
+                        tasks.push(async move { s.refresh().await; Done::Refreshed }.boxed());
+                    }
+                }
+                () = sleep_until(deadline) => queue.expire(Instant::now()),
+                Some(done) = tasks.next(), if !tasks.is_empty() => match done {
+                    Done::Refreshed => {
+                        refreshing = false;
+                        for key in shared.keys() {
+                            queue.push(key);
+                        }
+                    }
+                    Done::Reconciled(key, r) => {
+                        let r = r.map_err(|error| {
+                            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(namespace = %key.0, name = %key.1, error = %error_chain(&error), "reconcile failed");
+                        });
+                        queue.done(key, r, &shared.config);
+                    }
+                },
+            }
+        }
+        tracing::info!("controller stopped");
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Done {
+    Refreshed,
+    Reconciled(Key, Result<Requeue, reconcile::Error>),
+}
+
+/// The work queue: deduplicated, one run per key at a time, delayed requeues, failure counts.
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<Key>,
+    queued: HashSet<Key>,
+    active: HashSet<Key>,
+    dirty: HashSet<Key>,
+    delayed: BTreeMap<(Instant, u64), Key>,
+    delay_of: HashMap<Key, (Instant, u64)>,
+    seq: u64,
+    failures: HashMap<Key, u32>,
+}
+
+impl Queue {
+    fn push(&mut self, key: Key) {
+        if self.active.contains(&key) {
+            self.dirty.insert(key);
+        } else if self.queued.insert(key.clone()) {
+            if let Some(at) = self.delay_of.remove(&key) {
+                self.delayed.remove(&at);
+            }
+            self.ready.push_back(key);
+        }
+    }
+
+    fn push_after(&mut self, key: Key, after: Duration) {
+        if self.queued.contains(&key) {
+            return;
+        }
+        let at = Instant::now() + after;
+        if let Some(prev) = self.delay_of.get(&key) {
+            if prev.0 <= at {
+                return;
+            }
+            let prev = *prev;
+            self.delayed.remove(&prev);
+        }
+        self.seq += 1;
+        let slot = (at, self.seq);
+        self.delayed.insert(slot, key.clone());
+        self.delay_of.insert(key, slot);
+    }
+
+    fn pop(&mut self) -> Option<Key> {
+        let key = self.ready.pop_front()?;
+        self.queued.remove(&key);
+        self.active.insert(key.clone());
+        Some(key)
+    }
+
+    fn done(&mut self, key: Key, result: Result<Requeue, ()>, config: &Config) {
+        self.active.remove(&key);
+        match result {
+            Ok(Requeue(after)) => {
+                self.failures.remove(&key);
+                if let Some(after) = after {
+                    self.push_after(key.clone(), after);
+                }
+            }
+            Err(()) => {
+                let n = self.failures.entry(key.clone()).or_insert(0);
+                *n += 1;
+                if *n <= config.max_retries {
+                    let delay = config
+                        .retry_base
+                        .saturating_mul(1u32 << (*n - 1).min(16))
+                        .min(config.retry_max);
+                    self.push_after(key.clone(), delay);
+                } else {
+                    // Give up until the next event or period.
+                    self.failures.remove(&key);
+                }
+            }
+        }
+        if self.dirty.remove(&key) {
+            self.push(key);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.delayed.keys().next().map(|(at, _)| *at)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((&slot, _)) = self.delayed.iter().next() {
+            if slot.0 > now {
+                break;
+            }
+            if let Some(key) = self.delayed.remove(&slot) {
+                self.delay_of.remove(&key);
+                self.push(key);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ready.clear();
+        self.queued.clear();
+        self.dirty.clear();
+        self.delayed.clear();
+        self.delay_of.clear();
+        self.failures.clear();
+    }
+}
+
+/// A cheap, cloneable view of a running (or stopped) controller.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// The last reconcile of `namespace/name`, rendered as text (`lazyscale explain NS/NAME`);
+    /// `None` when it has not been reconciled (unknown DPA, or this replica is not the leader).
+    pub fn explain(&self, namespace: &str, name: &str) -> Option<String> {
+        self.explanation(namespace, name)
+            .map(|e| explain::render(&e, time::now()))
+    }
+
+    /// The last reconcile of `namespace/name`, structured.
+    pub fn explanation(&self, namespace: &str, name: &str) -> Option<Arc<Explanation>> {
+        self.shared
+            .explanations
+            .read()
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// The controller's counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.shared.counters.snapshot()
+    }
+
+    /// DPAs in the cache.
+    pub fn dpas(&self) -> usize {
+        self.shared.store.state().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(s: &str) -> Key {
+        ("ns".into(), s.into())
+    }
+
+    #[test]
+    fn queue_dedupes_and_requeues_keys_changed_while_running() {
+        let mut q = Queue::default();
+        q.push(k("a"));
+        q.push(k("a"));
+        q.push(k("b"));
+        assert_eq!(q.pop(), Some(k("a")));
+        q.push(k("a")); // changed while running
+        assert_eq!(q.pop(), Some(k("b")));
+        assert_eq!(q.pop(), None);
+        q.done(k("a"), Ok(Requeue::default()), &Config::default());
+        assert_eq!(q.pop(), Some(k("a")));
+    }
+
+    #[test]
+    fn queue_retries_with_backoff_then_gives_up() {
+        let cfg = Config {
+            max_retries: 2,
+            retry_base: Duration::ZERO,
+            ..Config::default()
+        };
+        let mut q = Queue::default();
+        q.push(k("a"));
+        for _ in 0..2 {
+            let key = q.pop();
+            assert_eq!(key, Some(k("a")));
+            q.done(k("a"), Err(()), &cfg);
+            assert!(q.next_deadline().is_some());
+            q.expire(Instant::now() + Duration::from_secs(1));
+        }
+        assert_eq!(q.pop(), Some(k("a")));
+        q.done(k("a"), Err(()), &cfg);
+        assert!(q.next_deadline().is_none(), "gave up after max_retries");
+    }
+
+    #[test]
+    fn queue_keeps_the_earliest_delay() {
+        let mut q = Queue::default();
+        q.push_after(k("a"), Duration::from_secs(10));
+        q.push_after(k("a"), Duration::from_secs(1));
+        q.push_after(k("a"), Duration::from_secs(5));
+        assert_eq!(q.delayed.len(), 1);
+        let d = q.next_deadline().map(|d| d - Instant::now());
+        assert!(d.is_some_and(|d| d <= Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,50 @@
+//! The DatadogPodAutoscaler controller of lazyscale: it makes DPAs scale their targets.
+//!
+//! For every DPA the leader replica, every recommendation period (30 s) and on every change:
+//! checks the per-cluster limit and validates the spec ([`validate`]); resolves the target and
+//! reads its scale subresource ([`scale`]); computes a local horizontal recommendation from
+//! metrics.k8s.io PodMetrics against the container requests of the target's pods
+//! ([`recommend`], pods from a [`PodSource`], metrics from [`usage`]); runs the scaling policy
+//! (bounds, stabilization, rules, fallback direction, Preview mode: [`policy`]); writes the new replica
+//! count through `/scale` with a `SuccessfulScale` or `FailedScale` event; and writes the status when
+//! it changed semantically ([`status`]). Each reconcile leaves an [`explain::Explanation`] that
+//! [`Handle::explain`] renders.
+//!
+//! The agent wires it like this:
+//!
+//! ```no_run
+//! # async fn wire(client: kube::Client, pods: std::sync::Arc<dyn lazyscale_controller::PodSource>) {
+//! use lazyscale_controller::{Config, Controller, lease};
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! let (leader, _lease_task) = lease::spawn(
+//!     client.clone(),
+//!     lease::LeaseConfig::new("lazyscale", "lazyscale-controller", "pod-0"),
+//!     stop.clone(),
+//! );
+//! let controller = Controller::new(client, Config::default(), pods);
+//! let handle = controller.handle(); // handle.explain("ns", "name") -> Option<String>
+//! controller.run(leader, stop).await;
+//! # }
+//! ```
+//!
+//! The pure parts ([`recommend`], [`policy`], [`status`], [`validate`], [`explain`]) have no I/O and
+//! are tested on their own.
+
+pub mod bench;
+mod controller;
+pub mod explain;
+pub mod lease;
+pub mod pods;
+pub mod policy;
+pub mod quantity;
+pub mod recommend;
+mod reconcile;
+pub mod scale;
+pub mod status;
+pub mod time;
+pub mod usage;
+pub mod validate;
+
+pub use controller::{Config, Controller, CounterSnapshot, Counters, Handle, Key, PassReport};
+pub use pods::{PodSample, PodSource, StaticPods, WatchedPods};
+pub use reconcile::Error as ReconcileError;
