@@ -273,9 +273,21 @@ fn lazy(a: LazyArgs) -> Result<()> {
     progress(&format!("phase all_dpas: {} DPAs", targets.len()));
     reset_peak(agent.pid());
     let t = Instant::now();
-    for (ns, d) in targets.iter().skip(1) {
-        apply(ns, d)?;
-    }
+    // applied concurrently, as a GitOps sync or a profile rollout would
+    rt.block_on(async {
+        use futures::StreamExt;
+        futures::stream::iter(targets.iter().skip(1))
+            .map(|(ns, d)| {
+                let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &crate::cluster::dpa_resource());
+                async move { api.patch(d, &PatchParams::apply("bench"), &Patch::Apply(dpa(ns, d))).await }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    progress(&format!("{} DPAs applied in {:.1}s", targets.len(), t.elapsed().as_secs_f64()));
     let expected = f64::from(a.pods);
     agent.wait_for("every pod in the cache", Duration::from_secs(900), |m| {
         m.get("lazyscale_podcache_pods").copied().unwrap_or(0.0) >= expected

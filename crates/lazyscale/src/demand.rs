@@ -9,7 +9,6 @@
 
 use std::fmt::Debug;
 
-use crate::gate::{Source, SourceKind};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Namespace;
@@ -17,6 +16,7 @@ use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use lazyscale_core::demand::{Source, SourceKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

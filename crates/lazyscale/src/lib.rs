@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod config;
 pub mod demand;
-pub mod gate;
 pub mod memory;
 pub mod stack;
 pub mod telemetry;

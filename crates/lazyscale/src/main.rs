@@ -1,6 +1,6 @@
 //! The `lazyscale` command: `run` (the agent), `crds`, `version`.
 
-use lazyscale::{admin, config, gate, stack, telemetry, webhook};
+use lazyscale::{admin, config, stack, telemetry, webhook};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -189,7 +189,7 @@ fn main() -> Result<()> {
     }
 }
 
-async fn kube_client(settings: &Settings) -> Result<kube::Client> {
+async fn kube_config(settings: &Settings) -> Result<kube::Config> {
     let config = match &settings.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -198,7 +198,7 @@ async fn kube_client(settings: &Settings) -> Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 async fn shutdown_signal(stop: CancellationToken) {
@@ -237,7 +237,8 @@ async fn run(settings: Settings) -> Result<()> {
         stop.clone(),
     ));
 
-    let client = kube_client(&settings).await?;
+    let config = kube_config(&settings).await?;
+    let client = kube::Client::try_from(config.clone())?;
     let mutator: Arc<std::sync::RwLock<Option<Arc<dyn webhook::Mutator>>>> = Arc::default();
     let mut certificate = None;
     let webhook_task = match settings.webhook_addr {
@@ -281,13 +282,14 @@ async fn run(settings: Settings) -> Result<()> {
 
     let result = stack::run(stack::Deps {
         client,
+        config,
         settings: settings.clone(),
         metrics,
         ready: ready.clone(),
         mutator,
         registration,
         stop: stop.clone(),
-        gate: Arc::new(gate::Gate::new()),
+        gate: lazyscale_core::gate::Gate::new(settings.grace),
         vertical: Arc::default(),
         vertical_period: settings.vertical_period,
     })

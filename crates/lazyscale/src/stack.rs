@@ -1,8 +1,9 @@
 //! The lazy autoscaling stack: started when the first autoscaler appears, stopped after the grace period
 //! once the last one is gone, any number of times.
 //!
-//! [`run`] owns the demand set (fed by the autoscaler watches of [`crate::demand`]) and the gate state
-//! machine of [`crate::gate`]. While the gate is open, a [`Running`] stack holds the
+//! [`run`] owns the demand set (`lazyscale_core::demand`, fed by the autoscaler watches of
+//! [`crate::demand`]) and drives the gate (`lazyscale_core::gate`: its state machine and the watch channel
+//! dependants wait on; the gate's driver task closes it when the grace period ends). While the gate is open, a [`Running`] stack holds the
 //! pod collection, the webhook mutator and the webhook registration; closing the gate cancels its tasks and
 //! drops it, which releases the pod cache's memory.
 
@@ -18,15 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::demand::{self, Target, Update};
-use crate::gate::{Action, Demand, Gate, Machine, Signal, Source, SourceKind};
 use crate::telemetry::{DemandKind, DemandLabels, GateState, Metrics, TransitionLabels};
 use crate::vertical::{VerticalMutator, VerticalState};
 use crate::webhook::{Mutator, Registration};
+use lazyscale_core::demand::{Demand, Source, SourceKind};
+use lazyscale_core::gate::{Action, CloseOutcome, Gate};
 
 /// What the stack needs from the agent.
 pub struct Deps {
-    /// The Kubernetes client.
+    /// The Kubernetes client of the always-on parts.
     pub client: kube::Client,
+    /// The client configuration: the stack gets a client (and a connection pool) of its own, dropped
+    /// with the stack, so the memory of its connections goes back too.
+    pub config: kube::Config,
     /// Settings.
     pub settings: Settings,
     /// Metrics.
@@ -39,8 +44,8 @@ pub struct Deps {
     pub registration: Option<Registration>,
     /// Agent shutdown.
     pub stop: CancellationToken,
-    /// What dependants of the stack wait on.
-    pub gate: Arc<Gate>,
+    /// The gate (its grace period is the configured one); dependants wait on its watchers.
+    pub gate: Gate,
     /// The DPAs as the vertical parts see them.
     pub vertical: Arc<VerticalState>,
     /// Period of the vertical recommendation loop.
@@ -51,7 +56,13 @@ pub struct Deps {
 struct Running {
     cancel: CancellationToken,
     pods: lazyscale_podcache::watch::PodCollection,
+    /// The interest set or the webhook namespaces must be refreshed at this time (changes are coalesced:
+    /// many autoscalers created together cost one backfill per namespace, not one each).
+    refresh_at: Option<Instant>,
 }
+
+/// How long autoscaler changes are collected before the pod cache's interest set is refreshed.
+const COALESCE: Duration = Duration::from_secs(1);
 
 fn set_autoscaler_gauges(metrics: &Metrics, demand: &Demand) {
     for (kind, label) in [
@@ -106,39 +117,59 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
         deps.stop.clone(),
     );
     deps.ready.store(true, Ordering::Relaxed);
-    let mut demand = Demand::default();
+    let mut demand = Demand::new();
     let mut targets: BTreeMap<Source, Target> = BTreeMap::new();
-    let mut machine = Machine::new(deps.settings.grace);
+    tokio::spawn(deps.gate.driver());
+    let mut watcher = deps.gate.watcher();
+    let mut epoch = 0;
     let mut running: Option<Running> = None;
     let mut refresh = tokio::time::interval(Duration::from_secs(2));
     if deps.settings.eager {
         tracing::info!("eager mode: starting the stack without waiting for an autoscaler");
         running = Some(start(&mut deps, &demand, &targets).await);
-        deps.gate.publish(Signal::Open(0));
     }
     loop {
-        let deadline = machine.deadline().map(Instant::from_std);
+        let refresh_at = running.as_ref().and_then(|r| r.refresh_at);
         tokio::select! {
             () = deps.stop.cancelled() => break,
             u = updates.recv() => {
                 let Some(u) = u else { break };
                 apply(&mut demand, &mut targets, &deps.vertical, u);
+                // take whatever else is already queued before acting
+                while let Ok(u) = updates.try_recv() {
+                    apply(&mut demand, &mut targets, &deps.vertical, u);
+                }
                 set_autoscaler_gauges(&deps.metrics, &demand);
-                if let Some(r) = &running {
+                if let Some(r) = running.as_mut()
+                    && r.refresh_at.is_none()
+                {
+                    r.refresh_at = Some(Instant::now() + COALESCE);
+                }
+            }
+            // the driver closed the gate at the end of the grace period
+            closed = watcher.wait_closed(epoch), if running.is_some() && !deps.settings.eager => {
+                if closed == CloseOutcome::Closed {
+                    stop_stack(&mut deps, &mut running).await;
+                }
+                continue;
+            }
+            () = async { if let Some(d) = refresh_at { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
+                if let Some(r) = running.as_mut() {
+                    r.refresh_at = None;
                     r.pods.set_interest(interest(&demand, &targets));
                     if let Some(reg) = deps.registration.as_mut()
-                        && let Err(error) = reg.sync(&demand.namespaces()).await
+                        && let Err(error) = reg.sync(&namespaces(&demand)).await
                     {
-                        tracing::warn!(%error, "webhook registration update failed; retrying on the next change");
+                        tracing::warn!(%error, "webhook registration update failed; retrying");
+                        r.refresh_at = Some(Instant::now() + Duration::from_secs(5));
                     }
                 }
             }
-            () = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {}
             _ = refresh.tick() => {
                 if let Some(r) = &running {
                     publish_cache_metrics(&deps.metrics, r);
                     if r.pods.is_synced() {
-                        deps.gate.publish(Signal::Synced(machine.opened()));
+                        deps.gate.mark_pod_collection_synced(epoch);
                     }
                 }
             }
@@ -146,35 +177,36 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
         if deps.settings.eager {
             continue;
         }
-        match machine.observe(!demand.is_empty(), std::time::Instant::now()) {
-            Action::Start => {
+        match deps.gate.set_demand(!demand.is_empty()) {
+            Action::StartStack => {
+                epoch = deps.gate.epoch();
                 deps.metrics
                     .gate_transitions
                     .get_or_create(&TransitionLabels { to: GateState::Open })
                     .inc();
                 running = Some(start(&mut deps, &demand, &targets).await);
-                deps.gate.publish(Signal::Open(machine.opened()));
             }
-            Action::Stop => {
-                deps.metrics
-                    .gate_transitions
-                    .get_or_create(&TransitionLabels {
-                        to: GateState::Closed,
-                    })
-                    .inc();
-                if let Some(r) = running.take() {
-                    stop(&mut deps, r).await;
-                }
-                deps.gate.publish(Signal::Closed);
-            }
+            Action::StopStack => stop_stack(&mut deps, &mut running).await,
             Action::None => {}
         }
     }
-    deps.gate.publish(Signal::ShuttingDown);
+    let _ = deps.gate.shutdown();
     if let Some(r) = running.take() {
         stop(&mut deps, r).await;
     }
     Ok(())
+}
+
+async fn stop_stack(deps: &mut Deps, running: &mut Option<Running>) {
+    if let Some(r) = running.take() {
+        deps.metrics
+            .gate_transitions
+            .get_or_create(&TransitionLabels {
+                to: GateState::Closed,
+            })
+            .inc();
+        stop(deps, r).await;
+    }
 }
 
 fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: &VerticalState, u: Update) {
@@ -191,7 +223,7 @@ fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: 
                 }
                 set.insert(s);
             }
-            demand.replace_kind(kind, set);
+            let _ = demand.replace_kind(kind, set);
         }
         Update::Present(s, t) => {
             match t {
@@ -203,14 +235,14 @@ fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: 
                 }
                 None => targets.remove(&s),
             };
-            demand.insert(s);
+            let _ = demand.apply(s, true);
         }
         Update::Gone(s) => {
-            if s.kind == SourceKind::Dpa {
-                vertical.remove(&s.namespace, &s.name);
+            if s.kind() == SourceKind::Dpa {
+                vertical.remove(s.namespace_name(), s.name());
             }
             targets.remove(&s);
-            demand.remove(&s);
+            let _ = demand.apply(s, false);
         }
     }
 }
@@ -221,7 +253,7 @@ pub fn interest(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Interest
     let mut i = Interest::new();
     for (dpa, t) in targets {
         i.add_workload(
-            WorkloadKey::new(&dpa.namespace, WorkloadKind::from_kind(&t.kind), &t.name),
+            WorkloadKey::new(dpa.namespace_name(), WorkloadKind::from_kind(&t.kind), &t.name),
             None,
         );
     }
@@ -230,11 +262,11 @@ pub fn interest(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Interest
         (SourceKind::StatefulSet, WorkloadKind::StatefulSet),
     ] {
         for s in demand.of_kind(kind) {
-            i.add_workload(WorkloadKey::new(&s.namespace, wk, &s.name), None);
+            i.add_workload(WorkloadKey::new(s.namespace_name(), wk, s.name()), None);
         }
     }
     for s in demand.of_kind(SourceKind::Namespace) {
-        i.add_namespace(&s.namespace);
+        i.add_namespace(s.namespace_name());
     }
     i
 }
@@ -245,8 +277,15 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         "first autoscaler: starting the autoscaling stack"
     );
     let cancel = deps.stop.child_token();
+    let client = match kube::Client::try_from(deps.config.clone()) {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::warn!(%error, "could not build the stack's own client; sharing the agent's");
+            deps.client.clone()
+        }
+    };
     let pods = lazyscale_podcache::watch::PodCollection::start(
-        deps.client.clone(),
+        client.clone(),
         lazyscale_podcache::watch::Config {
             page_size: deps.settings.page_size,
             ..Default::default()
@@ -261,7 +300,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         }));
     }
     tokio::spawn(crate::vertical::run(
-        deps.client.clone(),
+        client,
         pods.store().clone(),
         deps.vertical.clone(),
         crate::vertical::LoopConfig {
@@ -271,11 +310,15 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         cancel.clone(),
     ));
     if let Some(reg) = deps.registration.as_mut()
-        && let Err(error) = reg.sync(&demand.namespaces()).await
+        && let Err(error) = reg.sync(&namespaces(demand)).await
     {
         tracing::warn!(%error, "webhook registration failed; retrying on the next change");
     }
-    Running { cancel, pods }
+    Running {
+        cancel,
+        pods,
+        refresh_at: None,
+    }
 }
 
 fn publish_cache_metrics(metrics: &Metrics, r: &Running) {
@@ -304,4 +347,8 @@ async fn stop(deps: &mut Deps, r: Running) {
     deps.metrics.pod_collection_synced.set(0);
     deps.metrics.cached_pods.set(0);
     deps.metrics.cache_bytes.set(0);
+}
+
+fn namespaces(demand: &Demand) -> BTreeSet<String> {
+    demand.namespaces_with_autoscalers().map(str::to_string).collect()
 }
