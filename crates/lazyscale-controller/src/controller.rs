@@ -159,8 +159,10 @@ impl Shared {
         self.store.get(&ObjectRef::new(&key.1).within(&key.0))
     }
 
+    /// Whether this replica leads right now (a closed channel means it does not).
     pub(crate) fn is_leader(&self) -> bool {
-        *self.leader.read().borrow()
+        let rx = self.leader.read();
+        rx.has_changed().is_ok() && *rx.borrow()
     }
 
     pub(crate) fn count_request(&self) {
@@ -396,6 +398,7 @@ impl Controller {
         let shared = self.shared.clone();
         *shared.leader.write() = leader.clone();
         let mut leader = leader;
+        let mut leader_open = true;
         let mut events = match self.writer.take() {
             Some(writer) => reflector::reflector(
                 writer,
@@ -430,11 +433,13 @@ impl Controller {
             let deadline = queue.next_deadline();
             tokio::select! {
                 () = stop.cancelled() => break,
-                changed = leader.changed() => {
-                    let now_leader = changed.is_ok() && *leader.borrow();
-                    if changed.is_err() {
+                changed = leader.changed(), if leader_open => {
+                    // A closed channel (the lease task ended) means: not the leader, for good.
+                    leader_open = changed.is_ok();
+                    if !leader_open {
                         tracing::warn!("leader channel closed: acting as a follower");
                     }
+                    let now_leader = leader_open && *leader.borrow();
                     if now_leader != is_leader {
                         tracing::info!(leader = now_leader, "leadership changed");
                         is_leader = now_leader;
@@ -444,10 +449,6 @@ impl Controller {
                         } else {
                             queue.clear();
                         }
-                    }
-                    if changed.is_err() {
-                        // a closed channel never changes again: stop polling it
-                        leader = watch::channel(false).1;
                     }
                 }
                 ev = events.next() => match ev {

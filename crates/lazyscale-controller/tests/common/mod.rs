@@ -1,0 +1,251 @@
+//! Shared helpers of the end-to-end tests: CRDs, a simulated namespace, a controller with a short
+//! recommendation period, and polling.
+#![allow(dead_code, missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use lazyscale_api::DatadogPodAutoscaler;
+use lazyscale_controller::{Config, Controller, Handle, WatchedPods, recommend};
+use lazyscale_sim::load::{CpuProfile, LoadProfile};
+use lazyscale_sim::units::Cpu;
+use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The recommendation period of the tests.
+pub const PERIOD: Duration = Duration::from_secs(2);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Installs our CRDs once per server (idempotent) and waits until DPAs can be listed.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in lazyscale_api::crds() {
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("create CRD: {e}"),
+        }
+    }
+    let dpas: Api<DatadogPodAutoscaler> = Api::all(client.clone());
+    wait_for(30, "DPA CRD established", || {
+        let dpas = dpas.clone();
+        async move { dpas.list(&ListParams::default().limit(1)).await.ok() }
+    })
+    .await;
+}
+
+/// A test namespace with the simulator running in it.
+pub struct Cluster {
+    pub client: Client,
+    pub ns: String,
+    pub sim: Simulator,
+}
+
+pub async fn cluster() -> Cluster {
+    init_tracing();
+    let env = lazyscale_testenv::TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace().await;
+    install_crds(&client).await;
+    let sim = Simulator::start(
+        client.clone(),
+        SimConfig {
+            namespaces: vec![ns.clone()],
+            ready_delay: Duration::from_millis(300),
+            metrics_interval: Duration::from_millis(500),
+            resync: Duration::from_secs(2),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("simulator starts");
+    Cluster { client, ns, sim }
+}
+
+impl Cluster {
+    /// Creates a Deployment with `replicas` pods requesting 500m CPU.
+    pub async fn deployment(&self, name: &str, replicas: i32) {
+        let labels: BTreeMap<String, String> = [("app".to_owned(), name.to_owned())].into();
+        let d = Deployment {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..LabelSelector::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "app".into(),
+                            image: Some("app:1".into()),
+                            resources: Some(ResourceRequirements {
+                                requests: Some(
+                                    [
+                                        ("cpu".to_owned(), Quantity("500m".into())),
+                                        ("memory".to_owned(), Quantity("128Mi".into())),
+                                    ]
+                                    .into(),
+                                ),
+                                ..ResourceRequirements::default()
+                            }),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        };
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create deployment");
+    }
+
+    /// Sets the total CPU demand of a Deployment, in cores.
+    pub fn load(&self, name: &str, cores: f64) {
+        self.sim.set_load(
+            &WorkloadRef::deployment(&self.ns, name),
+            LoadProfile {
+                cpu: CpuProfile::Constant { value: Cpu(cores) },
+                ..LoadProfile::default()
+            },
+        );
+    }
+
+    /// `spec.replicas` of a Deployment.
+    pub async fn replicas(&self, name: &str) -> i32 {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .expect("get deployment")
+            .spec
+            .and_then(|s| s.replicas)
+            .unwrap_or(0)
+    }
+
+    /// Applies a DPA from its spec (JSON).
+    pub async fn dpa(&self, name: &str, spec: serde_json::Value) {
+        let obj = serde_json::json!({
+            "apiVersion": "datadoghq.com/v1alpha2",
+            "kind": "DatadogPodAutoscaler",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": spec,
+        });
+        Api::<DatadogPodAutoscaler>::namespaced(self.client.clone(), &self.ns)
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+            .await
+            .expect("apply DPA");
+    }
+
+    pub async fn get_dpa(&self, name: &str) -> DatadogPodAutoscaler {
+        Api::<DatadogPodAutoscaler>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .expect("get DPA")
+    }
+
+    /// Starts a controller (leader unless told otherwise) for this namespace.
+    pub fn controller(&self, leader: watch::Receiver<bool>) -> Running {
+        let (pods, pods_task) = WatchedPods::start(self.client.clone(), Some(&self.ns));
+        let config = Config {
+            recommendation_period: PERIOD,
+            namespace: Some(self.ns.clone()),
+            recommender: recommend::Settings {
+                max_sample_age: 10_000,
+                cpu_initialization_period: 1_000,
+                initial_readiness_delay: 500,
+                ..recommend::Settings::default()
+            },
+            ..Config::default()
+        };
+        let controller = Controller::new(self.client.clone(), config, Arc::new(pods));
+        let handle = controller.handle();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(controller.run(leader, stop.clone()));
+        Running {
+            handle,
+            stop,
+            task,
+            pods_task,
+        }
+    }
+}
+
+pub struct Running {
+    pub handle: Handle,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub pods_task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.pods_task.abort();
+    }
+}
+
+/// A DPA spec over Deployment `target` keeping CPU at `utilization` %.
+pub fn spec(target: &str, utilization: i32, min: i32, max: i32) -> serde_json::Value {
+    serde_json::json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+        "owner": "Local",
+        "constraints": {"minReplicas": min, "maxReplicas": max},
+        "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": utilization}}}],
+        "fallback": {"horizontal": {"direction": "All"}},
+    })
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The condition `type_` of a DPA: (status, reason).
+pub fn condition(d: &DatadogPodAutoscaler, type_: &str) -> Option<(String, Option<String>)> {
+    d.status
+        .as_ref()?
+        .condition(type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
