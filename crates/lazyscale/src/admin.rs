@@ -1,4 +1,5 @@
-//! The admin server (plain HTTP on its own port): `/livez`, `/readyz`, `/metrics`.
+//! The admin server (plain HTTP on its own port): `/livez`, `/readyz`, `/metrics`, and
+//! `/explain/{namespace}/{name}` (what `lazyscale explain` prints).
 //!
 //! Readiness means "connected to the API server and watching for autoscalers"; it never waits for the
 //! lazily started pod cache.
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -23,6 +24,30 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Set once the agent reached the API server and its autoscaler watches started.
     pub ready: Arc<AtomicBool>,
+    /// The horizontal controller while the stack runs.
+    pub controller: Arc<std::sync::RwLock<Option<lazyscale_controller::Handle>>>,
+}
+
+async fn explain(
+    State(s): State<AdminState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> impl IntoResponse {
+    let handle = s.controller.read().ok().and_then(|h| h.clone());
+    match handle {
+        None => (
+            StatusCode::NOT_FOUND,
+            "the autoscaling stack is not running (no autoscaler in the cluster)".to_string(),
+        ),
+        Some(h) => match h.explain(&namespace, &name) {
+            Some(text) => (StatusCode::OK, text),
+            None => (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no decision recorded yet for {namespace}/{name} (unknown DPA, or not reconciled yet)"
+                ),
+            ),
+        },
+    }
 }
 
 async fn livez() -> &'static str {
@@ -56,6 +81,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/explain/{namespace}/{name}", get(explain))
         .with_state(state)
 }
 

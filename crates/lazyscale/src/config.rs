@@ -82,9 +82,12 @@ pub struct AutoscalingFile {
     /// `autoscaling.vertical:`.
     #[serde(default)]
     pub vertical: VerticalFile,
+    /// `autoscaling.horizontal:`.
+    #[serde(default)]
+    pub horizontal: VerticalFile,
 }
 
-/// `autoscaling.vertical:`.
+/// `autoscaling.vertical:` and `autoscaling.horizontal:`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerticalFile {
@@ -201,6 +204,10 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     /// Period of the vertical recommendation loop.
     pub vertical_period: Duration,
+    /// Period of the horizontal controller.
+    pub horizontal_period: Duration,
+    /// Namespace of the leader-election Lease.
+    pub lease_namespace: String,
 }
 
 #[cfg(test)]

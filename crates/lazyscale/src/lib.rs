@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod demand;
+pub mod horizontal;
 pub mod memory;
 pub mod stack;
 pub mod telemetry;

@@ -36,6 +36,14 @@ enum Cmd {
     Crds,
     /// Print the version.
     Version,
+    /// Explain the last decision for one DPA: inputs, raw recommendation, every policy step, the result.
+    Explain {
+        /// `NAMESPACE/NAME` of the DatadogPodAutoscaler.
+        target: String,
+        /// Admin address of a running agent.
+        #[arg(long, env = "LAZYSCALE_ADMIN_ADDRESS", default_value = "127.0.0.1:8080")]
+        admin_address: SocketAddr,
+    },
 }
 
 #[derive(clap::Args)]
@@ -82,6 +90,12 @@ struct RunArgs {
     /// Seconds between vertical recommendation rounds (reading PodMetrics).
     #[arg(long, env = "LAZYSCALE_VERTICAL_PERIOD_SECONDS")]
     vertical_period_seconds: Option<u64>,
+    /// Seconds between horizontal recommendation rounds.
+    #[arg(long, env = "LAZYSCALE_HORIZONTAL_PERIOD_SECONDS")]
+    horizontal_period_seconds: Option<u64>,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "LAZYSCALE_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
     /// Log format.
     #[arg(long, env = "LAZYSCALE_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
@@ -142,6 +156,17 @@ impl RunArgs {
             webhook_target,
             page_size: self.pod_page_size.or(file.pod_cache.page_size).unwrap_or(500),
             kubeconfig: self.kubeconfig.clone(),
+            horizontal_period: Duration::from_secs(
+                self.horizontal_period_seconds
+                    .or(file.autoscaling.horizontal.period_seconds)
+                    .unwrap_or(30)
+                    .max(1),
+            ),
+            lease_namespace: self
+                .lease_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+                .unwrap_or_else(|| "default".into()),
             vertical_period: Duration::from_secs(
                 self.vertical_period_seconds
                     .or(file.autoscaling.vertical.period_seconds)
@@ -176,6 +201,21 @@ fn main() -> Result<()> {
             print!("{}", lazyscale_api::crds_yaml()?);
             Ok(())
         }
+        Cmd::Explain {
+            target,
+            admin_address,
+        } => {
+            let (ns, name) = target
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("expected NAMESPACE/NAME, got {target}"))?;
+            let (code, body) = admin_get(admin_address, &format!("/explain/{ns}/{name}"))?;
+            if code == 200 {
+                print!("{body}");
+                Ok(())
+            } else {
+                anyhow::bail!("{body}")
+            }
+        }
         Cmd::Run(args) => {
             init_tracing(&args.log_format);
             let settings = args.settings()?;
@@ -187,6 +227,27 @@ fn main() -> Result<()> {
             rt.block_on(run(settings))
         }
     }
+}
+
+/// A plain HTTP GET to the admin server.
+fn admin_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)
+        .with_context(|| format!("connect to the agent's admin server at {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
 }
 
 async fn kube_config(settings: &Settings) -> Result<kube::Config> {
@@ -227,12 +288,14 @@ async fn run(settings: Settings) -> Result<()> {
     tokio::spawn(shutdown_signal(stop.clone()));
     let metrics = Arc::new(telemetry::Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
+    let controller_handle: Arc<std::sync::RwLock<Option<lazyscale_controller::Handle>>> = Arc::default();
 
     let admin = tokio::spawn(admin::serve(
         settings.admin_addr,
         admin::AdminState {
             metrics: metrics.clone(),
             ready: ready.clone(),
+            controller: controller_handle.clone(),
         },
         stop.clone(),
     ));
@@ -292,6 +355,9 @@ async fn run(settings: Settings) -> Result<()> {
         gate: lazyscale_core::gate::Gate::new(settings.grace),
         vertical: Arc::default(),
         vertical_period: settings.vertical_period,
+        horizontal_period: settings.horizontal_period,
+        lease_namespace: settings.lease_namespace.clone(),
+        controller: controller_handle.clone(),
     })
     .await;
     stop.cancel();

@@ -50,6 +50,12 @@ pub struct Deps {
     pub vertical: Arc<VerticalState>,
     /// Period of the vertical recommendation loop.
     pub vertical_period: Duration,
+    /// Period of the horizontal controller.
+    pub horizontal_period: Duration,
+    /// Namespace of the leader-election Lease.
+    pub lease_namespace: String,
+    /// Set to the controller's handle while the stack runs (for `explain`).
+    pub controller: Arc<std::sync::RwLock<Option<lazyscale_controller::Handle>>>,
 }
 
 /// The stack while the gate is open.
@@ -292,6 +298,32 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         },
         cancel.clone(),
     );
+    // Only the lease holder writes (scale, status, events); every replica keeps its cache and serves
+    // the webhook. The lease lives with the stack: an idle agent renews nothing.
+    let (leader, _lease) = lazyscale_controller::lease::spawn(
+        client.clone(),
+        lazyscale_controller::lease::LeaseConfig::new(
+            &deps.lease_namespace,
+            "lazyscale-controller",
+            &crate::horizontal::identity(),
+        ),
+        cancel.clone(),
+    );
+    let controller = lazyscale_controller::Controller::new(
+        client.clone(),
+        lazyscale_controller::Config {
+            recommendation_period: deps.horizontal_period,
+            ..Default::default()
+        },
+        Arc::new(crate::horizontal::CachePods {
+            store: pods.store().clone(),
+            synced: pods.subscribe_synced(),
+        }),
+    );
+    if let Ok(mut h) = deps.controller.write() {
+        *h = Some(controller.handle());
+    }
+    tokio::spawn(controller.run(leader.clone(), cancel.clone()));
     pods.set_interest(interest(demand, targets));
     deps.metrics.gate_open.set(1);
     if let Ok(mut m) = deps.mutator.write() {
@@ -305,7 +337,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         deps.vertical.clone(),
         crate::vertical::LoopConfig {
             period: deps.vertical_period,
-            write_status: true,
+            leader,
         },
         cancel.clone(),
     ));
@@ -334,6 +366,9 @@ async fn stop(deps: &mut Deps, r: Running) {
     tracing::info!("last autoscaler gone and grace period over: stopping the autoscaling stack");
     if let Ok(mut m) = deps.mutator.write() {
         *m = None;
+    }
+    if let Ok(mut h) = deps.controller.write() {
+        *h = None;
     }
     if let Some(reg) = deps.registration.as_mut()
         && let Err(error) = reg.remove().await

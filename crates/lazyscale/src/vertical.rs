@@ -125,8 +125,8 @@ fn pod_metrics_resource() -> ApiResource {
 pub struct LoopConfig {
     /// How often usage is read and recommendations are refreshed.
     pub period: Duration,
-    /// Whether this replica may write status (the leader).
-    pub write_status: bool,
+    /// Whether this replica may write status (it holds the lease).
+    pub leader: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs the recommendation loop until `stop`.
@@ -207,7 +207,7 @@ pub async fn run(
                     .map(|v| strip_time(&v));
                 if current.as_ref() == Some(&comparable)
                     || written.get(&id) == Some(&comparable)
-                    || !config.write_status
+                    || !*config.leader.borrow()
                 {
                     continue;
                 }

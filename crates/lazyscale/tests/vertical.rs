@@ -32,6 +32,8 @@ fn dpa(name: &str, mode: &str) -> serde_json::Value {
     json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": name},
         "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "owner": "Local",
             "applyPolicy": {"mode": mode},
+            // horizontal scaling held at 2 replicas: the per-pod usage stays 500m
+            "constraints": {"minReplicas": 2, "maxReplicas": 2},
             "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}})
 }
 

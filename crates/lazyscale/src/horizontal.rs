@@ -1,0 +1,72 @@
+//! Horizontal autoscaling wired to the lazy stack: the controller of `lazyscale-controller` reads pods from
+//! the stack's pod cache through [`CachePods`], and only the lease holder writes.
+
+use std::sync::Arc;
+
+use lazyscale_controller::pods::{ContainerRequests, PodPhase as ControllerPhase};
+use lazyscale_controller::{PodSample, PodSource};
+use lazyscale_podcache::slim::{SlimPod, WorkloadKey, WorkloadKind};
+use lazyscale_podcache::store::PodStore;
+use lazyscale_podcache::wire::PodPhase;
+
+/// The stack's pod cache as the controller's pod source.
+pub struct CachePods {
+    /// The cache.
+    pub store: Arc<PodStore>,
+    /// Whether the pod collection finished its initial list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The controller's view of one cached pod (pure).
+pub fn sample(pod: &SlimPod) -> PodSample {
+    PodSample {
+        name: pod.name().into_owned(),
+        phase: match pod.phase() {
+            Some(PodPhase::Pending) => ControllerPhase::Pending,
+            Some(PodPhase::Running) => ControllerPhase::Running,
+            Some(PodPhase::Succeeded) => ControllerPhase::Succeeded,
+            Some(PodPhase::Failed) => ControllerPhase::Failed,
+            _ => ControllerPhase::Unknown,
+        },
+        deleting: pod.is_terminating(),
+        ready: pod.is_ready(),
+        // the slim pod keeps readiness, not when it last changed
+        ready_changed_at: None,
+        started_at: pod.start_time().map(|s| s.saturating_mul(1000)),
+        containers: pod
+            .containers()
+            .iter()
+            .map(|c| ContainerRequests {
+                name: c.name.to_string(),
+                cpu_millis: c.resources.requests.cpu_millis,
+                memory_bytes: c.resources.requests.memory_bytes,
+            })
+            .collect(),
+    }
+}
+
+impl PodSource for CachePods {
+    fn pods_of(&self, namespace: &str, kind: &str, name: &str) -> Vec<PodSample> {
+        let key = WorkloadKey::new(namespace, WorkloadKind::from_kind(kind), name);
+        let mut out = Vec::new();
+        self.store.for_each_pod_of(&key, |p| out.push(sample(p)));
+        out
+    }
+
+    fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+}
+
+/// The identity of this replica in the leader election: `POD_NAME`, else the host name and process id.
+pub fn identity() -> String {
+    if let Ok(p) = std::env::var("POD_NAME")
+        && !p.is_empty()
+    {
+        return p;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "lazyscale".into());
+    format!("{host}-{}", std::process::id())
+}
