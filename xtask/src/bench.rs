@@ -23,6 +23,12 @@ pub struct Args {
 enum Bench {
     /// Memory and pod requests of the agent per phase of the lazy stack.
     Lazy(LazyArgs),
+    /// One full recommendation + reconcile pass over N DPAs, each over a 10-pod Deployment.
+    Reconcile {
+        /// DPAs (and Deployments).
+        #[arg(long, default_value_t = 1000)]
+        dpas: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -45,7 +51,31 @@ struct LazyArgs {
 pub fn run(args: Args) -> Result<()> {
     match args.bench {
         Bench::Lazy(a) => lazy(a),
+        Bench::Reconcile { dpas } => reconcile(dpas),
     }
+}
+
+fn reconcile(dpas: usize) -> Result<()> {
+    crate::testenv_build()?;
+    let server = Server::start(ServerOptions::default())
+        .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let report = rt.block_on(async {
+        let client = server.client().await?;
+        crate::cluster::install_crds(&client).await?;
+        progress(&format!(
+            "creating {dpas} Deployments, DPAs and PodMetrics; then two passes"
+        ));
+        let opts = lazyscale_controller::bench::BenchOptions {
+            dpas,
+            ..Default::default()
+        };
+        anyhow::Ok(lazyscale_controller::bench::run(client, &opts).await?)
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    drop(rt);
+    server.stop();
+    Ok(())
 }
 
 fn progress(msg: &str) {
@@ -278,8 +308,15 @@ fn lazy(a: LazyArgs) -> Result<()> {
         use futures::StreamExt;
         futures::stream::iter(targets.iter().skip(1))
             .map(|(ns, d)| {
-                let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &crate::cluster::dpa_resource());
-                async move { api.patch(d, &PatchParams::apply("bench"), &Patch::Apply(dpa(ns, d))).await }
+                let api = Api::<DynamicObject>::namespaced_with(
+                    client.clone(),
+                    ns,
+                    &crate::cluster::dpa_resource(),
+                );
+                async move {
+                    api.patch(d, &PatchParams::apply("bench"), &Patch::Apply(dpa(ns, d)))
+                        .await
+                }
             })
             .buffer_unordered(32)
             .collect::<Vec<_>>()
@@ -287,7 +324,11 @@ fn lazy(a: LazyArgs) -> Result<()> {
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
     })?;
-    progress(&format!("{} DPAs applied in {:.1}s", targets.len(), t.elapsed().as_secs_f64()));
+    progress(&format!(
+        "{} DPAs applied in {:.1}s",
+        targets.len(),
+        t.elapsed().as_secs_f64()
+    ));
     let expected = f64::from(a.pods);
     agent.wait_for("every pod in the cache", Duration::from_secs(900), |m| {
         m.get("lazyscale_podcache_pods").copied().unwrap_or(0.0) >= expected
