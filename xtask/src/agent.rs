@@ -22,6 +22,8 @@ pub struct Agent {
     child: Child,
     /// Admin port on 127.0.0.1.
     pub admin_port: u16,
+    /// Webhook port on 127.0.0.1.
+    pub webhook_port: u16,
     /// Log file.
     pub log: PathBuf,
 }
@@ -66,6 +68,7 @@ impl Agent {
         let mut agent = Agent {
             child,
             admin_port,
+            webhook_port,
             log: o.log,
         };
         agent.wait_ready(Duration::from_secs(30))?;

@@ -23,6 +23,8 @@ pub struct Args {
 enum Bench {
     /// Memory and pod requests of the agent per phase of the lazy stack.
     Lazy(LazyArgs),
+    /// AdmissionReviews over TLS at a fixed rate: stack down (fast path), then 1,000 DPAs (patch path).
+    Webhook(crate::webhook_bench::WebhookArgs),
     /// One full recommendation + reconcile pass over N DPAs, each over a 10-pod Deployment.
     Reconcile {
         /// DPAs (and Deployments).
@@ -52,6 +54,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.bench {
         Bench::Lazy(a) => lazy(a),
         Bench::Reconcile { dpas } => reconcile(dpas),
+        Bench::Webhook(a) => crate::webhook_bench::run(a),
     }
 }
 

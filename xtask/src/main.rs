@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod cluster;
 mod demo;
+mod webhook_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
