@@ -329,6 +329,13 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
     if let Ok(mut m) = deps.mutator.write() {
         *m = Some(Arc::new(VerticalMutator {
             state: deps.vertical.clone(),
+            events: Some(Arc::new(kube::runtime::events::Recorder::new(
+                client.clone(),
+                kube::runtime::events::Reporter {
+                    controller: "lazyscale".into(),
+                    instance: Some(crate::horizontal::identity()),
+                },
+            ))),
         }));
     }
     tokio::spawn(crate::vertical::run(

@@ -9,6 +9,11 @@
 //!   `status.vertical` only, so other status writers are not disturbed).
 //!
 //! The recommender's memory is per tracked container and is freed when its DPA goes away.
+//!
+//! Histograms are checkpointed (at most once per 10 minutes per DPA, by the leader) into a ConfigMap
+//! `lazyscale-checkpoint-<dpa>` next to the DPA, owned by it: the garbage collector deletes it with the
+//! DPA, RBAC for ConfigMaps is ordinary, and a checkpoint (a few KB) fits easily. When the loop first sees
+//! a DPA it restores that checkpoint, so a restart or a new leader keeps the history.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -81,6 +86,47 @@ impl VerticalState {
 pub struct VerticalMutator {
     /// The DPAs.
     pub state: Arc<VerticalState>,
+    /// Where conflicts are reported as Kubernetes events (on the DPAs involved).
+    pub events: Option<Arc<kube::runtime::events::Recorder>>,
+}
+
+fn report_conflict(
+    recorder: Arc<kube::runtime::events::Recorder>,
+    namespace: String,
+    autoscalers: Vec<String>,
+) {
+    use kube::runtime::events::{Event, EventType};
+    // Mutators run inside the webhook's tokio runtime.
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let note = format!(
+            "{} DatadogPodAutoscalers target the same workload ({}); new pods are not patched until only one does",
+            autoscalers.len(),
+            autoscalers.join(", ")
+        );
+        for id in &autoscalers {
+            let name = id.rsplit('/').next().unwrap_or(id).to_string();
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("datadoghq.com/v1alpha2".into()),
+                kind: Some("DatadogPodAutoscaler".into()),
+                name: Some(name),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            };
+            let ev = Event {
+                type_: EventType::Warning,
+                reason: "ConflictingAutoscalers".into(),
+                note: Some(note.clone()),
+                action: "MutatePod".into(),
+                secondary: None,
+            };
+            if let Err(error) = recorder.publish(&ev, &reference).await {
+                tracing::debug!(%error, "conflict event not written");
+            }
+        }
+    });
 }
 
 impl Mutator for VerticalMutator {
@@ -98,6 +144,9 @@ impl Mutator for VerticalMutator {
                 autoscalers,
             }) => {
                 tracing::warn!(%namespace, ?target, ?autoscalers, "more than one DatadogPodAutoscaler targets this workload: pod not patched");
+                if let Some(r) = &self.events {
+                    report_conflict(r.clone(), namespace, autoscalers);
+                }
                 Ok(None)
             }
             Ok(_) => Ok(None),
@@ -147,6 +196,7 @@ pub async fn run(
     let mut written: HashMap<(String, String), serde_json::Value> = HashMap::new();
     let mut seen_ooms = std::collections::HashSet::new();
     let mut tracked: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
+    let mut restored: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(config.period);
     loop {
         tokio::select! {
@@ -163,6 +213,7 @@ pub async fn run(
         let live: std::collections::HashSet<WorkloadKey> = dpas.iter().filter_map(|d| key_of(d)).collect();
         for gone in tracked.difference(&live) {
             recommender.forget(gone);
+            restored.remove(gone);
         }
         tracked = live;
         recommender.garbage_collect(Timestamp::now());
@@ -190,7 +241,15 @@ pub async fn run(
                 .collect();
             for dpa in list {
                 let Some(key) = key_of(&dpa) else { continue };
+                if restored.insert(key.clone()) {
+                    restore(&client, &mut recommender, &dpa, &key).await;
+                }
                 feed(&mut recommender, &mut seen_ooms, &pods, &key, &by_pod);
+                if *config.leader.borrow()
+                    && let Some(cp) = recommender.checkpoint_if_due(&key, Timestamp::now())
+                {
+                    save_checkpoint(&client, &dpa, &cp).await;
+                }
                 let rec = recommender.recommend(&key);
                 let out =
                     lazyscale_vertical::dpa_vertical_target(&dpa, rec.as_ref(), false, Timestamp::now());
@@ -306,4 +365,71 @@ fn feed(
             }
         }
     });
+}
+
+/// The ConfigMap holding a DPA's recommender checkpoint.
+pub fn checkpoint_name(dpa: &str) -> String {
+    format!("lazyscale-checkpoint-{dpa}")
+}
+
+/// The key of the checkpoint inside the ConfigMap.
+const CHECKPOINT_KEY: &str = "checkpoint.json";
+
+async fn save_checkpoint(
+    client: &kube::Client,
+    dpa: &DatadogPodAutoscaler,
+    cp: &lazyscale_vertical::WorkloadCheckpoint,
+) {
+    let (Some(ns), Some(name), Some(uid)) = (&dpa.metadata.namespace, &dpa.metadata.name, &dpa.metadata.uid)
+    else {
+        return;
+    };
+    let Ok(data) = cp.to_json() else { return };
+    let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": checkpoint_name(name), "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "lazyscale"},
+            "ownerReferences": [{"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+                "name": name, "uid": uid, "controller": true}]},
+        "data": {CHECKPOINT_KEY: data}});
+    let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns);
+    match api
+        .patch(
+            &checkpoint_name(name),
+            &PatchParams::apply(crate::webhook::FIELD_MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+    {
+        Ok(_) => tracing::debug!(namespace = %ns, dpa = %name, "vertical checkpoint written"),
+        Err(error) => tracing::warn!(%error, namespace = %ns, dpa = %name, "vertical checkpoint not written"),
+    }
+}
+
+async fn restore(
+    client: &kube::Client,
+    recommender: &mut Recommender,
+    dpa: &DatadogPodAutoscaler,
+    key: &WorkloadKey,
+) {
+    let (Some(ns), Some(name)) = (&dpa.metadata.namespace, &dpa.metadata.name) else {
+        return;
+    };
+    let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns);
+    let Ok(Some(cm)) = api.get_opt(&checkpoint_name(name)).await else {
+        return;
+    };
+    let Some(text) = cm.data.as_ref().and_then(|d| d.get(CHECKPOINT_KEY)) else {
+        return;
+    };
+    match lazyscale_vertical::WorkloadCheckpoint::from_json(text).map(|cp| recommender.restore(key, &cp)) {
+        Ok(Ok(())) => {
+            tracing::info!(namespace = %ns, dpa = %name, "vertical history restored from its checkpoint")
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, namespace = %ns, dpa = %name, "checkpoint not usable; starting afresh")
+        }
+        Err(error) => {
+            tracing::warn!(%error, namespace = %ns, dpa = %name, "checkpoint unreadable; starting afresh")
+        }
+    }
 }

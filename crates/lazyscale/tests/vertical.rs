@@ -144,6 +144,18 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
         assert!(target["version"].is_string());
     }
 
+    // the recommender's histograms are checkpointed next to the DPA, owned by it
+    let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns);
+    let cm = wait("a checkpoint", 30, || async {
+        cms.get_opt("lazyscale-checkpoint-web").await.ok()?
+    })
+    .await;
+    assert!(cm.data.unwrap()["checkpoint.json"].len() > 100);
+    assert_eq!(
+        cm.metadata.owner_references.unwrap()[0].kind,
+        "DatadogPodAutoscaler"
+    );
+
     // the webhook selects only namespaces with autoscalers
     let hook = webhook_configuration(&client).await.expect("registered");
     assert_eq!(
@@ -219,4 +231,57 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     assert!(webhook_configuration(&client).await.is_none());
     assert!(agent.metric("lazyscale_webhook_requests_total{path=\"Patched\"}") >= 2.0);
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_dpas_on_one_workload_patch_nothing_and_raise_an_event() {
+    let server = Server::start(ServerOptions::default()).unwrap();
+    let client = server.client().await.unwrap();
+    install_crds(&client).await;
+    let ns = "default";
+    let agent = Agent::start(&server, &["--grace-period-seconds=2"]);
+    let dpas = dpa_api(client.clone(), ns);
+    for name in ["first", "second"] {
+        let mut d = dpa("dup", "Apply");
+        d["metadata"]["name"] = json!(name);
+        dpas.patch(name, &PatchParams::apply("test"), &Patch::Apply(&d))
+            .await
+            .unwrap();
+    }
+    agent
+        .wait_metric("lazyscale_gate_open", 1.0, Duration::from_secs(20))
+        .await;
+    agent
+        .wait_metric(
+            "lazyscale_autoscalers{source=\"Dpa\"}",
+            2.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    // wait until the webhook configuration is in place, then create pods of the workload through the API
+    wait("the webhook configuration", 20, || async {
+        webhook_configuration(&client).await
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
+    let found = wait("a ConflictingAutoscalers event", 30, || async {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"generateName": "dup-7d9c5b-", "labels": {"pod-template-hash": "7d9c5b"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "dup-7d9c5b", "uid": "u1", "controller": true}]},
+            "spec": {"containers": [{"name": "app", "image": "x", "resources": {"requests": {"cpu": "50m"}}}]}}))
+        .unwrap();
+        let created = pods.create(&PostParams::default(), &pod).await.ok()?;
+        assert!(
+            !created.metadata.annotations.clone().unwrap_or_default().contains_key("autoscaling.datadoghq.com/rec-id"),
+            "a pod targeted by two DPAs is not patched"
+        );
+        let list = events.list(&ListParams::default()).await.ok()?.items;
+        list.into_iter().find(|e| e.reason.as_deref() == Some("ConflictingAutoscalers"))
+    })
+    .await;
+    assert_eq!(found.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        found.regarding.unwrap().kind.as_deref(),
+        Some("DatadogPodAutoscaler")
+    );
 }
