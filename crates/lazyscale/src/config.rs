@@ -84,15 +84,27 @@ pub struct AutoscalingFile {
     pub vertical: VerticalFile,
     /// `autoscaling.horizontal:`.
     #[serde(default)]
-    pub horizontal: VerticalFile,
+    pub horizontal: HorizontalFile,
 }
 
-/// `autoscaling.vertical:` and `autoscaling.horizontal:`.
+/// `autoscaling.horizontal:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HorizontalFile {
+    /// Seconds between recommendation rounds.
+    pub period_seconds: Option<u64>,
+}
+
+/// `autoscaling.vertical:`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerticalFile {
     /// Seconds between recommendation rounds.
     pub period_seconds: Option<u64>,
+    /// The recommender's tunables (`lazyscale_vertical::Config`: halfLifeSeconds, cpuTargetPercentile,
+    /// safetyMargin, oomBumpUpRatio, ...); every key is optional and defaults as documented there.
+    #[serde(default)]
+    pub recommender: lazyscale_vertical::Config,
 }
 
 /// `autoscaling.workload:`.
@@ -204,6 +216,8 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     /// Period of the vertical recommendation loop.
     pub vertical_period: Duration,
+    /// The vertical recommender's tunables.
+    pub vertical_recommender: lazyscale_vertical::Config,
     /// Period of the horizontal controller.
     pub horizontal_period: Duration,
     /// Namespace of the leader-election Lease.
@@ -233,6 +247,16 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("c.yaml"), "{msg}");
         assert!(msg.contains("enabeld"), "{msg}");
+    }
+
+    #[test]
+    fn recommender_tunables_are_read_and_checked() {
+        let text = "autoscaling:\n  vertical:\n    recommender:\n      halfLifeSeconds: 3600\n      safetyMargin: 0.3\n";
+        let c = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(c.autoscaling.vertical.recommender.half_life_seconds, 3600);
+        assert!((c.autoscaling.vertical.recommender.safety_margin - 0.3).abs() < 1e-9);
+        let bad = "autoscaling:\n  vertical:\n    recommender:\n      halfLife: 3600\n";
+        assert!(FileConfig::parse(Path::new("c.yaml"), bad).is_err());
     }
 
     #[test]

@@ -118,6 +118,9 @@ impl RunArgs {
             _ => anyhow::bail!("the webhook needs both a certificate file and a key file"),
         };
         let self_signed = self.self_signed || wh.self_signed.unwrap_or(false);
+        // a bad recommender configuration is a start-up error, not a silent loss of vertical autoscaling
+        lazyscale_vertical::Recommender::new(file.autoscaling.vertical.recommender.clone())
+            .map_err(|e| anyhow::anyhow!("autoscaling.vertical.recommender: {e}"))?;
         let webhook_addr = if self.no_webhook {
             None
         } else {
@@ -167,6 +170,7 @@ impl RunArgs {
                 .clone()
                 .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
                 .unwrap_or_else(|| "default".into()),
+            vertical_recommender: file.autoscaling.vertical.recommender.clone(),
             vertical_period: Duration::from_secs(
                 self.vertical_period_seconds
                     .or(file.autoscaling.vertical.period_seconds)
@@ -355,6 +359,7 @@ async fn run(settings: Settings) -> Result<()> {
         gate: lazyscale_core::gate::Gate::new(settings.grace),
         vertical: Arc::default(),
         vertical_period: settings.vertical_period,
+        vertical_recommender: settings.vertical_recommender.clone(),
         horizontal_period: settings.horizontal_period,
         lease_namespace: settings.lease_namespace.clone(),
         controller: controller_handle.clone(),

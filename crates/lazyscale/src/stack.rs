@@ -50,6 +50,8 @@ pub struct Deps {
     pub vertical: Arc<VerticalState>,
     /// Period of the vertical recommendation loop.
     pub vertical_period: Duration,
+    /// The vertical recommender's tunables.
+    pub vertical_recommender: lazyscale_vertical::Config,
     /// Period of the horizontal controller.
     pub horizontal_period: Duration,
     /// Namespace of the leader-election Lease.
@@ -345,6 +347,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         crate::vertical::LoopConfig {
             period: deps.vertical_period,
             leader,
+            recommender: deps.vertical_recommender.clone(),
         },
         cancel.clone(),
     ));

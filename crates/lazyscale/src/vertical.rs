@@ -176,6 +176,8 @@ pub struct LoopConfig {
     pub period: Duration,
     /// Whether this replica may write status (it holds the lease).
     pub leader: tokio::sync::watch::Receiver<bool>,
+    /// The recommender's tunables.
+    pub recommender: lazyscale_vertical::Config,
 }
 
 /// Runs the recommendation loop until `stop`.
@@ -186,7 +188,7 @@ pub async fn run(
     config: LoopConfig,
     stop: CancellationToken,
 ) {
-    let mut recommender = match Recommender::new(lazyscale_vertical::Config::default()) {
+    let mut recommender = match Recommender::new(config.recommender.clone()) {
         Ok(r) => r,
         Err(error) => {
             tracing::error!(%error, "vertical recommender configuration invalid; vertical recommendations disabled");
