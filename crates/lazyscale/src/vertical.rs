@@ -26,6 +26,7 @@ use lazyscale_api::DatadogPodAutoscaler;
 use lazyscale_podcache::slim::{WorkloadKey as PodWorkload, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
 use lazyscale_vertical::{Autoscaler, AutoscalerIndex, Outcome, Recommender, WorkloadKey};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::webhook::Mutator;
@@ -255,33 +256,44 @@ pub async fn run(
                 let rec = recommender.recommend(&key);
                 let out =
                     lazyscale_vertical::dpa_vertical_target(&dpa, rec.as_ref(), false, Timestamp::now());
-                let Some(target) = out.target else { continue };
-                let mut value = serde_json::to_value(&target).unwrap_or_default();
-                let comparable = strip_time(&value);
+                let conditions = conditions_of(&dpa, &[&out.able_to_recommend, &out.scaling_limited]);
+                let target = out
+                    .target
+                    .and_then(|t| serde_json::to_value(&t).ok())
+                    .map(|mut v| {
+                        if let Some(o) = v.as_object_mut() {
+                            o.retain(|_, x| !x.is_null());
+                        }
+                        v
+                    });
+                // what decides a write: the target without its time, and the conditions without theirs
+                let comparable = json!({"target": target.as_ref().map(strip_time), "conditions": strip_condition_times(&conditions)});
+                let current = json!({
+                    "target": dpa.status.as_ref().and_then(|s| s.vertical.as_ref()).and_then(|v| v.target.as_ref())
+                        .and_then(|t| serde_json::to_value(t).ok()).map(|v| strip_time(&v)),
+                    "conditions": strip_condition_times(&current_conditions(&dpa)),
+                });
                 let id = (ns.clone(), dpa.metadata.name.clone().unwrap_or_default());
-                let current = dpa
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.vertical.as_ref())
-                    .and_then(|v| v.target.as_ref())
-                    .and_then(|t| serde_json::to_value(t).ok())
-                    .map(|v| strip_time(&v));
-                if current.as_ref() == Some(&comparable)
-                    || written.get(&id) == Some(&comparable)
-                    || !*config.leader.borrow()
+                if current == comparable || written.get(&id) == Some(&comparable) || !*config.leader.borrow()
                 {
                     continue;
                 }
-                if let Some(obj) = value.as_object_mut() {
-                    obj.retain(|_, v| !v.is_null());
+                let mut status = json!({"conditions": conditions});
+                if let Some(t) = target {
+                    status["vertical"] = json!({"target": t});
                 }
-                let patch = serde_json::json!({"status": {"vertical": {"target": value}}});
+                let body = json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+                    "metadata": {"name": id.1, "namespace": ns}, "status": status});
                 match Api::<DynamicObject>::namespaced_with(
                     client.clone(),
                     &ns,
                     &crate::demand::dpa_resource(),
                 )
-                .patch_status(&id.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(
+                    &id.1,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
                 .await
                 {
                     Ok(_) => {
@@ -367,6 +379,70 @@ fn feed(
             }
         }
     });
+}
+
+/// The field manager of the vertical status (the controller owns the horizontal part of the status).
+const FIELD_MANAGER: &str = "lazyscale-vertical";
+
+/// The vertical conditions of a DPA as stored (`VerticalAbleToRecommend`, `VerticalScalingLimited`).
+fn current_conditions(dpa: &DatadogPodAutoscaler) -> Vec<serde_json::Value> {
+    dpa.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|c| {
+            c.iter()
+                .filter(|c| c.type_ == "VerticalAbleToRecommend" || c.type_ == "VerticalScalingLimited")
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The conditions to write: `lastTransitionTime` kept from the stored condition when its status did not
+/// change (pure apart from reading the clock).
+pub fn conditions_of(
+    dpa: &DatadogPodAutoscaler,
+    inputs: &[&lazyscale_vertical::ConditionInput],
+) -> Vec<serde_json::Value> {
+    let stored = dpa.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let now = Timestamp::now().to_string();
+    inputs
+        .iter()
+        .map(|c| {
+            let previous = stored.and_then(|list| list.iter().find(|x| x.type_ == c.type_));
+            let since = match previous {
+                Some(p) if p.status == c.status => p
+                    .last_transition_time
+                    .as_ref()
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .unwrap_or_else(|| json!(now)),
+                _ => json!(now),
+            };
+            let mut v = json!({"type": c.type_, "status": c.status, "lastTransitionTime": since});
+            if let Some(r) = c.reason {
+                v["reason"] = json!(r);
+            }
+            if let Some(m) = &c.message {
+                v["message"] = json!(m);
+            }
+            v
+        })
+        .collect()
+}
+
+fn strip_condition_times(list: &[serde_json::Value]) -> serde_json::Value {
+    let mut out: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if let Some(o) = c.as_object_mut() {
+                o.remove("lastTransitionTime");
+            }
+            c
+        })
+        .collect();
+    out.sort_by(|a, b| a["type"].as_str().cmp(&b["type"].as_str()));
+    serde_json::Value::Array(out)
 }
 
 /// The ConfigMap holding a DPA's recommender checkpoint.

@@ -144,6 +144,18 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
         assert!(target["version"].is_string());
     }
 
+    // the condition is written next to the target
+    let web = dpas.get("web").await.unwrap();
+    let conditions = web.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let able = conditions
+        .iter()
+        .find(|c| c["type"] == "VerticalAbleToRecommend")
+        .expect("VerticalAbleToRecommend written");
+    assert_eq!(able["status"], "True", "{able}");
+
     // the recommender's histograms are checkpointed next to the DPA, owned by it
     let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns);
     let cm = wait("a checkpoint", 30, || async {
