@@ -30,44 +30,6 @@ pub struct WebhookArgs {
     connections: usize,
 }
 
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        // the agent's self-signed certificate; the API server verifies it in the end-to-end tests
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A realistic pod CREATE review for a pod of deployment `deploy` in `ns`.
 fn review(i: usize, ns: &str, deploy: &str) -> Vec<u8> {
     let rs = format!("{deploy}-5d8f7c9b6");
@@ -141,10 +103,7 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(
 }
 
 async fn drive(port: u16, args: &WebhookArgs, bodies: Arc<Vec<Vec<u8>>>) -> Result<PathResult> {
-    let config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
+    let config = lazyscale_testenv::tls::trust_any_certificate();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let total = args.rate as u64 * args.seconds;
     let per_conn = total / args.connections as u64;

@@ -12,6 +12,7 @@
 pub mod metrics;
 pub mod recipe;
 mod server;
+pub mod tls;
 
 pub use server::{Server, ServerOptions};
 
