@@ -8,7 +8,10 @@
 //! 3. Stabilization over the recommendation history, as the Kubernetes HPA does it: the scale-up bound
 //!    is the *lowest* recommendation inside the scale-up window, the scale-down bound the *highest* inside
 //!    the scale-down window (both including the new one), and the result is the current count clamped
-//!    between them. Windows are capped at one hour, the history kept.
+//!    between them. "Inside" means strictly after `now − window`, so a recommendation made exactly at
+//!    the window's edge no longer counts, and only recorded recommendations count: after a gap longer
+//!    than the window only the new one is left (the HPA's `stabilizeRecommendation` and the DCA's
+//!    `stabilizeRecommendations` agree on both). Windows are capped at one hour, the history kept.
 //! 4. Clamping to `[minReplicas, maxReplicas]`.
 //! 5. For recommendations of the local fallback, the direction must be allowed by
 //!    `fallback.horizontal.direction` ([`Restriction::FallbackRestricted`]).
@@ -18,7 +21,8 @@
 //!    (`floor(start·(1−value/100))`). Strategy `Max` keeps the rule allowing the biggest change, `Min`
 //!    the smallest, `Disabled` forbids the direction ([`Restriction::PolicyRestricted`]). The limit never
 //!    goes back past the current count. When limited, the decision asks to be re-evaluated when the
-//!    oldest counted action leaves its period, rounded up to the next second.
+//!    oldest action of a rule's period leaves it (a whole period for a rule without one), truncated
+//!    to the second plus one second, as the DCA does.
 //! 7. `Preview` mode: the decision is computed and recorded, but no action is ever produced.
 //!
 //! The [`Decision`] carries the final count, the `limitedReason` text, and every [`Step`] that changed
@@ -680,7 +684,8 @@ fn apply_rules(policy: &Policy, history: &History, now: SystemTime, current: u32
         if better {
             limit = Some((proposed, rule));
         }
-        if let Some(e) = e {
+        // A rule without an action in its period frees up after a whole period (as the DCA counts it).
+        if let Some(e) = e.or_else(|| now.checked_add(rule.period())) {
             expiry = Some(expiry.map_or(e, |x| x.min(e)));
         }
     }
@@ -703,9 +708,8 @@ fn apply_rules(policy: &Policy, history: &History, now: SystemTime, current: u32
         );
         b.requeue_after = expiry.map(|e| {
             let wait = e.duration_since(now).unwrap_or(Duration::ZERO);
-            // Round up to the next whole second, as the DPA does.
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            Duration::from_secs(secs.max(1))
+            // Truncated to the second plus one, as the DCA does, so the action has left the period.
+            Duration::from_secs(wait.as_secs() + 1)
         });
     }
 }
@@ -957,6 +961,183 @@ mod tests {
         assert_eq!(h.actions().len(), 0);
     }
 
+    fn windows(up: u32, down: u32) -> Policy {
+        Policy {
+            scale_up: ScalingPolicy {
+                stabilization_window_seconds: up,
+                ..ScalingPolicy::default()
+            },
+            scale_down: ScalingPolicy {
+                stabilization_window_seconds: down,
+                ..ScalingPolicy::default()
+            },
+            ..Policy::default()
+        }
+    }
+
+    /// The stabilization table of the Datadog Cluster Agent, restated: DataDog/datadog-agent
+    /// `pkg/clusteragent/autoscaling/workload/controller_horizontal_test.go`, `TestStabilizeRecommendations`
+    /// (the revision of the file that has the v1alpha2 `ApplyPolicy`; the stored revision
+    /// 32d839a96a3121243c210ef7dca19fb0a5b08703 predates that test).
+    #[test]
+    fn dca_stabilization_table() {
+        // (case, [(seconds ago, replicas)], current, recommended, up window, down window, expected)
+        type Row<'a> = (&'a str, &'a [(u64, u32)], u32, u32, u32, u32, u32);
+        let cases: &[Row<'_>] = &[
+            (
+                "steady scale-up, no up window",
+                &[(60, 6), (30, 4)],
+                4,
+                8,
+                0,
+                300,
+                8,
+            ),
+            (
+                "scale-down held by the window",
+                &[(60, 6), (30, 5)],
+                5,
+                4,
+                0,
+                300,
+                5,
+            ),
+            (
+                "scale-down, flapping history",
+                &[(90, 6), (60, 9), (30, 7)],
+                7,
+                5,
+                0,
+                300,
+                7,
+            ),
+            (
+                "scale-up held by the window",
+                &[(60, 6), (30, 8)],
+                8,
+                12,
+                300,
+                0,
+                8,
+            ),
+            (
+                "scale-up, flapping history",
+                &[(90, 8), (60, 7), (30, 9)],
+                9,
+                12,
+                300,
+                0,
+                9,
+            ),
+        ];
+        let now = 10_000;
+        for &(case, past, current, rec, up, down, want) in cases {
+            let h = History::restore(
+                past.iter().map(|&(ago, replicas)| TimedRecommendation {
+                    at: t(now - ago),
+                    replicas,
+                }),
+                [],
+            );
+            let d = evaluate(&windows(up, down), &h, &input(now, current, rec));
+            assert_eq!(d.final_replicas, want, "{case}");
+            if want != rec {
+                assert!(
+                    d.steps.iter().any(|s| s.stage == Stage::Stabilized),
+                    "{case}: {:?}",
+                    d.steps
+                );
+            }
+        }
+    }
+
+    /// The window's edge and gaps, where the previous controller policy (change points "in effect")
+    /// differed from both peers: only recommendations strictly after `now − window` count.
+    #[test]
+    fn stabilization_edge_and_gap() {
+        let p = windows(0, 300);
+        let now = 10_000;
+        let at = |ago: u64, replicas| TimedRecommendation {
+            at: t(now - ago),
+            replicas,
+        };
+        // Exactly at now − window: out.
+        let h = History::restore([at(300, 9)], []);
+        assert_eq!(evaluate(&p, &h, &input(now, 8, 3)).final_replicas, 3);
+        // One second later: in.
+        let h = History::restore([at(299, 9)], []);
+        assert_eq!(evaluate(&p, &h, &input(now, 8, 3)).final_replicas, 8);
+        // A gap longer than the window: the old values do not count, whatever they were.
+        let h = History::restore([at(900, 9), at(800, 5), at(700, 4)], []);
+        assert_eq!(evaluate(&p, &h, &input(now, 8, 3)).final_replicas, 3);
+        // The same for the scale-up window.
+        let p = windows(60, 0);
+        let h = History::restore([at(60, 4)], []);
+        assert_eq!(evaluate(&p, &h, &input(now, 2, 10)).final_replicas, 10);
+        let h = History::restore([at(59, 4)], []);
+        assert_eq!(evaluate(&p, &h, &input(now, 2, 10)).final_replicas, 4);
+    }
+
+    /// The rules sequence of the Datadog Cluster Agent, restated: DataDog/datadog-agent
+    /// `pkg/clusteragent/autoscaling/workload/controller_horizontal_test.go` at
+    /// 32d839a96a3121243c210ef7dca19fb0a5b08703, `TestHorizontalControllerSyncScaleDecisionsWithRules`:
+    /// bounds [90, 120], 5 pods per 300 s both ways, one evaluation every 30 s, the target following
+    /// every action (or moved by hand where the table says so).
+    #[test]
+    fn dca_rules_sequence() {
+        let mut p = Policy {
+            min_replicas: 90,
+            max_replicas: Some(120),
+            scale_up: ScalingPolicy {
+                rules: vec![ScalingRule::pods(5, 300)],
+                ..ScalingPolicy::default()
+            },
+            scale_down: ScalingPolicy {
+                rules: vec![ScalingRule::pods(5, 300)],
+                ..ScalingPolicy::default()
+            },
+            ..Policy::default()
+        };
+        let mut h = History::new();
+        // (seconds, current, recommended, expected, requeue seconds, restriction)
+        type Row = (u64, u32, u32, u32, Option<u64>, Option<Restriction>);
+        let mut run = |p: &Policy, rows: &[Row]| {
+            for &(at, current, rec, want, requeue, restriction) in rows {
+                let d = evaluate(p, &h, &input(at, current, rec));
+                assert_eq!(d.final_replicas, want, "at {at}s: {:?}", d.steps);
+                assert_eq!(d.requeue_after.map(|r| r.as_secs()), requeue, "at {at}s");
+                assert_eq!(d.restriction, restriction, "at {at}s");
+                h.record(&d);
+            }
+        };
+        run(
+            &p,
+            &[
+                (30, 100, 103, 103, None, None),
+                (60, 103, 97, 97, None, None),
+                // 6 removed and 3 added in the period: it started at 100, so 95 at the least.
+                (90, 97, 92, 95, Some(241), None),
+                (120, 95, 110, 105, Some(211), None),
+                // Outside the bounds (moved by hand): straight back to the bound, rules ignored.
+                (720, 130, 140, 120, None, None),
+            ],
+        );
+        p.scale_up.strategy = SelectPolicy::Disabled;
+        run(
+            &p,
+            &[
+                (1320, 100, 120, 100, None, Some(Restriction::PolicyRestricted)),
+                (1350, 100, 95, 95, None, None),
+            ],
+        );
+        p.scale_up.strategy = SelectPolicy::Max;
+        p.scale_down.strategy = SelectPolicy::Disabled;
+        run(
+            &p,
+            &[(1950, 95, 90, 95, None, Some(Restriction::PolicyRestricted))],
+        );
+    }
+
     #[test]
     fn explain_steps_and_requeue() {
         let p = Policy {
@@ -983,7 +1164,11 @@ mod tests {
             ]
         );
         assert_eq!(d.limit, Some(Limit::LimitedByScalingBehavior));
-        assert_eq!(d.requeue_after, None, "no earlier action to wait for");
+        assert_eq!(
+            d.requeue_after,
+            Some(Duration::from_secs(61)),
+            "no earlier action: a whole period, plus one second"
+        );
         let action = d.action.clone().unwrap();
         assert_eq!(
             (
@@ -1003,7 +1188,7 @@ mod tests {
         let d = evaluate(&p, &h, &input(15, 6, 30));
         assert_eq!(d.final_replicas, 6);
         assert_eq!(d.action, None);
-        assert_eq!(d.requeue_after, Some(Duration::from_secs(45)));
+        assert_eq!(d.requeue_after, Some(Duration::from_secs(46)));
         let d = evaluate(
             &p,
             &h,
@@ -1012,7 +1197,11 @@ mod tests {
                 ..input(0, 6, 30)
             },
         );
-        assert_eq!(d.requeue_after, Some(Duration::from_secs(45)), "rounded up");
+        assert_eq!(
+            d.requeue_after,
+            Some(Duration::from_secs(45)),
+            "truncated, plus one second"
+        );
     }
 
     #[test]

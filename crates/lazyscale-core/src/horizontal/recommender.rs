@@ -9,11 +9,12 @@
 //!    is not Ready, or its samples predate its last readiness change; or when it is past that period, not
 //!    Ready, and never became Ready (its readiness last changed within the initial readiness delay, 30 s,
 //!    of its start). The rest are *ready*.
-//! 2. A pod's value is the mean of its non-stale samples (at most 60 s old, at least 2 points per
-//!    container), summed over the measured containers: all of them for `PodResource`, one for
+//! 2. A pod's value is the mean of its non-stale samples (at most 180 s old, at least one point per
+//!    container, as the Datadog local recommender), summed over the measured containers: all of them for `PodResource`, one for
 //!    `ContainerResource`. For `Utilization` it is divided by the sum of the same containers' requests
 //!    (containers without a request are left out of both sums) and expressed in percent.
-//! 3. With `avg` the mean over ready pods, `n` the current replica count and the watermarks
+//! 3. With `avg` the mean over ready pods, `n` the current replica count (the DCA's base; the HPA
+//!    multiplies by the number of ready pods instead, see below) and the watermarks
 //!    `low = target − 5`, `high = target + 5` (percentage points for utilization, 5 % of the target for
 //!    absolute values): above `high`, `ceil(avg / high · n)`; below `low`, the smallest `p ≥
 //!    max(floor(avg / low · n), 1)` with `n · avg / p < high`; inside the band, `n`.
@@ -23,6 +24,22 @@
 //!    change in the other direction, the count stays at `n`.
 //! 5. With several objectives the largest count wins. If some objectives fail and the others would
 //!    scale down, the count stays at `n`: a scale-down needs every objective's agreement.
+//!
+//! # Whose semantics
+//!
+//! The DatadogPodAutoscaler contract is the Datadog Cluster Agent's (DCA) local recommender
+//! (`pkg/clusteragent/autoscaling/workload/local/replica_calculator.go`); the pod handling it lacks
+//! comes from the Kubernetes HPA (`pkg/controller/podautoscaler/replica_calculator.go`). Where the two
+//! disagree this module follows the DCA:
+//!
+//! - the formula scales the *current replica count* (`ceil(avg / high · n)`), where the HPA scales the
+//!   number of ready pods. With unready pods during a scale-down the results differ: 5 replicas, 3
+//!   ready at 28 % of a 50 % target give 3 here and 2 in the HPA (see the tests);
+//! - the band is the DCA's watermarks (`target ± 5` points), not the HPA's 10 % ratio tolerance;
+//! - samples up to 180 s old count (the DCA's staleness threshold), and one sample is enough.
+//!
+//! One DCA quirk is not followed: the DCA treats a pod whose summed usage is exactly 0 as missing,
+//! which makes an idle workload unrecommendable; here a measured 0 is a 0.
 
 use std::time::{Duration, SystemTime};
 
@@ -99,7 +116,9 @@ impl Objective {
 /// One usage sample: millicores for CPU, bytes for memory.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
-    /// When it was measured.
+    /// When the measurement began: for a PodMetrics sample, `timestamp − window`. The HPA's rule for
+    /// initializing pods ("a whole window collected since readiness") then reads "began after the
+    /// pod became Ready".
     pub at: SystemTime,
     /// The usage.
     pub value: f64,
@@ -194,10 +213,10 @@ pub struct Settings {
     /// `initial-readiness-delay`).
     #[serde(with = "secs")]
     pub initial_readiness_delay: Duration,
-    /// Samples older than this are stale (60 s, as the DPA's local recommender).
+    /// Samples older than this are stale (180 s, the DCA's `staleDataThresholdSeconds`).
     #[serde(with = "secs")]
     pub sample_max_age: Duration,
-    /// Fewest non-stale samples per container for usable data (2).
+    /// Fewest non-stale samples per container for usable data (1, as the DCA).
     pub min_samples: usize,
 }
 
@@ -207,8 +226,8 @@ impl Default for Settings {
             tolerance: 5.0,
             cpu_initialization_period: Duration::from_secs(300),
             initial_readiness_delay: Duration::from_secs(30),
-            sample_max_age: Duration::from_secs(60),
-            min_samples: 2,
+            sample_max_age: Duration::from_secs(180),
+            min_samples: 1,
         }
     }
 }
@@ -918,7 +937,7 @@ mod tests {
         let mut pods: Vec<_> = (0..5).map(|i| pod(&format!("p{i}"), 100.0, 0.0)).collect();
         for i in 0..5 {
             let mut p = pod(&format!("m{i}"), 0.0, 0.0);
-            p.containers[0].cpu.truncate(1); // one point: not enough
+            p.containers[0].cpu.clear(); // no point: missing
             pods.push(p);
         }
         // Ready mean 10 % → down to 1; with 5 missing at 100 %: 55 % → floor(55/65*10)=8, 10·55/8 < 75 → 8.
@@ -1014,11 +1033,99 @@ mod tests {
         );
     }
 
+    /// Cases of the Kubernetes HPA's replica calculator, restated for one container per pod (CPU
+    /// request 1000m, usage in millicores): kubernetes/kubernetes
+    /// `pkg/controller/podautoscaler/replica_calculator_test.go` (stored revision
+    /// 5f3bc7cdab9b2544f0389b9a83c88fa15b793b7a), `TestReplicaCalcScaleUp`,
+    /// `TestReplicaCalcScaleUpUnreadyLessScale`, `TestReplicaCalcScaleUpUnreadyNoScale`,
+    /// `TestReplicaCalcScaleDown` and `TestReplicaCalcScaleDownIgnoresUnreadyPods`. The last one is
+    /// where the DCA formula (which scales the current count, not the ready pods) gives another
+    /// answer; the DCA is followed.
+    #[test]
+    fn hpa_replica_calculator_table() {
+        // (case, current, target %, [(usage m, ready)], expected, the HPA's answer)
+        type Row<'a> = (&'a str, u32, u32, &'a [(f64, bool)], u32, u32);
+        let cases: &[Row<'_>] = &[
+            (
+                "scale up",
+                3,
+                30,
+                &[(300.0, true), (500.0, true), (700.0, true)],
+                5,
+                5,
+            ),
+            (
+                "scale up, one unready: less",
+                3,
+                30,
+                &[(300.0, false), (500.0, true), (700.0, true)],
+                4,
+                4,
+            ),
+            (
+                "scale up, two unready: none",
+                3,
+                30,
+                &[(400.0, true), (500.0, false), (700.0, false)],
+                3,
+                3,
+            ),
+            (
+                "scale down",
+                5,
+                50,
+                &[
+                    (100.0, true),
+                    (300.0, true),
+                    (500.0, true),
+                    (250.0, true),
+                    (250.0, true),
+                ],
+                3,
+                3,
+            ),
+            (
+                "scale down ignores unready pods",
+                5,
+                50,
+                &[
+                    (100.0, true),
+                    (300.0, true),
+                    (500.0, true),
+                    (250.0, false),
+                    (250.0, false),
+                ],
+                3,
+                2,
+            ),
+        ];
+        for &(case, current, target, pods, want, hpa) in cases {
+            let pods: Vec<_> = pods
+                .iter()
+                .enumerate()
+                .map(|(i, &(cpu, ready))| {
+                    let mut p = pod(&format!("p{i}"), cpu, 0.0);
+                    if !ready {
+                        // Started a minute ago and not Ready: unready for CPU, as in the HPA.
+                        p.start_time = Some(t(NOW - 60));
+                        p.ready = Some(ReadyCondition {
+                            ready: false,
+                            last_transition: t(NOW - 60),
+                        });
+                    }
+                    p
+                })
+                .collect();
+            let r = run(current, &[cpu_util(target)], &pods).unwrap();
+            assert_eq!(r.replicas, want, "{case} (the HPA says {hpa})");
+        }
+    }
+
     #[test]
     fn stale_samples_do_not_count() {
         let mut p = pod("old", 900.0, 0.0);
         for s in &mut p.containers[0].cpu {
-            s.at = t(NOW - 120);
+            s.at = t(NOW - 240);
         }
         let err = run(1, &[cpu_util(70)], &[p]).unwrap_err();
         assert_eq!(
