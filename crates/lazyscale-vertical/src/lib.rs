@@ -31,6 +31,6 @@ pub use mutate::{
     mutate_pod, resolve_owner,
 };
 pub use recommender::{
-    CheckpointError, Config, ConfigError, ContainerRecommendation, Estimate, Recommender, WorkloadCheckpoint,
-    WorkloadKey, WorkloadRecommendation,
+    CheckpointError, Config, ConfigError, ContainerRecommendation, Estimate, EstimationMethod, Recommender,
+    WorkloadCheckpoint, WorkloadKey, WorkloadRecommendation,
 };

@@ -38,6 +38,9 @@ const DAY_SECS: u64 = 86_400;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
+    /// How targets are computed from the history: [`EstimationMethod::Vpa`] (default) or
+    /// [`EstimationMethod::Adaptive`]. Key `method`, values `vpa`, `adaptive`.
+    pub method: EstimationMethod,
     /// Time after which a sample weighs half as much as a new one. Default 86400 (24 h).
     pub half_life_seconds: u64,
     /// Length of the interval over which one memory peak is kept per container. Default 86400 (24 h).
@@ -91,6 +94,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            method: EstimationMethod::Vpa,
             half_life_seconds: DAY_SECS,
             memory_aggregation_interval_seconds: DAY_SECS,
             cpu_target_percentile: 0.9,
@@ -113,6 +117,34 @@ impl Default for Config {
             memory_max_bytes: (1024 * 1024 * MIB) as f64,
             container_ttl_seconds: 8 * DAY_SECS,
             checkpoint_interval_seconds: 600,
+        }
+    }
+}
+
+/// How the recommender turns the history into targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EstimationMethod {
+    /// The VPA's: the configured percentiles of the decaying histograms plus the safety margin.
+    #[default]
+    Vpa,
+    /// lazyscale's adaptive method (see [`crate::adaptive`]): exact recent memory peaks with a trend
+    /// and a margin sized by their spread, CPU from the decaying histogram with a margin sized by the
+    /// spread of usage and a faster reaction to a step down.
+    Adaptive,
+}
+
+impl Config {
+    /// The VPA-compatible settings (the defaults): VPA percentiles, margins and half-lives.
+    pub fn vpa_compatible() -> Self {
+        Self::default()
+    }
+
+    /// The adaptive method with the other settings at their defaults.
+    pub fn adaptive() -> Self {
+        Self {
+            method: EstimationMethod::Adaptive,
+            ..Self::default()
         }
     }
 }

@@ -1,0 +1,73 @@
+//! Recommendation quality for lazyscale's vertical recommender: seeded synthetic usage traces (or a
+//! user's exported metrics in the documented CSV format), a pure replay harness that runs them minute by
+//! minute through lazyscale's real recommender, the VPA's algorithm and the DPA's published method under
+//! one update policy and one node model, and a report (JSON, plus an HTML chart per trace).
+//!
+//! - [`trace`]: the trace type and its CSV format;
+//! - [`generate`]: the seeded generators and the standard trace set;
+//! - [`vpa`], [`dpa`]: the two baselines;
+//! - [`methods`]: every recommender behind [`replay::Method`];
+//! - [`replay`]: update policy, node model, scores;
+//! - [`report`]: the JSON report, the summary and the charts.
+//!
+//! No cluster, no I/O except what the binary does with files.
+
+pub mod dpa;
+pub mod generate;
+pub mod methods;
+pub mod replay;
+pub mod report;
+pub mod trace;
+pub mod vpa;
+
+use lazyscale_vertical::Config;
+
+use crate::methods::{DpaPublished, Lazyscale, VpaMethod};
+use crate::replay::{Method, NodeModel, Policy, Replay, replay};
+use crate::report::Row;
+use crate::trace::Trace;
+
+/// Name of lazyscale with its VPA-compatible configuration in the report.
+pub const LAZYSCALE_VPA_COMPATIBLE: &str = "lazyscale_vpa_compatible";
+
+/// The recommenders of one run: lazyscale with `lazyscale` (reported as [`report::LAZYSCALE`]),
+/// lazyscale with the VPA-compatible defaults, the VPA and the DPA method.
+pub fn methods(lazyscale: &Config) -> Result<Vec<Box<dyn Method>>, lazyscale_vertical::ConfigError> {
+    Ok(vec![
+        Box::new(Lazyscale::new(report::LAZYSCALE, lazyscale.clone())?),
+        Box::new(Lazyscale::new(
+            LAZYSCALE_VPA_COMPATIBLE,
+            Config::vpa_compatible(),
+        )?),
+        Box::new(VpaMethod::new()),
+        Box::new(DpaPublished::new()),
+    ])
+}
+
+/// Replays `trace` through fresh instances of every recommender; returns the replays by name.
+pub fn run_trace(
+    trace: &Trace,
+    lazyscale: &Config,
+    policy: &Policy,
+    node: &NodeModel,
+) -> Result<Vec<(String, Replay)>, lazyscale_vertical::ConfigError> {
+    Ok(methods(lazyscale)?
+        .into_iter()
+        .map(|mut m| {
+            let r = replay(trace, m.as_mut(), policy, node);
+            (m.name(), r)
+        })
+        .collect())
+}
+
+/// Report rows of `replays` on `trace`.
+pub fn rows(trace: &Trace, replays: &[(String, Replay)]) -> Vec<Row> {
+    replays
+        .iter()
+        .map(|(name, r)| Row {
+            trace: trace.name.clone(),
+            recommender: name.clone(),
+            score: r.score.clone(),
+        })
+        .collect()
+}

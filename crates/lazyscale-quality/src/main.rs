@@ -1,0 +1,152 @@
+//! `lazyscale-quality`: replays usage traces through lazyscale's vertical recommender, the VPA's
+//! algorithm and the DPA's published method, prints one JSON report on stdout, writes it to `--out` and
+//! an HTML chart per trace next to it.
+//!
+//! ```text
+//! lazyscale-quality                                  # the standard synthetic set, 14 days, seed 1
+//! lazyscale-quality --trace exported.csv             # your own metrics (CSV format: see the README)
+//! lazyscale-quality --export-traces traces/          # write the synthetic set as CSV
+//! ```
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use lazyscale_quality::replay::{NodeModel, Policy};
+use lazyscale_quality::{generate, report, trace};
+use lazyscale_vertical::{Config, EstimationMethod};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(version, about = "Score vertical recommenders on replayed usage traces")]
+struct Args {
+    /// Seed of the synthetic traces and of the node model.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Length of the synthetic traces, in days.
+    #[arg(long, default_value_t = 14)]
+    days: usize,
+    /// Replay these CSV traces instead of the synthetic set (repeatable).
+    #[arg(long)]
+    trace: Vec<PathBuf>,
+    /// Only these traces of the synthetic set (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Write the traces replayed as CSV files into this folder.
+    #[arg(long)]
+    export_traces: Option<PathBuf>,
+    /// JSON report file; the charts (`<trace>.html`) are written next to it.
+    #[arg(long, default_value = "target/quality/quality.json")]
+    out: PathBuf,
+    /// Smallest interval between two periodic resource changes, in hours.
+    #[arg(long, default_value_t = 12.0)]
+    min_update_interval_hours: f64,
+    /// Smallest relative move of a request worth a periodic change.
+    #[arg(long, default_value_t = 0.1)]
+    change_threshold: f64,
+    /// Hours replayed before scoring starts.
+    #[arg(long, default_value_t = 24.0)]
+    score_from_hours: f64,
+    /// lazyscale's method under test: `adaptive` or `vpa`.
+    #[arg(long, default_value = "adaptive")]
+    lazyscale_method: String,
+    /// Skip the HTML charts.
+    #[arg(long)]
+    no_charts: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let method = match args.lazyscale_method.as_str() {
+        "adaptive" => EstimationMethod::Adaptive,
+        "vpa" => EstimationMethod::Vpa,
+        other => bail!("--lazyscale-method: unknown method `{other}` (adaptive, vpa)"),
+    };
+    let config = Config {
+        method,
+        ..Config::vpa_compatible()
+    };
+    let minutes = |h: f64, flag: &str| -> Result<usize> {
+        if !(h.is_finite() && h >= 0.0) {
+            bail!("{flag} must be a non-negative number of hours");
+        }
+        Ok((h * 60.0).round() as usize)
+    };
+    let policy = Policy {
+        min_update_interval_minutes: minutes(args.min_update_interval_hours, "--min-update-interval-hours")?,
+        change_threshold: args.change_threshold,
+        score_from_minutes: minutes(args.score_from_hours, "--score-from-hours")?,
+    };
+    let node = NodeModel {
+        seed: args.seed,
+        ..NodeModel::default()
+    };
+    let traces = if args.trace.is_empty() {
+        let mut set = generate::standard_set(args.seed, args.days);
+        if !args.only.is_empty() {
+            set.retain(|t| args.only.contains(&t.name));
+        }
+        set
+    } else {
+        args.trace
+            .iter()
+            .map(|p| {
+                let name = p
+                    .file_stem()
+                    .map_or_else(|| "trace".into(), |s| s.to_string_lossy().into_owned());
+                let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+                trace::read_csv(BufReader::new(f), &name).with_context(|| format!("reading {}", p.display()))
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    if traces.is_empty() {
+        bail!("no trace to replay");
+    }
+    if let Some(dir) = &args.export_traces {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for t in &traces {
+            let p = dir.join(format!("{}.csv", t.name));
+            let f = File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+            trace::write_csv(t, BufWriter::new(f)).with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    let out_dir = args
+        .out
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut rows = Vec::new();
+    for t in &traces {
+        eprintln!(
+            "replaying {} ({} minutes, {} series)",
+            t.name,
+            t.minutes,
+            t.series.len()
+        );
+        let replays = lazyscale_quality::run_trace(t, &config, &policy, &node)?;
+        let these = lazyscale_quality::rows(t, &replays);
+        if !args.no_charts {
+            let refs: Vec<(String, &lazyscale_quality::replay::Replay)> =
+                replays.iter().map(|(n, r)| (n.clone(), r)).collect();
+            let html = report::chart_html(t, &refs, &these);
+            let p = out_dir.join(format!("{}.html", t.name));
+            std::fs::write(&p, html).with_context(|| format!("writing {}", p.display()))?;
+        }
+        rows.extend(these);
+    }
+    let settings = json!({
+        "seed": args.seed,
+        "days": args.days,
+        "lazyscaleMethod": args.lazyscale_method,
+        "traces": traces.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+    });
+    let value = report::report(&rows, &policy, &node, settings);
+    let text = serde_json::to_string_pretty(&value)?;
+    std::fs::write(&args.out, format!("{text}\n"))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{text}");
+    Ok(())
+}
