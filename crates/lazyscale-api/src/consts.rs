@@ -6,8 +6,29 @@
 //! The values are wire-compatible with the Datadog Cluster Agent: an object written by one can be read by
 //! the other.
 
-/// Field manager name used for every server-side apply and update made by lazyscale.
+/// Field manager name of the agent's own objects (webhook configuration, checkpoints). Each writer of
+/// the DPA status has its own, in [`field_managers`].
 pub const FIELD_MANAGER: &str = "lazyscale";
+
+/// Field managers, one per writer, so that server-side apply keeps each writer's fields apart.
+pub mod field_managers {
+    /// The agent's own objects: the webhook configuration, vertical checkpoints.
+    pub const AGENT: &str = super::FIELD_MANAGER;
+    /// The horizontal writer: `status.currentReplicas`, `status.horizontal` and the conditions
+    /// `Active`, `Error`, `Horizontal*`.
+    pub const HORIZONTAL: &str = "lazyscale-horizontal";
+    /// The vertical writer: `status.vertical` and the `Vertical*` conditions.
+    pub const VERTICAL: &str = "lazyscale-vertical";
+}
+
+/// `kind` of the DatadogPodAutoscaler.
+pub const DPA_KIND: &str = "DatadogPodAutoscaler";
+
+/// `kind` of the DatadogPodAutoscalerClusterProfile.
+pub const CLUSTER_PROFILE_KIND: &str = "DatadogPodAutoscalerClusterProfile";
+
+/// Plural resource name of the DatadogPodAutoscaler.
+pub const DPA_PLURAL: &str = "datadogpodautoscalers";
 
 /// API group of both custom resources.
 pub const GROUP: &str = "datadoghq.com";

@@ -28,9 +28,13 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use lazyscale_api::HorizontalStatus;
+use lazyscale_core::horizontal::policy::History;
+use lazyscale_core::horizontal::recommender::{Recommender, Settings};
+
 use crate::explain::{self, Explanation};
+use crate::horizontal;
 use crate::pods::PodSource;
-use crate::recommend;
 use crate::reconcile::{self, Requeue};
 use crate::scale::Resolver;
 use crate::time;
@@ -55,8 +59,8 @@ pub struct Config {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
-    /// Recommender tunables.
-    pub recommender: recommend::Settings,
+    /// Recommender tunables (the engine's; the DCA's values by default).
+    pub recommender: Settings,
     /// The agent's own workload (namespace, kind, name), which it refuses to scale.
     pub self_target: Option<SelfTarget>,
     /// Watch DPAs of this namespace only (all namespaces when `None`).
@@ -74,7 +78,7 @@ impl Default for Config {
             max_retries: 5,
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
-            recommender: recommend::Settings::default(),
+            recommender: Settings::default(),
             self_target: None,
             namespace: None,
             instance: None,
@@ -91,6 +95,8 @@ pub struct Counters {
     pub status_writes: AtomicU64,
     /// Scale writes.
     pub scale_writes: AtomicU64,
+    /// Scale writes that failed.
+    pub scale_errors: AtomicU64,
     /// Reconciles run.
     pub reconciles: AtomicU64,
     /// Reconciles that failed.
@@ -106,6 +112,8 @@ pub struct CounterSnapshot {
     pub status_writes: u64,
     /// Scale writes.
     pub scale_writes: u64,
+    /// Failed scale writes.
+    pub scale_errors: u64,
     /// Reconciles.
     pub reconciles: u64,
     /// Failed reconciles.
@@ -118,6 +126,7 @@ impl Counters {
             api_requests: self.api_requests.load(Ordering::Relaxed),
             status_writes: self.status_writes.load(Ordering::Relaxed),
             scale_writes: self.scale_writes.load(Ordering::Relaxed),
+            scale_errors: self.scale_errors.load(Ordering::Relaxed),
             reconciles: self.reconciles.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
         }
@@ -131,6 +140,7 @@ impl std::ops::Sub for CounterSnapshot {
             api_requests: self.api_requests - o.api_requests,
             status_writes: self.status_writes - o.status_writes,
             scale_writes: self.scale_writes - o.scale_writes,
+            scale_errors: self.scale_errors - o.scale_errors,
             reconciles: self.reconciles - o.reconciles,
             errors: self.errors - o.errors,
         }
@@ -144,7 +154,10 @@ pub(crate) struct Shared {
     pub(crate) pods: Arc<dyn PodSource>,
     pub(crate) resolver: Resolver,
     pub(crate) recorder: Recorder,
+    pub(crate) recommender: Recommender,
     pub(crate) store: Store<DatadogPodAutoscaler>,
+    /// The recommendation history of every DPA reconciled (bounded by the DPAs, each by the engine).
+    histories: Mutex<HashMap<Key, History>>,
     usage: RwLock<HashMap<String, Arc<NamespaceUsage>>>,
     allowed: RwLock<HashSet<Key>>,
     limit_dirty: AtomicBool,
@@ -171,6 +184,26 @@ impl Shared {
 
     pub(crate) fn usage_of(&self, ns: &str) -> Option<Arc<NamespaceUsage>> {
         self.usage.read().get(ns).cloned()
+    }
+
+    /// The history of `key`: the one in memory, else the one stored in its status.
+    pub(crate) fn history(&self, key: &Key, stored: Option<&HorizontalStatus>) -> History {
+        if let Some(h) = self.histories.lock().get(key) {
+            return h.clone();
+        }
+        stored.map(horizontal::restore_history).unwrap_or_default()
+    }
+
+    /// Keeps the history of `key` for the next evaluation.
+    pub(crate) fn keep_history(&self, key: &Key, history: History) {
+        self.histories.lock().insert(key.clone(), history);
+    }
+
+    /// Forgets everything about a DPA that is gone.
+    pub(crate) fn forget(&self, key: &Key) {
+        self.explanations.write().remove(key);
+        self.histories.lock().remove(key);
+        self.written.lock().remove(key);
     }
 
     pub(crate) fn explain_store(&self, key: &Key, e: Explanation) {
@@ -309,13 +342,16 @@ impl Controller {
         );
         // Until `run` gets the real lease, this replica is not the leader; `pass` assumes it is.
         let (_tx, rx) = watch::channel(false);
+        let recommender = Recommender::new(config.recommender);
         let shared = Arc::new(Shared {
             resolver: Resolver::new(client.clone()),
             client,
             config,
             pods,
             recorder,
+            recommender,
             store,
+            histories: Mutex::default(),
             usage: RwLock::default(),
             allowed: RwLock::default(),
             limit_dirty: AtomicBool::new(true),
@@ -444,6 +480,8 @@ impl Controller {
                         tracing::info!(leader = now_leader, "leadership changed");
                         is_leader = now_leader;
                         shared.written.lock().clear();
+                        // Another leader may have moved on: restore from the status.
+                        shared.histories.lock().clear();
                         if is_leader {
                             tick.reset_immediately();
                         } else {

@@ -6,10 +6,14 @@
 //! [`render`] is a pure function of it and the current time.
 
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
-use crate::policy::Decision;
-use crate::recommend::Recommendation;
-use crate::time::Millis;
+use lazyscale_core::horizontal::policy::Decision;
+use lazyscale_core::horizontal::recommender::{
+    Adjustment, Objective, ObjectiveValue, Recommendation, ResourceName,
+};
+
+use crate::time::{self, Millis};
 
 /// What one reconcile saw and decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,9 +36,11 @@ pub struct Explanation {
     pub pods: usize,
     /// When the namespace's PodMetrics were listed.
     pub metrics_listed_at: Option<Millis>,
-    /// The recommendation, when computed.
-    pub recommendation: Option<Recommendation>,
-    /// The policy's decision, when made.
+    /// The engine's recommendation, or why there is none, when one was asked for.
+    pub recommendation: Option<Result<Recommendation, String>>,
+    /// Objectives the local recommender cannot compute.
+    pub unusable_objectives: Vec<String>,
+    /// The engine's decision, when made.
     pub decision: Option<Decision>,
     /// What was done.
     pub outcome: String,
@@ -74,160 +80,208 @@ pub fn render(e: &Explanation, now: Millis) -> String {
             let _ = writeln!(s, "  pod metrics:      not listed yet");
         }
     }
-    if let Some(r) = &e.recommendation {
-        let _ = writeln!(s, "objectives:");
-        for o in &r.objectives {
-            let _ = writeln!(s, "  - {}", o.objective);
-            let _ = writeln!(
-                s,
-                "    pods: {} counted, {} unready, {} missing metrics, {} ignored",
-                o.ready, o.unready, o.missing, o.ignored
-            );
-            if let Some(m) = o.mean {
-                let (lo, hi) = o.watermarks;
+    match &e.recommendation {
+        Some(Ok(r)) => {
+            let _ = writeln!(s, "objectives:");
+            for o in &r.objectives {
+                let _ = writeln!(s, "  - {}", objective(&o.objective));
+                let d = match &o.outcome {
+                    Ok(d) => d,
+                    Err(err) => {
+                        let _ = writeln!(s, "    error: {err}");
+                        continue;
+                    }
+                };
+                let unit = |v: f64| value(&o.objective, v);
+                let p = d.pods;
+                let _ = writeln!(
+                    s,
+                    "    pods: {} counted, {} unready, {} missing metrics, {} ignored",
+                    p.ready, p.unready, p.missing, p.ignored
+                );
                 let _ = writeln!(
                     s,
                     "    mean: {} (watermarks {} .. {}) -> {}",
-                    num(o.utilization, m),
-                    num(o.utilization, lo),
-                    num(o.utilization, hi),
-                    o.direction
+                    unit(d.raw_value),
+                    unit(d.low_watermark),
+                    unit(d.high_watermark),
+                    d.direction
                 );
-            }
-            if let Some(f) = o.filled_mean {
-                let _ = writeln!(
-                    s,
-                    "    mean with missing/unready pods filled in: {}",
-                    num(o.utilization, f)
-                );
-            }
-            if let Some((oldest, newest)) = o.samples {
-                let _ = writeln!(
-                    s,
-                    "    freshness: newest sample {}, oldest {}",
-                    age(now, newest),
-                    age(now, oldest)
-                );
-            }
-            match &o.result {
-                Ok(n) => {
-                    let _ = writeln!(s, "    replicas: {n}");
+                match d.adjustment {
+                    Adjustment::None => {}
+                    Adjustment::Applied => {
+                        let _ = writeln!(
+                            s,
+                            "    mean with missing/unready pods filled in: {}",
+                            unit(d.value)
+                        );
+                    }
+                    Adjustment::Cancelled => {
+                        let _ = writeln!(
+                            s,
+                            "    mean with missing/unready pods filled in: {}: the change is cancelled",
+                            unit(d.value)
+                        );
+                    }
                 }
-                Err(err) => {
-                    let _ = writeln!(s, "    error: {err}");
+                if let (Some(oldest), Some(newest)) = (d.oldest_sample, d.newest_sample) {
+                    let _ = writeln!(
+                        s,
+                        "    freshness: newest sample {}, oldest {}",
+                        age_of(now, newest),
+                        age_of(now, oldest)
+                    );
                 }
+                let _ = writeln!(s, "    replicas: {}", d.replicas);
             }
-            if let Some(note) = &o.note {
-                let _ = writeln!(s, "    note: {note}");
+            for u in &e.unusable_objectives {
+                let _ = writeln!(s, "  - not computable here: {u}");
             }
-        }
-        match &r.replicas {
-            Ok(n) => {
-                let _ = writeln!(s, "recommendation: {n} replicas (source Local)");
-            }
-            Err(err) => {
-                let _ = writeln!(s, "recommendation: none ({err})");
+            let _ = writeln!(s, "recommendation: {} replicas (source {})", r.replicas, r.source);
+            if r.partial {
+                let _ = writeln!(s, "  note: some objectives could not be computed: no scale-down");
             }
         }
-        if let Some(note) = &r.note {
-            let _ = writeln!(s, "  note: {note}");
+        Some(Err(err)) => {
+            let _ = writeln!(s, "recommendation: none ({err})");
         }
+        None => {}
     }
     if let Some(d) = &e.decision {
         let _ = writeln!(s, "policy:");
-        if d.steps.is_empty() {
-            let _ = writeln!(s, "  no step changed the recommendation");
-        }
         for step in &d.steps {
-            let _ = writeln!(s, "  {step}");
+            let _ = writeln!(s, "  {:?}: {} ({})", step.stage, step.replicas, step.detail);
         }
-        if let Some(l) = &d.limited {
-            let _ = writeln!(s, "  limited: {}: {}", l.reason, l.message);
+        if let (Some(l), Some(reason)) = (d.limit, &d.limited_reason) {
+            let _ = writeln!(s, "  limited: {l:?}: {reason}");
         }
-        if let Some(r) = &d.restricted {
-            let _ = writeln!(s, "  restricted: {}: {}", r.reason, r.message);
+        if let Some(r) = d.restriction {
+            let _ = writeln!(s, "  restricted: {r:?}");
+        }
+        if let Some(after) = d.requeue_after {
+            let _ = writeln!(s, "  evaluate again in {}s", after.as_secs());
         }
     }
     let _ = writeln!(s, "decision: {}", e.outcome);
     s
 }
 
-fn num(utilization: bool, v: f64) -> String {
-    if utilization {
-        format!("{:.1}%", v * 100.0)
-    } else if v.abs() < 1000.0 {
-        format!("{v:.3}")
-    } else {
-        format!("{v:.0}")
+fn age_of(now: Millis, t: SystemTime) -> String {
+    age(now, time::of_system(t))
+}
+
+fn objective(o: &Objective) -> String {
+    let resource = match o.resource() {
+        ResourceName::Cpu => "cpu",
+        ResourceName::Memory => "memory",
+    };
+    let what = match o.container() {
+        Some(c) => format!("ContainerResource {resource}/{c}"),
+        None => format!("PodResource {resource}"),
+    };
+    match o.value() {
+        ObjectiveValue::Utilization(u) => format!("{what} utilization {u}%"),
+        ObjectiveValue::AbsoluteValue(v) => format!("{what} absolute {}", value(o, v)),
+    }
+}
+
+/// A value in the objective's unit: percent for utilization, millicores or MiB otherwise.
+fn value(o: &Objective, v: f64) -> String {
+    match (o.value(), o.resource()) {
+        (ObjectiveValue::Utilization(_), _) => format!("{v:.1}%"),
+        (ObjectiveValue::AbsoluteValue(_), ResourceName::Cpu) => format!("{}m", v.round()),
+        (ObjectiveValue::AbsoluteValue(_), ResourceName::Memory) => {
+            format!("{:.1}Mi", v / (1024.0 * 1024.0))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Decision, Limit, Step};
-    use crate::recommend::{Direction, ObjectiveOutcome};
+    use lazyscale_core::horizontal::policy::{self, History, Policy};
+    use lazyscale_core::horizontal::recommender::{
+        ContainerMetrics, Input, PodMetrics, PodPhase, ReadyCondition, Recommender, Sample,
+    };
 
     #[test]
-    fn renders_inputs_steps_and_decision() {
+    fn renders_the_engine_steps() {
+        let at = |ms: Millis| time::to_system(ms);
+        let pods: Vec<PodMetrics> = (0..3)
+            .map(|i| PodMetrics {
+                name: format!("p{i}"),
+                phase: PodPhase::Running,
+                deleting: false,
+                start_time: Some(at(0)),
+                ready: Some(ReadyCondition {
+                    ready: true,
+                    last_transition: at(1_000),
+                }),
+                containers: vec![ContainerMetrics {
+                    name: "app".into(),
+                    cpu_request_millis: Some(1000),
+                    memory_request_bytes: None,
+                    cpu: vec![Sample {
+                        at: at(1_000_000 - 5_000),
+                        value: 1400.0,
+                    }],
+                    memory: Vec::new(),
+                }],
+            })
+            .collect();
+        let objectives = [Objective::PodResource {
+            name: ResourceName::Cpu,
+            value: ObjectiveValue::Utilization(50),
+        }];
+        let r = Recommender::default()
+            .recommend(&Input {
+                now: at(1_000_000),
+                current_replicas: 3,
+                objectives: &objectives,
+                pods: &pods,
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p = Policy {
+            max_replicas: Some(5),
+            ..Policy::default()
+        };
+        let d = policy::evaluate(
+            &p,
+            &History::new(),
+            &policy::Input {
+                now: at(1_000_000),
+                current_replicas: 3,
+                recommended_replicas: r.replicas,
+                source: r.source,
+            },
+        );
         let e = Explanation {
             namespace: "ns".into(),
             name: "web".into(),
-            at: 10_000,
+            at: 1_000_000,
             target: "apps/v1 Deployment web".into(),
             mode: "Apply".into(),
             blocked: None,
             current_replicas: Some(3),
             pods: 3,
-            metrics_listed_at: Some(8_000),
-            recommendation: Some(Recommendation {
-                replicas: Ok(9),
-                objectives: vec![ObjectiveOutcome {
-                    objective: "PodResource cpu utilization 50%".into(),
-                    utilization: true,
-                    ready: 3,
-                    unready: 0,
-                    missing: 0,
-                    ignored: 0,
-                    mean: Some(1.4),
-                    filled_mean: None,
-                    watermarks: (0.45, 0.55),
-                    direction: Direction::Up,
-                    samples: Some((7_000, 9_000)),
-                    result: Ok(9),
-                    note: None,
-                }],
-                note: None,
-            }),
-            decision: Some(Decision {
-                current: 3,
-                recommended: 9,
-                desired: 5,
-                scale: true,
-                limited: Some(Limit {
-                    reason: "LimitedByConstraint",
-                    message: "desired replicas 9 limited to 5 by [1, 5]".into(),
-                }),
-                restricted: None,
-                steps: vec![Step {
-                    name: "constraints",
-                    before: 9,
-                    after: 5,
-                    detail: "bounds [1, 5]".into(),
-                }],
-                requeue_after: None,
-            }),
+            metrics_listed_at: Some(998_000),
+            recommendation: Some(Ok(r)),
+            unusable_objectives: vec!["CustomQuery objectives cannot be computed locally".into()],
+            decision: Some(d),
             outcome: "scaled 3 -> 5".into(),
         };
-        let text = render(&e, 12_000);
+        let text = render(&e, 1_002_000);
         for want in [
             "DatadogPodAutoscaler ns/web",
             "current replicas: 3",
+            "PodResource cpu utilization 50%",
             "pods: 3 counted, 0 unready, 0 missing metrics, 0 ignored",
-            "mean: 140.0% (watermarks 45.0% .. 55.0%) -> scale up",
-            "freshness: newest sample 3.0s ago, oldest 5.0s ago",
-            "recommendation: 9 replicas",
-            "constraints: 9 -> 5 (bounds [1, 5])",
+            "mean: 140.0% (watermarks 45.0% .. 55.0%) -> up",
+            "freshness: newest sample 7.0s ago",
+            "not computable here: CustomQuery",
+            "recommendation: 8 replicas (source Local)",
+            "Recommended: 8",
+            "Constrained: 5",
             "limited: LimitedByConstraint",
             "decision: scaled 3 -> 5",
         ] {

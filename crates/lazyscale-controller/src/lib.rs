@@ -3,12 +3,13 @@
 //! For every DPA the leader replica, every recommendation period (30 s) and on every change:
 //! checks the per-cluster limit and validates the spec ([`validate`]); resolves the target and
 //! reads its scale subresource ([`scale`]); computes a local horizontal recommendation from
-//! metrics.k8s.io PodMetrics against the container requests of the target's pods
-//! ([`recommend`], pods from a [`PodSource`], metrics from [`usage`]); runs the scaling policy
-//! (bounds, stabilization, rules, fallback direction, Preview mode: [`policy`]); writes the new replica
-//! count through `/scale` with a `SuccessfulScale` or `FailedScale` event; and writes the status when
-//! it changed semantically ([`status`]). Each reconcile leaves an [`explain::Explanation`] that
-//! [`Handle::explain`] renders.
+//! metrics.k8s.io PodMetrics against the container requests of the target's pods and runs the
+//! scaling policy (bounds, stabilization, rules, fallback direction, Preview mode), both with the
+//! horizontal engine of `lazyscale-core` ([`horizontal`] gathers its inputs: pods from a
+//! [`PodSource`], metrics from [`usage`]); writes the new replica count through `/scale` with a
+//! `SuccessfulScale` or `FailedScale` event; and applies the status fields it owns when they changed
+//! ([`status`]). Each reconcile leaves an [`explain::Explanation`] that [`Handle::explain`] renders
+//! from the engine's steps.
 //!
 //! The agent wires it like this:
 //!
@@ -27,17 +28,16 @@
 //! # }
 //! ```
 //!
-//! The pure parts ([`recommend`], [`policy`], [`status`], [`validate`], [`explain`]) have no I/O and
-//! are tested on their own.
+//! The pure parts ([`horizontal`], [`status`], [`validate`], [`explain`]) have no I/O and are
+//! tested on their own.
 
 pub mod bench;
 mod controller;
 pub mod explain;
+pub mod horizontal;
 pub mod lease;
 pub mod pods;
-pub mod policy;
 pub mod quantity;
-pub mod recommend;
 mod reconcile;
 pub mod scale;
 pub mod status;

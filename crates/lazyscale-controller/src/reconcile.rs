@@ -1,8 +1,10 @@
 //! One reconcile of one DPA: limit and validation, target resolution, the scale subresource, pods,
-//! the local recommendation, the policy, the scale write with its event, and the status write when
-//! the status changed semantically. Writes happen only while this replica leads.
+//! the horizontal engine of `lazyscale-core` (recommendation, then policy), the scale write with its
+//! event, and the status write when the fields this writer owns changed. Writes happen only while
+//! this replica leads.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -10,18 +12,19 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use lazyscale_api::consts::conditions::{self, reasons};
-use lazyscale_api::consts::{API_VERSION, FIELD_MANAGER, events, value_sources};
+use lazyscale_api::consts::{API_VERSION, DPA_KIND, events, field_managers};
 use lazyscale_api::{
-    ApplyMode, DatadogPodAutoscaler, DatadogPodAutoscalerStatus, HorizontalAction, HorizontalRecommendation,
-    HorizontalStatus,
+    ApplyMode, DatadogPodAutoscaler, DatadogPodAutoscalerCondition, DatadogPodAutoscalerStatus,
+    HorizontalRecommendation, HorizontalStatus,
 };
+use lazyscale_core::horizontal::policy;
+use lazyscale_core::horizontal::recommender::{self, Recommendation};
 use serde_json::json;
 
 use crate::controller::{Key, Shared};
 use crate::explain::Explanation;
+use crate::horizontal;
 use crate::pods::PodPhase;
-use crate::policy::{self, Policy};
-use crate::recommend::{self, ObjectiveSpec};
 use crate::scale::{self, TargetError};
 use crate::status::{self, Cond};
 use crate::time;
@@ -63,7 +66,7 @@ pub struct Requeue(pub Option<Duration>);
 /// Reconciles the DPA `key`.
 pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue, Error> {
     let Some(dpa) = shared.dpa(key) else {
-        shared.explanations.write().remove(key);
+        shared.forget(key);
         return Ok(Requeue::default());
     };
     let now = time::now();
@@ -81,6 +84,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         pods: 0,
         metrics_listed_at: None,
         recommendation: None,
+        unusable_objectives: Vec::new(),
         decision: None,
         outcome: String::new(),
     };
@@ -152,9 +156,12 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             Cond::no(conditions::ACTIVE).because(b.reason, b.message.clone()),
             Cond::yes(conditions::ERROR).because(b.reason, b.message),
         ];
-        let mut new = old.clone();
-        new.conditions = Some(status::merge_conditions(&old_conditions, &conds, now));
-        write_status(shared, key, &dpa, &old, new).await?;
+        let old_part = Owned::of(&old);
+        let new = Owned {
+            conditions: status::owned_conditions(&status::merge_conditions(&old_conditions, &conds, now)),
+            ..old_part.clone()
+        };
+        write_status(shared, key, &dpa, &old_part, new).await?;
         shared.explain_store(key, ex);
         return Ok(Requeue::default());
     }
@@ -176,28 +183,41 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         .count();
     let usage = shared.usage_of(ns);
     ex.metrics_listed_at = usage.as_ref().map(|u| u.fetched_at);
-    let policy = Policy::from_spec(&dpa.spec);
-    let horizontal_old = old.horizontal.clone().unwrap_or_default();
-    let recommendation = if !dpa.spec.fallback.horizontal.enabled {
+    let policy = horizontal::policy(&dpa.spec);
+    let objectives = horizontal::objectives(&dpa.spec);
+    let current_u = u32::try_from(current).unwrap_or(0);
+    let now_sys = time::to_system(now);
+    let recommendation: Result<Recommendation, String> = if !dpa.spec.fallback.horizontal.enabled {
         Err("fallback.horizontal.enabled is false: no recommendation source".to_owned())
+    } else if objectives.usable.is_empty() {
+        Err(objectives.unusable.join("; "))
     } else if let Some(u) = &usage {
-        let r = recommend::recommend(
-            now,
-            current,
-            &pods,
-            &u.pods,
-            &ObjectiveSpec::of_spec(&dpa.spec),
-            &shared.config.recommender,
-        );
-        let out = r.replicas.clone();
-        ex.recommendation = Some(r);
-        out
+        let engine_pods = horizontal::pods(&pods, &u.pods);
+        shared
+            .recommender
+            .recommend(&recommender::Input {
+                now: now_sys,
+                current_replicas: current_u,
+                objectives: &objectives.usable,
+                pods: &engine_pods,
+            })
+            .map(|mut r| {
+                // Objectives the local recommender cannot compute hold back a scale-down, as failed
+                // ones do.
+                if !objectives.unusable.is_empty() {
+                    r.partial = true;
+                    r.replicas = r.replicas.max(current_u);
+                }
+                r
+            })
+            .map_err(|e| e.to_string())
     } else {
         Err("pod metrics not listed yet".to_owned())
     };
+    ex.unusable_objectives = objectives.unusable.clone();
 
+    let old_part = Owned::of(&old);
     let mut conds = vec![Cond::yes(conditions::ACTIVE), Cond::no(conditions::ERROR)];
-    let mut horizontal = horizontal_old.clone();
     let mut requeue = Requeue::default();
     match &recommendation {
         Ok(_) => conds.push(Cond::yes(conditions::HORIZONTAL_ABLE_TO_RECOMMEND)),
@@ -206,73 +226,67 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
                 .because(reasons::LOCAL_RECOMMENDER_ERROR, e.clone()),
         ),
     }
-    let mut history = status::history(horizontal_old.last_recommendations.as_deref());
-    let actions = status::actions(horizontal_old.last_actions.as_deref());
+    let mut history = shared.history(key, old_part.horizontal.as_ref());
+    let mut horizontal = old_part.horizontal.clone().unwrap_or_default();
     let mut scale_error = None;
     if current == 0 {
         let m = "target has 0 replicas: scaling disabled";
         conds.push(Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE).because(reasons::SCALING_DISABLED, m));
         ex.outcome = format!("nothing ({m})");
-    } else if let Ok(recommended) = recommendation {
-        let d = policy::decide(now, current, recommended, true, &policy, &history, &actions);
-        history = status::record(history, now, recommended, &policy);
-        let generated_at = history.last().map_or(now, |r| r.time);
-        horizontal.target = Some(HorizontalRecommendation {
-            source: Some(value_sources::LOCAL.to_owned()),
-            generated_at: Some(time::to_time(generated_at)),
-            desired_replicas: recommended,
-        });
-        horizontal.last_recommendations = Some(status::history_to_status(&history));
-        match &d.limited {
-            Some(l) => conds
-                .push(Cond::yes(conditions::HORIZONTAL_SCALING_LIMITED).because(l.reason, l.message.clone())),
-            None => conds.push(Cond::no(conditions::HORIZONTAL_SCALING_LIMITED)),
+    } else if let Ok(r) = &recommendation {
+        let d = policy::evaluate(
+            &policy,
+            &history,
+            &policy::Input {
+                now: now_sys,
+                current_replicas: current_u,
+                recommended_replicas: r.replicas,
+                source: r.source,
+            },
+        );
+        history.record_recommendation(now_sys, r.replicas);
+        match (d.limit, &d.limited_reason) {
+            (Some(l), reason) => conds.push(
+                Cond::yes(conditions::HORIZONTAL_SCALING_LIMITED)
+                    .because(limit_reason(l), reason.clone().unwrap_or_default()),
+            ),
+            (None, _) => conds.push(Cond::no(conditions::HORIZONTAL_SCALING_LIMITED)),
         }
-        requeue = Requeue(d.requeue_after.map(|ms| Duration::from_millis(ms.max(0) as u64)));
-        if d.scale {
+        requeue = Requeue(d.requeue_after);
+        let desired = i32::try_from(d.final_replicas).unwrap_or(i32::MAX);
+        if let Some(action) = &d.action {
             if !shared.is_leader() {
-                ex.outcome = format!("would scale {current} -> {} (not the leader)", d.desired);
+                ex.outcome = format!("would scale {current} -> {desired} (not the leader)");
             } else {
                 shared.count_request();
-                let r = scale::set(&shared.client, &ar, ns, &t.name, d.desired).await;
-                shared
-                    .counters
-                    .scale_writes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match r {
+                let result = scale::set(&shared.client, &ar, ns, &t.name, desired).await;
+                shared.counters.scale_writes.fetch_add(1, Ordering::Relaxed);
+                match result {
                     Ok(()) => {
                         tracing::info!(
                             namespace = ns,
                             name,
                             from = current,
-                            to = d.desired,
-                            recommended,
+                            to = desired,
+                            recommended = r.replicas,
                             "scaled"
                         );
-                        horizontal.last_actions = Some(status::push_action(
-                            horizontal_old.last_actions.as_deref(),
-                            HorizontalAction {
-                                time: time::to_time(now),
-                                from_replicas: current,
-                                to_replicas: d.desired,
-                                recommended_replicas: Some(recommended),
-                                limited_reason: d.limited.as_ref().map(|l| l.message.clone()),
-                            },
-                        ));
+                        history.record_action(action.clone());
                         conds.push(Cond::yes(conditions::HORIZONTAL_ABLE_TO_SCALE));
                         publish(
                             shared,
                             &dpa,
                             EventType::Normal,
                             events::SUCCESSFUL_SCALE,
-                            format!("scaled {} from {current} to {} replicas", ex.target, d.desired),
+                            format!("scaled {} from {current} to {desired} replicas", ex.target),
                         )
                         .await;
-                        ex.outcome = format!("scaled {current} -> {}", d.desired);
+                        ex.outcome = format!("scaled {current} -> {desired}");
                     }
                     Err(e) => {
-                        let m = format!("scaling to {} failed: {e}", d.desired);
+                        let m = format!("scaling to {desired} failed: {e}");
                         tracing::warn!(namespace = ns, name, error = %e, "scale failed");
+                        shared.counters.scale_errors.fetch_add(1, Ordering::Relaxed);
                         conds.push(
                             Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE)
                                 .because(reasons::SCALE_FAILED, m.clone()),
@@ -288,37 +302,46 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
                 }
             }
         } else {
-            match &d.restricted {
-                Some(r) => conds.push(
-                    Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE).because(r.reason, r.message.clone()),
+            let detail = d.steps.last().map(|s| s.detail.clone()).unwrap_or_default();
+            match d.restriction {
+                Some(restriction) => conds.push(
+                    Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE)
+                        .because(restriction_reason(restriction), detail.clone()),
                 ),
                 None => conds.push(Cond::yes(conditions::HORIZONTAL_ABLE_TO_SCALE)),
             }
-            ex.outcome = match (&d.restricted, dpa.spec.apply_policy.mode) {
-                (Some(_), ApplyMode::Preview) if d.desired != current => {
-                    format!(
-                        "Preview: would scale {current} -> {}; nothing written to /scale",
-                        d.desired
-                    )
-                }
-                (Some(r), _) => format!("no change ({}: {})", r.reason, r.message),
+            ex.outcome = match (d.restriction, dpa.spec.apply_policy.mode) {
+                (Some(_), ApplyMode::Preview) if d.desired_replicas != current_u => format!(
+                    "Preview: would scale {current} -> {}; nothing written to /scale",
+                    d.desired_replicas
+                ),
+                (Some(r), _) => format!("no change ({}: {detail})", restriction_reason(r)),
                 (None, _) => format!("no change (stays at {current})"),
             };
         }
+        let window = horizontal::longest_window(&policy);
+        let recent = horizontal::status_recommendations(&history, now_sys, window);
+        horizontal.target = Some(HorizontalRecommendation {
+            source: Some(r.source.to_string()),
+            generated_at: recent.last().and_then(|x| x.generated_at.clone()),
+            desired_replicas: i32::try_from(r.replicas).unwrap_or(i32::MAX),
+        });
+        horizontal.last_recommendations = Some(recent);
+        let actions = horizontal::status_actions(&history);
+        horizontal.last_actions = (!actions.is_empty()).then_some(actions);
         ex.decision = Some(d);
     } else {
         ex.outcome = "no change (no recommendation)".into();
     }
+    ex.recommendation = Some(recommendation);
+    shared.keep_history(key, history);
 
-    let mut new = old.clone();
-    new.current_replicas = Some(i32::try_from(live_pods).unwrap_or(i32::MAX));
-    new.horizontal = if horizontal == HorizontalStatus::default() {
-        None
-    } else {
-        Some(horizontal)
+    let new = Owned {
+        current_replicas: Some(i32::try_from(live_pods).unwrap_or(i32::MAX)),
+        horizontal: (horizontal != HorizontalStatus::default()).then_some(horizontal),
+        conditions: status::owned_conditions(&status::merge_conditions(&old_conditions, &conds, now)),
     };
-    new.conditions = Some(status::merge_conditions(&old_conditions, &conds, now));
-    let written = write_status(shared, key, &dpa, &old, new).await;
+    let written = write_status(shared, key, &dpa, &old_part, new).await;
     shared.explain_store(key, ex);
     if let Some(e) = scale_error {
         return Err(e);
@@ -327,40 +350,100 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     Ok(requeue)
 }
 
-/// Writes the status (server-side apply on the status subresource) when it differs from the stored
-/// one and this replica leads.
+fn limit_reason(l: policy::Limit) -> &'static str {
+    match l {
+        policy::Limit::LimitedByConstraint => reasons::LIMITED_BY_CONSTRAINT,
+        policy::Limit::LimitedByScalingBehavior => reasons::LIMITED_BY_SCALING_BEHAVIOR,
+    }
+}
+
+fn restriction_reason(r: policy::Restriction) -> &'static str {
+    match r {
+        policy::Restriction::ScalingDisabled => reasons::SCALING_DISABLED,
+        policy::Restriction::FallbackRestricted => reasons::FALLBACK_RESTRICTED,
+        policy::Restriction::PolicyRestricted => reasons::POLICY_RESTRICTED,
+    }
+}
+
+/// The part of the status the horizontal writer owns: `currentReplicas`, `horizontal` and its
+/// conditions ([`status::OWNED`]). It applies exactly these fields under its own field manager
+/// ([`field_managers::HORIZONTAL`]), so the vertical writer's fields are never touched.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Owned {
+    current_replicas: Option<i32>,
+    horizontal: Option<HorizontalStatus>,
+    conditions: Vec<DatadogPodAutoscalerCondition>,
+}
+
+impl Owned {
+    fn of(s: &DatadogPodAutoscalerStatus) -> Self {
+        Self {
+            current_replicas: s.current_replicas,
+            horizontal: s.horizontal.clone(),
+            conditions: status::owned_conditions(s.conditions.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// The stored status with these fields put in (what the reflector will show once applied).
+    fn put_into(&self, s: &mut DatadogPodAutoscalerStatus) {
+        s.current_replicas = self.current_replicas;
+        s.horizontal = self.horizontal.clone();
+        let mut all: Vec<DatadogPodAutoscalerCondition> = s
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| !status::OWNED.contains(&c.type_.as_str()))
+            .cloned()
+            .collect();
+        all.extend(self.conditions.iter().cloned());
+        s.conditions = Some(all);
+    }
+
+    /// The server-side apply body: only the owned fields (absent ones are given up).
+    fn body(&self, namespace: &str, name: &str) -> serde_json::Value {
+        let mut status = serde_json::Map::new();
+        if let Some(r) = self.current_replicas {
+            status.insert("currentReplicas".into(), json!(r));
+        }
+        if let Some(h) = &self.horizontal {
+            status.insert("horizontal".into(), json!(h));
+        }
+        status.insert("conditions".into(), json!(self.conditions));
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": DPA_KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        })
+    }
+}
+
+/// Applies the horizontal writer's fields (server-side apply on the status subresource) when they
+/// differ from the stored ones and this replica leads.
 async fn write_status(
     shared: &Arc<Shared>,
     key: &Key,
     dpa: &DatadogPodAutoscaler,
-    old: &DatadogPodAutoscalerStatus,
-    new: DatadogPodAutoscalerStatus,
+    old: &Owned,
+    new: Owned,
 ) -> Result<(), Error> {
     if &new == old || !shared.is_leader() {
         return Ok(());
     }
     let (ns, name) = (dpa.namespace().unwrap_or_default(), dpa.name_any());
     let api: Api<DatadogPodAutoscaler> = Api::namespaced(shared.client.clone(), &ns);
-    let new_status = new.clone();
-    let body = json!({
-        "apiVersion": API_VERSION,
-        "kind": "DatadogPodAutoscaler",
-        "metadata": {"name": name, "namespace": ns},
-        "status": new,
-    });
     shared.count_request();
-    shared
-        .counters
-        .status_writes
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.counters.status_writes.fetch_add(1, Ordering::Relaxed);
     api.patch_status(
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+        &PatchParams::apply(field_managers::HORIZONTAL).force(),
+        &Patch::Apply(&new.body(&ns, &name)),
     )
     .await
     .map_err(|e| Error::Status(format!("{ns}/{name}"), e))?;
-    shared.written.lock().insert(key.clone(), new_status);
+    let mut stored = dpa.status.clone().unwrap_or_default();
+    new.put_into(&mut stored);
+    shared.written.lock().insert(key.clone(), stored);
     tracing::debug!(namespace = %ns, name = %name, "status written");
     Ok(())
 }

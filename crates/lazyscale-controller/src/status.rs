@@ -1,21 +1,14 @@
-//! Status assembly: conditions with a stable `lastTransitionTime`, the recommendation history as
-//! change points, and the action list (10 kept).
+//! Status conditions with a stable `lastTransitionTime`, and which of them the horizontal writer
+//! owns.
 //!
-//! Everything here is pure. The controller builds the complete new status and writes it only when
-//! it differs from the stored one (`PartialEq` on the typed status, after the times were truncated
-//! to whole seconds as the API stores them).
+//! Everything here is pure. The controller builds the fields it owns and applies them only when
+//! they differ from the stored ones (`PartialEq` on the typed status, after the times were truncated
+//! to whole seconds as the API stores them); the history lives in [`crate::horizontal`].
 
+use lazyscale_api::DatadogPodAutoscalerCondition;
 use lazyscale_api::consts::conditions::{self, DPA_CONDITION_TYPES};
-use lazyscale_api::consts::value_sources;
-use lazyscale_api::{DatadogPodAutoscalerCondition, HorizontalAction, HorizontalRecommendation};
 
-use crate::policy::{PastAction, PastRecommendation, Policy};
-use crate::time::{Millis, from_time, to_time, truncate};
-
-/// Actions kept in `status.horizontal.lastActions`.
-pub const MAX_ACTIONS: usize = 10;
-/// Change points kept in `status.horizontal.lastRecommendations` at most.
-pub const MAX_RECOMMENDATIONS: usize = 60;
+use crate::time::{Millis, to_time};
 
 /// The condition types this controller owns; others (vertical) are carried over untouched.
 pub const OWNED: [&str; 5] = [
@@ -110,87 +103,17 @@ pub fn merge_conditions(
     out
 }
 
-/// The recommendation history stored in the status, oldest first.
-pub fn history(stored: Option<&[HorizontalRecommendation]>) -> Vec<PastRecommendation> {
-    let mut h: Vec<PastRecommendation> = stored
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| {
-            Some(PastRecommendation {
-                time: from_time(r.generated_at.as_ref()?),
-                replicas: r.desired_replicas,
-            })
-        })
-        .collect();
-    h.sort_by_key(|r| r.time);
-    h
-}
-
-/// The actions stored in the status.
-pub fn actions(stored: Option<&[HorizontalAction]>) -> Vec<PastAction> {
-    stored
-        .unwrap_or_default()
-        .iter()
-        .map(|a| PastAction {
-            time: from_time(&a.time),
-            from: a.from_replicas,
-            to: a.to_replicas,
-        })
+/// The conditions of `all` this writer owns ([`OWNED`]), in the order given.
+pub fn owned_conditions(all: &[DatadogPodAutoscalerCondition]) -> Vec<DatadogPodAutoscalerCondition> {
+    all.iter()
+        .filter(|c| OWNED.contains(&c.type_.as_str()))
+        .cloned()
         .collect()
-}
-
-/// The history after recommendation `replicas` at `now`: a new change point only when the value
-/// differs from the last one, pruned to what the policy's windows can still see (the last point
-/// before the longest window is kept: it was in effect at the window start).
-pub fn record(
-    mut history: Vec<PastRecommendation>,
-    now: Millis,
-    replicas: i32,
-    policy: &Policy,
-) -> Vec<PastRecommendation> {
-    if history.last().map(|r| r.replicas) != Some(replicas) {
-        history.push(PastRecommendation {
-            time: truncate(now),
-            replicas,
-        });
-    }
-    let start = now - policy.longest_window();
-    let first_inside = history.partition_point(|r| r.time < start);
-    let keep_from = first_inside.saturating_sub(1);
-    let mut h: Vec<_> = history.split_off(keep_from);
-    if h.len() > MAX_RECOMMENDATIONS {
-        h.drain(..h.len() - MAX_RECOMMENDATIONS);
-    }
-    h
-}
-
-/// The history as status entries (source `Local`).
-pub fn history_to_status(history: &[PastRecommendation]) -> Vec<HorizontalRecommendation> {
-    history
-        .iter()
-        .map(|r| HorizontalRecommendation {
-            source: Some(value_sources::LOCAL.to_owned()),
-            generated_at: Some(to_time(r.time)),
-            desired_replicas: r.replicas,
-        })
-        .collect()
-}
-
-/// The action list with `action` appended, the oldest dropped beyond [`MAX_ACTIONS`].
-pub fn push_action(stored: Option<&[HorizontalAction]>, action: HorizontalAction) -> Vec<HorizontalAction> {
-    let mut v: Vec<HorizontalAction> = stored.unwrap_or_default().to_vec();
-    v.push(action);
-    if v.len() > MAX_ACTIONS {
-        v.drain(..v.len() - MAX_ACTIONS);
-    }
-    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::DirectionPolicy;
-    use lazyscale_api::{ApplyMode, FallbackDirection};
 
     #[test]
     fn transition_time_is_stable_while_status_holds() {
@@ -221,45 +144,20 @@ mod tests {
     }
 
     #[test]
-    fn history_keeps_change_points_within_the_window() {
-        let policy = Policy {
-            min: 1,
-            max: None,
-            up: DirectionPolicy::default(),
-            down: DirectionPolicy {
-                window: 300_000,
-                ..DirectionPolicy::default()
-            },
-            mode: ApplyMode::Apply,
-            fallback: FallbackDirection::All,
-        };
-        let h = record(Vec::new(), 1_000_000, 3, &policy);
-        let h = record(h, 1_030_000, 3, &policy);
-        assert_eq!(h.len(), 1, "unchanged value: no new point");
-        let h = record(h, 1_060_000, 5, &policy);
-        let h = record(h, 1_400_000, 4, &policy);
-        let h = record(h, 1_500_000, 6, &policy);
-        // window start 1_200_000: 5 (before, kept), 4, 6; 3 dropped
-        let v: Vec<i32> = h.iter().map(|r| r.replicas).collect();
-        assert_eq!(v, [5, 4, 6]);
-    }
-
-    #[test]
-    fn actions_are_capped() {
-        let mut v = Vec::new();
-        for i in 0..15 {
-            v = push_action(
-                Some(&v),
-                HorizontalAction {
-                    time: to_time(i * 1000),
-                    from_replicas: i as i32,
-                    to_replicas: i as i32 + 1,
-                    recommended_replicas: None,
-                    limited_reason: None,
-                },
-            );
-        }
-        assert_eq!(v.len(), MAX_ACTIONS);
-        assert_eq!(v[0].from_replicas, 5);
+    fn owned_conditions_leave_the_vertical_ones_out() {
+        let all = merge_conditions(
+            &[],
+            &[
+                Cond::yes(conditions::ACTIVE),
+                Cond::yes(conditions::VERTICAL_ABLE_TO_RECOMMEND),
+                Cond::no(conditions::HORIZONTAL_SCALING_LIMITED),
+            ],
+            0,
+        );
+        let types: Vec<String> = owned_conditions(&all).into_iter().map(|c| c.type_).collect();
+        assert_eq!(
+            types,
+            [conditions::ACTIVE, conditions::HORIZONTAL_SCALING_LIMITED]
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! Kubernetes `Time`, which the API serializes with whole seconds. Times written into the status are
 //! truncated to the second first, so what is read back compares equal to what was computed.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -22,6 +24,32 @@ pub fn to_time(t: Millis) -> Time {
 /// A Kubernetes `Time` as unix milliseconds.
 pub fn from_time(t: &Time) -> Millis {
     t.0.as_millisecond()
+}
+
+/// Unix milliseconds as a `SystemTime` (the engine's time).
+pub fn to_system(t: Millis) -> SystemTime {
+    match u64::try_from(t) {
+        Ok(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+        Err(_) => UNIX_EPOCH - Duration::from_millis(t.unsigned_abs()),
+    }
+}
+
+/// A `SystemTime` as unix milliseconds.
+pub fn of_system(t: SystemTime) -> Millis {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX),
+        Err(e) => -Millis::try_from(e.duration().as_millis()).unwrap_or(Millis::MAX),
+    }
+}
+
+/// A Kubernetes `Time` as a `SystemTime`.
+pub fn system_of(t: &Time) -> SystemTime {
+    to_system(from_time(t))
+}
+
+/// A `SystemTime` truncated to the second, as a Kubernetes `Time`.
+pub fn from_system(t: SystemTime) -> Time {
+    to_time(of_system(t))
 }
 
 /// `t` truncated to the second.

@@ -11,8 +11,29 @@ use kube::Client;
 use serde::Deserialize;
 
 use crate::quantity;
-use crate::recommend::{ContainerUsage, PodUsage};
 use crate::time::Millis;
+
+/// Usage of one container in one sample.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerUsage {
+    /// Container name.
+    pub name: String,
+    /// CPU in cores.
+    pub cpu: f64,
+    /// Memory in bytes.
+    pub memory: f64,
+}
+
+/// One PodMetrics sample.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodUsage {
+    /// When the sample was taken: the end of its window (unix milliseconds).
+    pub timestamp: Millis,
+    /// Window the sample covers, in milliseconds.
+    pub window: Millis,
+    /// Per-container usage.
+    pub containers: Vec<ContainerUsage>,
+}
 
 /// Errors of the metrics client.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use lazyscale_api::DatadogPodAutoscaler;
-use lazyscale_controller::{Config, Controller, Handle, WatchedPods, recommend};
+use lazyscale_controller::{Config, Controller, Handle, WatchedPods};
+use lazyscale_core::horizontal::recommender;
 use lazyscale_sim::load::{CpuProfile, LoadProfile};
 use lazyscale_sim::units::Cpu;
 use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
@@ -179,11 +180,11 @@ impl Cluster {
         let config = Config {
             recommendation_period: PERIOD,
             namespace: Some(self.ns.clone()),
-            recommender: recommend::Settings {
-                max_sample_age: 10_000,
-                cpu_initialization_period: 1_000,
-                initial_readiness_delay: 500,
-                ..recommend::Settings::default()
+            recommender: recommender::Settings {
+                sample_max_age: Duration::from_secs(10),
+                cpu_initialization_period: Duration::from_secs(1),
+                initial_readiness_delay: Duration::from_millis(500),
+                ..recommender::Settings::default()
             },
             ..Config::default()
         };
