@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The test environment: a real Kubernetes API server on loopback.
+    /// The test environment: a real Kubernetes control plane on loopback.
     Testenv {
         #[command(subcommand)]
         cmd: TestenvCmd,
@@ -49,7 +49,8 @@ enum Cmd {
 enum TestenvCmd {
     /// Fetch and build everything once into the cache folder (no-op when the recipe is unchanged).
     Build,
-    /// Start etcd and the API server in the background; prints the kubeconfig.
+    /// Start the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) in
+    /// the background; prints the kubeconfig.
     Up,
     /// Stop exactly what `up` started.
     Down,
@@ -102,49 +103,29 @@ pub fn testenv_build() -> Result<recipe::Binaries> {
     let (bins, outcome) = recipe::ensure_built(&workspace_root().join("testenv"))
         .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
     let versions = std::fs::read_to_string(&bins.versions).unwrap_or_default();
-    let pick = |p: &str| {
-        versions
-            .lines()
-            .find(|l| l.starts_with(p))
-            .unwrap_or("?")
-            .to_string()
-    };
     eprintln!(
-        "testenv {} in {:.1}s: key {} ({}; {}; {})",
+        "testenv {} in {:.1}s: key {} ({})",
         match outcome {
             BuildOutcome::Cached => "up to date",
             BuildOutcome::Built => "built",
         },
         t.elapsed().as_secs_f64(),
         recipe::key(),
-        pick("golang-k8s-apiserver-dev "),
-        pick("etcd-server "),
-        pick("go version"),
+        versions.lines().collect::<Vec<_>>().join("; "),
     );
     Ok(bins)
 }
 
-/// What the build needs from the machine: Debian's apt tools and keyring (always present on Debian).
+/// What the build needs from the machine: a Go toolchain (1.26 or newer; the build script checks the
+/// version) and bash.
 fn preflight() -> Result<()> {
-    let missing: Vec<&str> = ["apt-get", "apt-config", "dpkg-deb", "sha256sum", "bash"]
-        .into_iter()
-        .filter(|c| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {c}"))
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        .collect();
-    if !missing.is_empty() {
+    let go = recipe::go_command();
+    if recipe::go_version() == "none" {
         bail!(
-            "the test environment is built from Debian packages and needs: {}",
-            missing.join(", ")
+            "the test control plane is built from Go modules and needs Go >= 1.26: no go command at {} \
+             (install Go, put it on PATH or set GO=/path/to/go)",
+            go.display()
         );
-    }
-    if !Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
-        run(Command::new("apt-get").args(["install", "-y", "-q", "debian-archive-keyring"]))?;
     }
     Ok(())
 }
@@ -159,11 +140,11 @@ fn testenv_up() -> Result<()> {
     let server = Server::start(ServerOptions {
         dir: Some(dir.clone()),
         detached: true,
-        etcd_snapshot: None,
+        ..ServerOptions::default()
     })
     .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
     eprintln!(
-        "test API server ready in {:.2}s on https://127.0.0.1:{} (logs in {})",
+        "test control plane ready in {:.2}s on https://127.0.0.1:{} (logs in {})",
         t.elapsed().as_secs_f64(),
         server.port(),
         dir.display()

@@ -1,26 +1,28 @@
-//! Test support for lazyscale: a real Kubernetes API server (the k8s.io/apiserver machinery and the
-//! apiextensions-apiserver on etcd, built from Debian's Go source packages by `testenv/build.sh`) started
+//! Test support for lazyscale: a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok, built from Go modules by `testenv/build.sh`) started
 //! on loopback ports with a fresh data directory.
 //!
 //! - [`recipe`] knows where the cached build lives and builds it when the recipe changed.
-//! - [`Server`] starts etcd and the API server, writes a kubeconfig that trusts the generated CA, and stops
-//!   both processes on drop. A watchdog process stops them too when the owning process dies without
+//! - [`Server`] starts the control plane, writes kubeconfigs that trust the generated CA (an
+//!   administrator's and the agent's, whose requests [`audit`] counts), and stops every process on drop. A watchdog process stops them too when the owning process dies without
 //!   dropping it (a panic that aborts, `SIGKILL`, or simply a `static` that is never dropped).
 //! - [`TestEnv`] is the per-test-process shared server: [`TestEnv::shared`] starts it once, hands out
 //!   clients bound to the caller's runtime and a fresh namespace per test.
 
+pub mod audit;
 pub mod metrics;
+pub mod pki;
 pub mod recipe;
 mod server;
 pub mod tls;
 
-pub use server::{Server, ServerOptions};
+pub use server::{KWOK_NODE_ANNOTATION, NODE_PREFIX, Server, ServerOptions, node_json};
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{ObjectMeta, PostParams};
 
 /// Errors of the test environment.
@@ -123,6 +125,17 @@ impl TestEnv {
         api.create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        // The ServiceAccount admission plugin rejects pods until kube-controller-manager has made the
+        // namespace's `default` ServiceAccount.
+        let sas = kube::Api::<ServiceAccount>::namespaced(self.client().await, &name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while sas.get_opt("default").await.ok().flatten().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no default ServiceAccount in {name} after 30 s (is kube-controller-manager running?)"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         name
     }
 
@@ -139,6 +152,17 @@ impl TestEnv {
             .await
             .unwrap_or_else(|e| panic!("read /metrics: {}", error_chain(&e)));
         metrics::request_count(&text, verb, resource)
+    }
+
+    /// How many `verb` requests on `resource` the agent's identity has made (from the audit log; see
+    /// [`Server::agent_requests`]).
+    pub fn agent_requests(&self, verb: &str, resource: &str) -> u64 {
+        self.server.agent_requests(verb, resource)
+    }
+
+    /// The agent's kubeconfig (see [`Server::agent_kubeconfig_path`]).
+    pub fn agent_kubeconfig_path(&self) -> &Path {
+        self.server.agent_kubeconfig_path()
     }
 }
 

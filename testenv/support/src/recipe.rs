@@ -1,15 +1,17 @@
-//! The cached build of the test environment.
+//! The cached build of the test control plane.
 //!
-//! The build (`testenv/build.sh`) is keyed by the recipe: the script, the pinned package list and the Go
-//! sources of the API server, all embedded here at compile time. The output lives in
-//! `<cache>/builds/<key>/` (`bin/lazyscale-testenv-apiserver`, `bin/etcd`, `versions.txt`), where `<cache>`
-//! is `$LAZYSCALE_TESTENV_CACHE`, else `$XDG_CACHE_HOME/lazyscale/testenv`, else
-//! `~/.cache/lazyscale/testenv` — outside `target/`, so `cargo clean` keeps it. A changed recipe gets a
-//! new key and is rebuilt; the Go build cache is shared between keys, so rebuilds after a Go edit take
-//! seconds.
+//! The build (`testenv/build.sh`) is keyed by the recipe: the script, the Go module that pins every
+//! component (`testenv/k8s/go.mod` and `go.sum`) and the kwok stages, all embedded here at compile time,
+//! plus the version of the Go toolchain found at run time. The output lives in `<cache>/builds/<key>/`
+//! (`bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok}`, `kwok-stages.yaml`,
+//! `versions.txt`), where `<cache>` is `$LAZYSCALE_TESTENV_CACHE`, else
+//! `$XDG_CACHE_HOME/lazyscale/testenv`, else `~/.cache/lazyscale/testenv` — outside `target/`, so
+//! `cargo clean` keeps it. A changed recipe gets a new key and is rebuilt; Go's own module and build
+//! caches are shared between keys, so a rebuild after a version bump recompiles only what changed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
@@ -18,36 +20,50 @@ use crate::{Error, Result};
 /// The files that make up the recipe, as (name, content).
 const RECIPE: &[(&str, &str)] = &[
     ("build.sh", include_str!("../../build.sh")),
-    ("packages.txt", include_str!("../../packages.txt")),
-    ("apiserver/main.go", include_str!("../../apiserver/main.go")),
-    (
-        "apiserver/registry.go",
-        include_str!("../../apiserver/registry.go"),
-    ),
-    (
-        "apiserver/eviction.go",
-        include_str!("../../apiserver/eviction.go"),
-    ),
-    (
-        "apiserver/discovery.go",
-        include_str!("../../apiserver/discovery.go"),
-    ),
-    (
-        "apiserver/defaults.go",
-        include_str!("../../apiserver/defaults.go"),
-    ),
-    (
-        "apiserver/bootstrap.go",
-        include_str!("../../apiserver/bootstrap.go"),
-    ),
+    ("k8s/go.mod", include_str!("../../k8s/go.mod")),
+    ("k8s/go.sum", include_str!("../../k8s/go.sum")),
+    ("kwok-stages.yaml", include_str!("../../kwok-stages.yaml")),
 ];
+
+/// The go command the build uses: `$GO`, else `go` on `PATH`, else `/usr/local/go/bin/go`.
+pub fn go_command() -> PathBuf {
+    if let Some(g) = std::env::var_os("GO").filter(|g| !g.is_empty()) {
+        return PathBuf::from(g);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            let c = d.join("go");
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    PathBuf::from("/usr/local/go/bin/go")
+}
+
+/// The Go toolchain version (`go1.26.8`), or `none` when there is no go command.
+pub fn go_version() -> &'static str {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        Command::new(go_command())
+            .args(["env", "GOVERSION"])
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "none".to_string())
+    })
+}
 
 /// The environment variable that relocates the cache folder.
 pub const CACHE_ENV: &str = "LAZYSCALE_TESTENV_CACHE";
 
-/// The recipe key: 16 hex digits of a SHA-256 over the recipe files.
+/// The recipe key: 16 hex digits of a SHA-256 over the Go version and the recipe files.
 pub fn key() -> String {
     let mut h = Sha256::new();
+    h.update(go_version().as_bytes());
+    h.update([0]);
     for (name, content) in RECIPE {
         h.update(name.as_bytes());
         h.update([0]);
@@ -74,26 +90,48 @@ pub fn build_dir() -> PathBuf {
     cache_dir().join("builds").join(key())
 }
 
-/// The two binaries of a finished build.
+/// The files of a finished build.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// The API server.
-    pub apiserver: PathBuf,
     /// etcd.
     pub etcd: PathBuf,
-    /// `name version` lines of the Debian packages used, and the Go version.
+    /// kube-apiserver.
+    pub kube_apiserver: PathBuf,
+    /// kube-controller-manager.
+    pub kube_controller_manager: PathBuf,
+    /// kube-scheduler.
+    pub kube_scheduler: PathBuf,
+    /// kwok.
+    pub kwok: PathBuf,
+    /// kwok's stages (what a fake kubelet does).
+    pub kwok_stages: PathBuf,
+    /// `component module@version` lines, and the Go version.
     pub versions: PathBuf,
 }
 
 /// The binaries of the current recipe, if built.
 pub fn binaries() -> Result<Binaries> {
     let dir = build_dir();
+    let bin = |n: &str| dir.join("bin").join(n);
     let b = Binaries {
-        apiserver: dir.join("bin/lazyscale-testenv-apiserver"),
-        etcd: dir.join("bin/etcd"),
+        etcd: bin("etcd"),
+        kube_apiserver: bin("kube-apiserver"),
+        kube_controller_manager: bin("kube-controller-manager"),
+        kube_scheduler: bin("kube-scheduler"),
+        kwok: bin("kwok"),
+        kwok_stages: dir.join("kwok-stages.yaml"),
         versions: dir.join("versions.txt"),
     };
-    if b.apiserver.is_file() && b.etcd.is_file() {
+    let all = [
+        &b.etcd,
+        &b.kube_apiserver,
+        &b.kube_controller_manager,
+        &b.kube_scheduler,
+        &b.kwok,
+        &b.kwok_stages,
+        &b.versions,
+    ];
+    if all.iter().all(|p| p.is_file()) {
         Ok(b)
     } else {
         Err(Error::NotBuilt(dir.display().to_string()))
@@ -129,7 +167,7 @@ pub fn ensure_built(recipe_dir: &Path) -> Result<(Binaries, BuildOutcome)> {
     }
     let status = Command::new("bash")
         .arg(recipe_dir.join("build.sh"))
-        .env("CACHE", cache_dir())
+        .env("GO", go_command())
         .env("OUT", build_dir())
         .status()
         .map_err(|source| Error::Io {
@@ -155,25 +193,20 @@ mod tests {
     }
 
     #[test]
-    fn recipe_embeds_every_go_source() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apiserver");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+    fn recipe_embeds_every_input_of_the_build() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir.join("k8s"))
             .unwrap()
             .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".go"))
-            .map(|n| format!("apiserver/{n}"))
+            .map(|e| format!("k8s/{}", e.file_name().to_string_lossy()))
             .collect();
+        on_disk.extend(["build.sh".to_string(), "kwok-stages.yaml".to_string()]);
         on_disk.sort();
-        let mut embedded: Vec<String> = RECIPE
-            .iter()
-            .map(|(n, _)| n.to_string())
-            .filter(|n| n.ends_with(".go"))
-            .collect();
+        let mut embedded: Vec<String> = RECIPE.iter().map(|(n, _)| n.to_string()).collect();
         embedded.sort();
         assert_eq!(
             on_disk, embedded,
-            "a Go source of the test API server is not part of the recipe key"
+            "a file of testenv/k8s is not part of the recipe key"
         );
     }
 }

@@ -1,17 +1,33 @@
-//! Starting and stopping one etcd + API server pair on free loopback ports.
+//! Starting and stopping one control plane on free loopback ports: etcd, kube-apiserver (TLS with a
+//! generated CA, `Node,RBAC` authorization, service-account tokens, the default admission plugins, the
+//! aggregation layer, an audit log of measured clients), kube-controller-manager, kube-scheduler and
+//! kwok (fake nodes and the pod lifecycle), then the bootstrap objects: the metrics.k8s.io resources and
+//! the fake nodes.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::pki::{self, Pki};
 use crate::recipe::{self, Binaries};
-use crate::{Error, Result};
+use crate::{Error, Result, audit};
+
+/// The annotation kwok manages nodes by.
+pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+/// Name prefix of the fake nodes created at start.
+pub const NODE_PREFIX: &str = "kwok-node-";
 
 /// How to start a [`Server`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The folder for data, certificates, logs and the kubeconfig. Emptied first. A fresh temporary
+    /// The folder for data, certificates, logs and the kubeconfigs. Emptied first. A fresh temporary
     /// folder (removed on drop) when `None`.
     pub dir: Option<PathBuf>,
     /// Leave the processes running when the [`Server`] is dropped or the process exits
@@ -19,15 +35,49 @@ pub struct ServerOptions {
     pub detached: bool,
     /// Start from a copy of this etcd data folder instead of an empty one (a saved, populated cluster).
     pub etcd_snapshot: Option<PathBuf>,
+    /// Fake nodes to create (`kwok-node-0`, ...), each with [`ServerOptions::node_cpu`] cores,
+    /// [`ServerOptions::node_memory`] and room for [`ServerOptions::node_pods`] pods.
+    pub nodes: u32,
+    /// CPU of each fake node, as a quantity.
+    pub node_cpu: String,
+    /// Memory of each fake node, as a quantity.
+    pub node_memory: String,
+    /// Pods per fake node.
+    pub node_pods: u32,
 }
 
-/// A running etcd + API server pair.
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            detached: false,
+            etcd_snapshot: None,
+            nodes: 3,
+            node_cpu: "32".to_string(),
+            node_memory: "128Gi".to_string(),
+            node_pods: 500,
+        }
+    }
+}
+
+/// The processes, in start order (their logs are `<name>.log` in the server's folder).
+const PROCESSES: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+/// A running control plane.
 pub struct Server {
     dir: PathBuf,
     remove_dir: bool,
     port: u16,
     etcd_port: u16,
     kubeconfig: PathBuf,
+    agent_kubeconfig: PathBuf,
+    pki: Option<Pki>,
     children: Vec<Child>,
     /// Held open while this value lives; the watchdog stops the servers when it closes.
     watchdog: Option<(Child, ChildStdin)>,
@@ -49,9 +99,14 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+fn arg(k: &str, v: impl std::fmt::Display) -> String {
+    format!("--{k}={v}")
+}
+
 impl Server {
-    /// Starts etcd and the API server and waits until `/readyz` is ok (default namespaces and the
-    /// metrics.k8s.io resources exist by then).
+    /// Starts the control plane and waits until it is usable: `/readyz` ok, the metrics.k8s.io
+    /// resources served, the fake nodes Ready (kwok runs) and the `default` ServiceAccount of the
+    /// `default` namespace created (kube-controller-manager runs).
     pub fn start(opts: ServerOptions) -> Result<Server> {
         let bins = recipe::binaries()?;
         let (dir, remove_dir) = match &opts.dir {
@@ -71,76 +126,60 @@ impl Server {
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         let mut server = Server {
             kubeconfig: dir.join("kubeconfig"),
+            agent_kubeconfig: dir.join("agent.kubeconfig"),
             dir,
             remove_dir,
             port: 0,
             etcd_port: 0,
+            pki: None,
             children: Vec::new(),
             watchdog: None,
         };
         if let Some(snap) = &opts.etcd_snapshot {
             copy_dir(snap, &server.dir.join("etcd"))?;
         }
-        server.spawn(&bins, opts.detached)?;
+        server.pki = Some(Pki::generate(&server.dir.join("pki"))?);
+        std::fs::write(server.dir.join("audit-policy.yaml"), audit::policy())
+            .map_err(io("write the audit policy"))?;
+        server.spawn(&bins, &opts)?;
         Ok(server)
     }
 
-    fn spawn(&mut self, bins: &Binaries, detached: bool) -> Result<()> {
-        let dir = self.dir.clone();
+    fn pki(&self) -> Result<&Pki> {
+        self.pki
+            .as_ref()
+            .ok_or_else(|| Error::NotReady("no certificates".into()))
+    }
+
+    fn spawn_process(&mut self, name: &str, bin: &Path, args: Vec<String>) -> Result<()> {
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.dir, &format!("{name}.log"))?)
+            .stderr(log_file(&self.dir, &format!("{name}.log"))?)
+            .spawn()
+            .map_err(io(format!("start {}", bin.display())))?;
+        self.children.push(child);
+        self.write_pids()
+    }
+
+    fn write_pids(&self) -> Result<()> {
+        std::fs::write(
+            self.dir.join("pids"),
+            self.children
+                .iter()
+                .map(|c| c.id().to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .map_err(io("write pids"))
+    }
+
+    fn spawn(&mut self, bins: &Binaries, opts: &ServerOptions) -> Result<()> {
         // Retry on a port taken between probing and binding.
         let mut last = None;
         for _ in 0..3 {
-            let (etcd_port, peer_port, port) = (free_port()?, free_port()?, free_port()?);
-            let etcd = Command::new(&bins.etcd)
-                .arg(format!("--data-dir={}", dir.join("etcd").display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
-                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
-                .arg(format!(
-                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
-                ))
-                .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"))
-                // Test data is disposable: no fsync, and room for 100,000+ pods.
-                .arg("--unsafe-no-fsync")
-                .arg("--quota-backend-bytes=8589934592")
-                .arg("--log-level=warn")
-                .stdin(Stdio::null())
-                .stdout(log_file(&dir, "etcd.log")?)
-                .stderr(log_file(&dir, "etcd.log")?)
-                .spawn()
-                .map_err(io(format!("start {}", bins.etcd.display())))?;
-            self.children.push(etcd);
-            let apiserver = Command::new(&bins.apiserver)
-                .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-                .arg(format!("--secure-port={port}"))
-                .arg("--bind-address=127.0.0.1")
-                .arg(format!("--cert-dir={}", dir.join("certs").display()))
-                .arg("--enable-priority-and-fairness=false")
-                // Bulk loads must be bounded by CPU, not by in-flight throttling (0 = no limit).
-                .arg("--max-requests-inflight=0")
-                .arg("--max-mutating-requests-inflight=0")
-                .arg("-v=1")
-                .stdin(Stdio::null())
-                .stdout(log_file(&dir, "apiserver.log")?)
-                .stderr(log_file(&dir, "apiserver.log")?)
-                .spawn()
-                .map_err(io(format!("start {}", bins.apiserver.display())))?;
-            self.children.push(apiserver);
-            self.port = port;
-            self.etcd_port = etcd_port;
-            std::fs::write(
-                dir.join("pids"),
-                self.children
-                    .iter()
-                    .map(|c| c.id().to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-            .map_err(io("write pids"))?;
-            if !detached {
-                self.start_watchdog()?;
-            }
-            match self.wait_ready(Duration::from_secs(60)) {
+            match self.spawn_once(bins, opts) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.kill();
@@ -151,18 +190,156 @@ impl Server {
         Err(last.unwrap_or_else(|| Error::NotReady("no attempt made".into())))
     }
 
+    fn spawn_once(&mut self, bins: &Binaries, opts: &ServerOptions) -> Result<()> {
+        let dir = self.dir.clone();
+        let d = |p: &str| dir.join(p).display().to_string();
+        let pki = self.pki()?.clone();
+        let p = |p: &Path| p.display().to_string();
+        let (etcd_port, peer_port, port) = (free_port()?, free_port()?, free_port()?);
+        self.spawn_process(
+            "etcd",
+            &bins.etcd,
+            vec![
+                arg("name", "lazyscale-testenv"),
+                arg("data-dir", d("etcd")),
+                arg("listen-client-urls", format!("http://127.0.0.1:{etcd_port}")),
+                arg("advertise-client-urls", format!("http://127.0.0.1:{etcd_port}")),
+                arg("listen-peer-urls", format!("http://127.0.0.1:{peer_port}")),
+                arg("initial-advertise-peer-urls", format!("http://127.0.0.1:{peer_port}")),
+                arg("initial-cluster", format!("lazyscale-testenv=http://127.0.0.1:{peer_port}")),
+                arg("listen-metrics-urls", ""),
+                // Test data is disposable: no fsync, and room for 100,000+ pods.
+                "--unsafe-no-fsync".to_string(),
+                arg("quota-backend-bytes", 8_589_934_592u64),
+                arg("log-level", "warn"),
+            ],
+        )?;
+        let sa_issuer = "https://kubernetes.default.svc.cluster.local";
+        self.spawn_process(
+            "kube-apiserver",
+            &bins.kube_apiserver,
+            vec![
+                arg("etcd-servers", format!("http://127.0.0.1:{etcd_port}")),
+                arg("secure-port", port),
+                arg("bind-address", "127.0.0.1"),
+                arg("advertise-address", "127.0.0.1"),
+                // No Endpoints for the `kubernetes` Service: its address would be loopback.
+                arg("endpoint-reconciler-type", "none"),
+                arg("service-cluster-ip-range", "10.96.0.0/16"),
+                arg("tls-cert-file", p(&pki.serving_cert)),
+                arg("tls-private-key-file", p(&pki.serving_key)),
+                arg("client-ca-file", p(&pki.ca_cert)),
+                arg("authorization-mode", "Node,RBAC"),
+                arg("service-account-issuer", sa_issuer),
+                arg("api-audiences", sa_issuer),
+                arg("service-account-key-file", p(&pki.sa_pub)),
+                arg("service-account-signing-key-file", p(&pki.sa_key)),
+                // The aggregation layer.
+                arg("requestheader-client-ca-file", p(&pki.front_proxy_ca)),
+                arg("requestheader-allowed-names", "front-proxy-client"),
+                arg("requestheader-username-headers", "X-Remote-User"),
+                arg("requestheader-group-headers", "X-Remote-Group"),
+                arg("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
+                arg("proxy-client-cert-file", p(&pki.front_proxy_cert)),
+                arg("proxy-client-key-file", p(&pki.front_proxy_key)),
+                // Requests of measured clients only (see `audit`).
+                arg("audit-policy-file", d("audit-policy.yaml")),
+                arg("audit-log-path", d("audit.log")),
+                arg("audit-log-format", "json"),
+                arg("audit-log-mode", "blocking"),
+                arg("audit-log-maxbackup", 0),
+                // Bulk loads must be bounded by CPU, not by in-flight throttling (0 = no limit; priority
+                // and fairness off, which that needs).
+                arg("enable-priority-and-fairness", false),
+                arg("max-requests-inflight", 0),
+                arg("max-mutating-requests-inflight", 0),
+                arg("allow-privileged", true),
+                arg("profiling", false),
+                arg("v", 1),
+            ],
+        )?;
+        self.port = port;
+        self.etcd_port = etcd_port;
+        if !opts.detached {
+            self.start_watchdog()?;
+        }
+        self.write_kubeconfigs()?;
+        self.wait_apiserver(Duration::from_secs(90))?;
+
+        let kc = d("components.kubeconfig");
+        self.spawn_process(
+            "kube-controller-manager",
+            &bins.kube_controller_manager,
+            vec![
+                arg("kubeconfig", &kc),
+                arg("authentication-kubeconfig", &kc),
+                arg("authorization-kubeconfig", &kc),
+                arg("bind-address", "127.0.0.1"),
+                arg("secure-port", free_port()?),
+                arg("leader-elect", false),
+                // Fake nodes renew no heartbeats under load: nothing may evict their pods.
+                arg(
+                    "controllers",
+                    "*,-node-lifecycle-controller,-node-ipam-controller,-taint-eviction-controller",
+                ),
+                arg("service-account-private-key-file", p(&pki.sa_key)),
+                arg("root-ca-file", p(&pki.ca_cert)),
+                arg("cluster-signing-cert-file", p(&pki.ca_cert)),
+                arg("cluster-signing-key-file", p(&pki.ca_key)),
+                arg("kube-api-qps", 1000),
+                arg("kube-api-burst", 2000),
+                arg("concurrent-deployment-syncs", 10),
+                arg("concurrent-replicaset-syncs", 10),
+                arg("concurrent-statefulset-syncs", 10),
+                arg("v", 1),
+            ],
+        )?;
+        self.spawn_process(
+            "kube-scheduler",
+            &bins.kube_scheduler,
+            vec![
+                arg("kubeconfig", &kc),
+                arg("authentication-kubeconfig", &kc),
+                arg("authorization-kubeconfig", &kc),
+                arg("bind-address", "127.0.0.1"),
+                arg("secure-port", free_port()?),
+                arg("leader-elect", false),
+                arg("kube-api-qps", 1000),
+                arg("kube-api-burst", 2000),
+                arg("v", 1),
+            ],
+        )?;
+        self.spawn_process(
+            "kwok",
+            &bins.kwok,
+            vec![
+                arg("kubeconfig", &kc),
+                arg("config", bins.kwok_stages.display()),
+                arg("manage-all-nodes", false),
+                arg(
+                    "manage-nodes-with-annotation-selector",
+                    format!("{KWOK_NODE_ANNOTATION}=fake"),
+                ),
+                arg("server-address", format!("127.0.0.1:{}", free_port()?)),
+                arg("cidr", "10.244.0.1/16"),
+                arg("node-ip", "10.243.0.1"),
+            ],
+        )?;
+        self.bootstrap(opts, Duration::from_secs(90))
+    }
+
     /// A shell that waits for its stdin to close (this process exiting or dropping the server), then
     /// stops the servers.
     fn start_watchdog(&mut self) -> Result<()> {
-        let pids: Vec<String> = self.children.iter().map(|c| c.id().to_string()).collect();
-        let pids = pids.join(" ");
+        let pidfile = self.dir.join("pids");
         let script = format!(
-            "read -r _; kill -TERM {pids} 2>/dev/null; sleep 3; kill -KILL {pids} 2>/dev/null; {}",
+            "read -r _; pids=$(tac '{p}' 2>/dev/null); kill -TERM $pids 2>/dev/null; sleep 3; kill -KILL $pids 2>/dev/null; {}",
             if self.remove_dir {
                 format!("rm -rf '{}'", self.dir.display())
             } else {
                 String::new()
-            }
+            },
+            p = pidfile.display(),
         );
         let mut child = Command::new("sh")
             .arg("-c")
@@ -183,34 +360,20 @@ impl Server {
     fn check_exited(&mut self) -> Result<()> {
         for (i, c) in self.children.iter_mut().enumerate() {
             if let Ok(Some(status)) = c.try_wait() {
-                let (name, log) = if i == 0 {
-                    ("etcd", "etcd.log")
-                } else {
-                    ("the API server", "apiserver.log")
-                };
+                let name = PROCESSES.get(i).copied().unwrap_or("a process");
+                let log = self.dir.join(format!("{name}.log"));
                 return Err(Error::NotReady(format!(
                     "{name} exited ({status}); last lines of {}:\n{}",
-                    self.dir.join(log).display(),
-                    tail(&self.dir.join(log))
+                    log.display(),
+                    tail(&log)
                 )));
             }
         }
         Ok(())
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    fn wait_apiserver(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let ca = self.dir.join("certs/apiserver.crt");
-        // The serving certificate is written early in start-up; readiness comes later.
-        while !ca.exists() {
-            self.check_exited()?;
-            if Instant::now() > deadline {
-                return Err(self.not_ready(timeout));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        self.write_kubeconfig()?;
         loop {
             self.check_exited()?;
             let step = (Instant::now() + Duration::from_millis(500)).min(deadline);
@@ -218,30 +381,54 @@ impl Server {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(self.not_ready(timeout));
+                return Err(Error::NotReady(format!(
+                    "kube-apiserver was not ready after {timeout:?}; last lines of {}:\n{}",
+                    self.dir.join("kube-apiserver.log").display(),
+                    tail(&self.dir.join("kube-apiserver.log"))
+                )));
             }
         }
     }
 
-    fn not_ready(&self, timeout: Duration) -> Error {
-        Error::NotReady(format!(
-            "the API server was not ready after {timeout:?}; last lines of {}:\n{}",
-            self.dir.join("apiserver.log").display(),
-            tail(&self.dir.join("apiserver.log"))
-        ))
+    /// Creates the metrics resources and the nodes, then waits for kwok and kube-controller-manager.
+    fn bootstrap(&mut self, opts: &ServerOptions, timeout: Duration) -> Result<()> {
+        let kubeconfig = self.kubeconfig.clone();
+        let opts = opts.clone();
+        let deadline = Instant::now() + timeout;
+        let handle = std::thread::spawn(move || -> Result<Option<String>> {
+            on_thread_runtime(async move {
+                let client = client_for(&kubeconfig).await?;
+                apply_metrics_crds(&client).await?;
+                create_nodes(&client, &opts).await?;
+                wait_usable(&client, &opts, deadline).await
+            })
+        });
+        loop {
+            if handle.is_finished() {
+                break;
+            }
+            self.check_exited()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match handle.join() {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(waiting))) => {
+                self.check_exited()?;
+                Err(Error::NotReady(format!(
+                    "the control plane was not usable after {timeout:?}: {waiting} (logs in {})",
+                    self.dir.display()
+                )))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::NotReady("bootstrap thread panicked".into())),
+        }
     }
 
-    fn write_kubeconfig(&self) -> Result<()> {
-        // The serving certificate file holds the serving certificate, then the CA that signed it.
-        let pem = std::fs::read_to_string(self.dir.join("certs/apiserver.crt"))
-            .map_err(io("read the serving certificate"))?;
-        let start = pem
-            .rfind("-----BEGIN CERTIFICATE-----")
-            .ok_or_else(|| Error::NotReady("no certificate in certs/apiserver.crt".into()))?;
-        let ca_path = self.dir.join("ca.crt");
-        std::fs::write(&ca_path, &pem[start..]).map_err(io("write ca.crt"))?;
-        let kubeconfig = format!(
-            "apiVersion: v1
+    fn write_kubeconfigs(&self) -> Result<()> {
+        let pki = self.pki()?;
+        let write = |path: &Path, user: &str, cert: &Path, key: &Path| -> Result<()> {
+            let kubeconfig = format!(
+                "apiVersion: v1
 kind: Config
 clusters:
 - name: lazyscale-testenv
@@ -249,25 +436,104 @@ clusters:
     server: https://127.0.0.1:{port}
     certificate-authority: {ca}
 users:
-- name: lazyscale-testenv
-  user: {{token: anonymous-requests-are-allowed}}
+- name: {user}
+  user:
+    client-certificate: {cert}
+    client-key: {key}
 contexts:
 - name: lazyscale-testenv
-  context: {{cluster: lazyscale-testenv, user: lazyscale-testenv}}
+  context: {{cluster: lazyscale-testenv, user: {user}}}
 current-context: lazyscale-testenv
 ",
-            port = self.port,
-            ca = ca_path.display()
-        );
-        std::fs::write(&self.kubeconfig, kubeconfig).map_err(io("write the kubeconfig"))
+                port = self.port,
+                ca = pki.ca_cert.display(),
+                cert = cert.display(),
+                key = key.display(),
+            );
+            std::fs::write(path, kubeconfig).map_err(io(format!("write {}", path.display())))
+        };
+        write(
+            &self.kubeconfig,
+            pki::ADMIN_USER,
+            &pki.admin_cert,
+            &pki.admin_key,
+        )?;
+        write(
+            &self.agent_kubeconfig,
+            pki::AGENT_USER,
+            &pki.agent_cert,
+            &pki.agent_key,
+        )?;
+        // The components run as administrators too (one identity keeps the set-up small).
+        write(
+            &self.dir.join("components.kubeconfig"),
+            pki::ADMIN_USER,
+            &pki.admin_cert,
+            &pki.admin_key,
+        )
     }
 
-    /// The kubeconfig of this server.
+    /// The administrator's kubeconfig (tests, `kubectl`); it trusts the generated CA, nothing is skipped.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// The folder with data, logs, certificates and the kubeconfig.
+    /// The agent's kubeconfig: a client certificate for user [`pki::AGENT_USER`] (system:masters),
+    /// whose requests the audit log records (see [`Server::agent_requests`]).
+    pub fn agent_kubeconfig_path(&self) -> &Path {
+        &self.agent_kubeconfig
+    }
+
+    /// Writes a kubeconfig for `user` in `groups` (a client certificate signed by the cluster CA) into
+    /// the server's folder and returns its path. Put a client in [`pki::MEASURED_GROUP`] to count its
+    /// requests with [`Server::requests`].
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf> {
+        let pki = self.pki()?;
+        let (cert, key) = pki.client_cert(user, groups)?;
+        let safe: String = user
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let cert_path = self.dir.join(format!("pki/user-{safe}.crt"));
+        let key_path = self.dir.join(format!("pki/user-{safe}.key"));
+        std::fs::write(&cert_path, cert).map_err(io("write a user certificate"))?;
+        std::fs::write(&key_path, key).map_err(io("write a user key"))?;
+        let path = self.dir.join(format!("user-{safe}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: lazyscale-testenv
+  cluster: {{server: 'https://127.0.0.1:{}', certificate-authority: '{}'}}
+users:
+- name: {user}
+  user: {{client-certificate: '{}', client-key: '{}'}}
+contexts:
+- name: lazyscale-testenv
+  context: {{cluster: lazyscale-testenv, user: {user}}}
+current-context: lazyscale-testenv
+",
+            self.port,
+            pki.ca_cert.display(),
+            cert_path.display(),
+            key_path.display()
+        );
+        std::fs::write(&path, text).map_err(io("write a user kubeconfig"))?;
+        Ok(path)
+    }
+
+    /// The requests of measured clients so far, from the audit log.
+    pub fn requests(&self) -> Vec<audit::Request> {
+        audit::read(&self.dir.join("audit.log"))
+    }
+
+    /// How many `verb` requests (`LIST`, `WATCH`, `GET`, ...) on `resource` (`pods`, `apps/deployments`)
+    /// the agent's identity has made so far.
+    pub fn agent_requests(&self, verb: &str, resource: &str) -> u64 {
+        audit::count(&self.requests(), pki::AGENT_USER, verb, resource)
+    }
+
+    /// The folder with data, logs, certificates and the kubeconfigs.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -282,23 +548,28 @@ current-context: lazyscale-testenv
         self.dir.join("etcd")
     }
 
-    /// Process ids: etcd, then the API server.
+    /// Process ids, in start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok.
     pub fn pids(&self) -> Vec<u32> {
         self.children.iter().map(Child::id).collect()
     }
 
-    /// The client configuration of this server (to adjust before building a client).
-    pub async fn config(&self) -> Result<kube::Config> {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+    /// The process id of one component (see [`Server::pids`] for the names).
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        let i = PROCESSES.iter().position(|p| *p == name)?;
+        self.children.get(i).map(Child::id)
     }
 
-    /// A client for the calling tokio runtime.
+    /// The client configuration of this server (to adjust before building a client).
+    pub async fn config(&self) -> Result<kube::Config> {
+        config_for(&self.kubeconfig).await
+    }
+
+    /// An administrator's client for the calling tokio runtime.
     pub async fn client(&self) -> Result<kube::Client> {
         Ok(kube::Client::try_from(self.config().await?)?)
     }
 
-    /// The server's `/metrics` text.
+    /// The API server's `/metrics` text.
     pub async fn metrics_text(&self, client: &kube::Client) -> Result<String> {
         let req = http_get("/metrics")?;
         Ok(client.request_text(req).await?)
@@ -322,6 +593,20 @@ current-context: lazyscale-testenv
     }
 
     fn shutdown(&mut self) {
+        // Stop gracefully, in reverse start order, so etcd's data folder is consistent (snapshots).
+        for c in self.children.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.kill();
         if self.remove_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -388,20 +673,31 @@ fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {
         .map_err(io(format!("open {name}")))
 }
 
-/// Polls `GET /readyz` through a client that trusts the CA (from a plain thread with its own runtime, so
-/// this works from inside an async test too).
+async fn config_for(kubeconfig: &Path) -> Result<kube::Config> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+}
+
+async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
+    Ok(kube::Client::try_from(config_for(kubeconfig).await?)?)
+}
+
+/// Runs a future on a fresh current-thread runtime (callers may be inside another runtime).
+fn on_thread_runtime<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start a runtime"))?;
+    rt.block_on(f)
+}
+
+/// Polls `GET /readyz` (from a plain thread with its own runtime, so this works from inside an async
+/// test too).
 fn probe_ready(kubeconfig: &Path, deadline: Instant) -> Result<bool> {
     let kubeconfig = kubeconfig.to_path_buf();
     let handle = std::thread::spawn(move || -> Result<bool> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(io("start a runtime for the readiness probe"))?;
-        rt.block_on(async move {
-            let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-            let config =
-                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-            let client = kube::Client::try_from(config)?;
+        on_thread_runtime(async move {
+            let client = client_for(&kubeconfig).await?;
             while Instant::now() < deadline {
                 let probe =
                     tokio::time::timeout(Duration::from_secs(2), client.request_text(http_get("/readyz")?));
@@ -410,7 +706,7 @@ fn probe_ready(kubeconfig: &Path, deadline: Instant) -> Result<bool> {
                 {
                     return Ok(true);
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Ok(false)
         })
@@ -418,6 +714,159 @@ fn probe_ready(kubeconfig: &Path, deadline: Instant) -> Result<bool> {
     handle
         .join()
         .unwrap_or_else(|_| Err(Error::NotReady("readiness probe thread panicked".into())))
+}
+
+/// The metrics.k8s.io/v1beta1 `pods` and `nodes` resources, served as custom resources that the
+/// simulator writes (see testenv/README.md for why not metrics-server).
+fn metrics_crd(plural: &str, singular: &str, kind: &str, scope: &str) -> serde_json::Value {
+    let usage = json!({"type": "object", "additionalProperties": {"x-kubernetes-int-or-string": true,
+        "anyOf": [{"type": "integer"}, {"type": "string"}]}});
+    let mut props = json!({
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "window": {"type": "string"},
+    });
+    if kind == "PodMetrics" {
+        props["containers"] = json!({"type": "array", "items": {"type": "object",
+            "required": ["name", "usage"],
+            "properties": {"name": {"type": "string"}, "usage": usage}}});
+    } else {
+        props["usage"] = usage;
+    }
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": format!("{plural}.metrics.k8s.io"),
+            // *.k8s.io groups require this annotation; the value says this is a stand-in.
+            "annotations": {"api-approved.kubernetes.io": "unapproved, lazyscale test environment stand-in for metrics-server"},
+        },
+        "spec": {
+            "group": "metrics.k8s.io",
+            "scope": scope,
+            "names": {"plural": plural, "singular": singular, "kind": kind, "listKind": format!("{kind}List")},
+            "versions": [{
+                "name": "v1beta1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": props}},
+            }],
+        },
+    })
+}
+
+const MANAGER: &str = "lazyscale-testenv";
+
+async fn apply_metrics_crds(client: &kube::Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply(MANAGER).force();
+    for (plural, singular, kind, scope) in [
+        ("pods", "podmetrics", "PodMetrics", "Namespaced"),
+        ("nodes", "nodemetrics", "NodeMetrics", "Cluster"),
+    ] {
+        let crd = metrics_crd(plural, singular, kind, scope);
+        api.patch(&format!("{plural}.metrics.k8s.io"), &pp, &Patch::Apply(&crd))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The JSON of one fake node.
+pub fn node_json(name: &str, cpu: &str, memory: &str, pods: u32) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+        "status": {
+            "capacity": {"cpu": cpu, "memory": memory, "pods": pods.to_string()},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": pods.to_string()},
+        },
+    })
+}
+
+async fn create_nodes(client: &kube::Client, opts: &ServerOptions) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let pp = PatchParams::apply(MANAGER).force();
+    for i in 0..opts.nodes {
+        let name = format!("{NODE_PREFIX}{i}");
+        let node = node_json(&name, &opts.node_cpu, &opts.node_memory, opts.node_pods);
+        api.patch(&name, &pp, &Patch::Apply(&node)).await?;
+        // Capacity is status: apply it there too (kwok keeps what it finds).
+        api.patch_status(&name, &pp, &Patch::Apply(&node)).await?;
+        // The TaintNodesByCondition admission plugin marks a new node not-ready; the node lifecycle
+        // controller would lift that once kwok reports Ready, but it is off (see the controllers flag).
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": null}})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Waits until the metrics resources are served, the nodes are Ready and kube-controller-manager made
+/// the `default` ServiceAccount; returns what it was still waiting for at the deadline, if anything.
+async fn wait_usable(
+    client: &kube::Client,
+    opts: &ServerOptions,
+    deadline: Instant,
+) -> Result<Option<String>> {
+    let pm = kube::api::ApiResource {
+        group: "metrics.k8s.io".into(),
+        version: "v1beta1".into(),
+        api_version: "metrics.k8s.io/v1beta1".into(),
+        kind: "PodMetrics".into(),
+        plural: "pods".into(),
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    loop {
+        let metrics_ok = Api::<kube::api::DynamicObject>::all_with(client.clone(), &pm)
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .is_ok();
+        let ready = nodes
+            .list(&kube::api::ListParams::default().labels("type=kwok"))
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    })
+                    .count() as u32
+            })
+            .unwrap_or(0);
+        let sa_ok = sas.get_opt("default").await.ok().flatten().is_some();
+        let waiting: Vec<&str> = [
+            (!metrics_ok).then_some("the metrics.k8s.io resources"),
+            (ready < opts.nodes).then_some("Ready nodes from kwok"),
+            (!sa_ok).then_some("the default ServiceAccount from kube-controller-manager"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Ok(Some(waiting.join(", ")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
