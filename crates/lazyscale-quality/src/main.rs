@@ -52,6 +52,10 @@ struct Args {
     /// lazyscale's method under test: `adaptive` or `vpa`.
     #[arg(long, default_value = "adaptive")]
     lazyscale_method: String,
+    /// lazyscale's full recommender configuration as JSON (the agent's `autoscaling.vertical.recommender`
+    /// keys, camelCase); overrides `--lazyscale-method`.
+    #[arg(long)]
+    lazyscale_config: Option<String>,
     /// Skip the HTML charts.
     #[arg(long)]
     no_charts: bool,
@@ -64,9 +68,12 @@ fn main() -> Result<()> {
         "vpa" => EstimationMethod::Vpa,
         other => bail!("--lazyscale-method: unknown method `{other}` (adaptive, vpa)"),
     };
-    let config = Config {
-        method,
-        ..Config::vpa_compatible()
+    let config = match &args.lazyscale_config {
+        Some(json) => serde_json::from_str::<Config>(json).context("--lazyscale-config")?,
+        None => Config {
+            method,
+            ..Config::vpa_compatible()
+        },
     };
     let minutes = |h: f64, flag: &str| -> Result<usize> {
         if !(h.is_finite() && h >= 0.0) {
@@ -140,7 +147,7 @@ fn main() -> Result<()> {
     let settings = json!({
         "seed": args.seed,
         "days": args.days,
-        "lazyscaleMethod": args.lazyscale_method,
+        "lazyscaleConfig": serde_json::to_value(&config)?,
         "traces": traces.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
     });
     let value = report::report(&rows, &policy, &node, settings);

@@ -252,20 +252,26 @@ pub fn read_csv(r: impl BufRead, name: &str) -> Result<Trace, TraceError> {
         }
     }
     let mut series: Vec<Series> = series.into_values().collect();
-    // A missing value of one resource while the other is present: carry the previous value forward.
+    // A missing value of one resource while the other is present: carry the previous value forward
+    // (a minute with neither stays absent).
     for s in &mut series {
+        let present: Vec<bool> = s
+            .cpu_cores
+            .iter()
+            .zip(&s.memory_bytes)
+            .map(|(c, m)| c.is_finite() || m.is_finite())
+            .collect();
         for v in [&mut s.cpu_cores, &mut s.memory_bytes] {
             let mut last = f64::NAN;
-            for x in v.iter_mut() {
+            for (x, p) in v.iter_mut().zip(&present) {
                 if x.is_finite() {
                     last = *x;
-                } else {
+                } else if *p {
                     *x = last;
                 }
             }
         }
-        let (cpu, mem) = (&mut s.cpu_cores, &mut s.memory_bytes);
-        for (c, m) in cpu.iter_mut().zip(mem.iter_mut()) {
+        for (c, m) in s.cpu_cores.iter_mut().zip(s.memory_bytes.iter_mut()) {
             if !(c.is_finite() && m.is_finite()) {
                 *c = f64::NAN;
                 *m = f64::NAN;

@@ -37,8 +37,8 @@ use lazyscale_api::{
 use sha2::{Digest, Sha256};
 
 use crate::quantity::{
-    QuantityError, cpu_quantity, format_cpu_millis, format_memory_bytes, memory_quantity, parse_cpu_millis,
-    parse_memory_bytes,
+    QuantityError, cpu_quantity, format_cpu_millis, format_memory_bytes, memory_quantity, parse_millis,
+    parse_units,
 };
 use crate::recommender::WorkloadRecommendation;
 
@@ -66,8 +66,8 @@ impl Resource {
     /// Parses a quantity of this resource into its unit.
     pub fn parse(self, s: &str) -> Result<u64, QuantityError> {
         match self {
-            Resource::Cpu => parse_cpu_millis(s),
-            Resource::Memory => parse_memory_bytes(s),
+            Resource::Cpu => parse_millis(s),
+            Resource::Memory => parse_units(s),
         }
     }
 

@@ -7,17 +7,20 @@
 //! - [`recommender`]: per (workload, container) CPU samples and memory peaks, turned into a target and
 //!   lower/upper bounds per resource ([`Recommender`], tuned by [`Config`]), with OOM bump-up, minimums,
 //!   forgetting and checkpoints.
+//! - [`adaptive`]: the adaptive estimation method (exact recent memory peaks with a spread-sized margin
+//!   and a trend, a high CPU percentile without margin, faster reaction to a step down).
 //! - [`constraints`]: the DPA's `constraints.containers[]` and `options.burstable` applied to desired
 //!   resources, the resources hash (version / rec-id), and `status.vertical.target` with the
 //!   `VerticalAbleToRecommend` and `VerticalScalingLimited` conditions.
 //! - [`mutate`]: the pod admission decision: AdmissionReview bytes and a lookup of autoscalers in, an
 //!   [`Outcome`] with an RFC 6902 JSON patch out; never panics.
-//! - [`quantity`]: exact parsing and formatting of Kubernetes quantities.
+//! - [`quantity`]: exact parsing and formatting of Kubernetes quantities (`lazyscale-api`'s).
 
+pub mod adaptive;
 pub mod constraints;
 pub mod histogram;
 pub mod mutate;
-pub mod quantity;
+pub use lazyscale_api::quantity;
 pub mod recommender;
 
 pub use constraints::{

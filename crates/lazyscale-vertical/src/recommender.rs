@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::{self, AdaptiveState};
 use crate::histogram::{BucketLayout, DecayingHistogram, HistogramCheckpoint, HistogramError};
 use crate::quantity::MIB;
 
@@ -268,6 +269,15 @@ pub struct Estimate {
     pub upper: u64,
 }
 
+impl Estimate {
+    /// Replaces the target, widening the bounds to keep `lower ≤ target ≤ upper`.
+    fn set_target(&mut self, target: u64) {
+        self.target = target;
+        self.lower = self.lower.min(target);
+        self.upper = self.upper.max(target);
+    }
+}
+
 /// The recommendation for one container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecommendation {
@@ -305,6 +315,8 @@ struct ContainerState {
     memory_peak: u64,
     /// Bumped memory after the last OOM kill, and when it happened.
     oom: Option<(u64, i64)>,
+    /// Hourly maxima of the adaptive method (`None` with the VPA method; not checkpointed).
+    adaptive: Option<Box<AdaptiveState>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -341,7 +353,7 @@ impl Recommender {
     }
 
     /// Records a CPU usage sample of `container` of `workload`, in millicores (PodMetrics' `usage.cpu`,
-    /// see [`crate::quantity::parse_cpu_millis`]). Returns false (and records nothing) for a negative or
+    /// see [`crate::quantity::parse_millis`]). Returns false (and records nothing) for a negative or
     /// non-finite value.
     pub fn add_cpu_sample(
         &mut self,
@@ -359,6 +371,9 @@ impl Recommender {
         };
         state.cpu.add(millicores, 1.0, at);
         state.cpu_samples = state.cpu_samples.saturating_add(1);
+        if let Some(a) = state.adaptive.as_mut() {
+            a.add_cpu(millicores, at);
+        }
         true
     }
 
@@ -369,6 +384,9 @@ impl Recommender {
         let interval = i64::try_from(self.config.memory_aggregation_interval_seconds).unwrap_or(i64::MAX);
         if let Some(state) = self.container_mut(workload, container, at) {
             add_memory_peak(state, bytes, at, interval);
+            if let Some(a) = state.adaptive.as_mut() {
+                a.add_memory(bytes as f64, at);
+            }
         }
     }
 
@@ -420,7 +438,7 @@ impl Recommender {
         let sampled = c.cpu_samples as f64 * cfg.sample_period_seconds as f64;
         // A container sampled once still has one sample period of history.
         let days = (span.min(sampled).max(cfg.sample_period_seconds as f64)) / DAY_SECS as f64;
-        let cpu = self.estimate(&c.cpu, cfg.cpu_target_percentile, cfg.min_cpu_millicores, days, 1);
+        let mut cpu = self.estimate(&c.cpu, cfg.cpu_target_percentile, cfg.min_cpu_millicores, days, 1);
         let mut memory = self.estimate(
             &c.memory,
             cfg.memory_target_percentile,
@@ -428,6 +446,15 @@ impl Recommender {
             days,
             MIB,
         );
+        if let (EstimationMethod::Adaptive, Some(a)) = (cfg.method, c.adaptive.as_deref()) {
+            if let (Some(e), Some(p)) = (cpu.as_mut(), c.cpu.percentile(adaptive::CPU_PERCENTILE)) {
+                let target = a.cpu_step_down(p).unwrap_or(p);
+                e.set_target(to_u64(target).max(cfg.min_cpu_millicores));
+            }
+            if let (Some(e), Some(t)) = (memory.as_mut(), a.memory_target()) {
+                e.set_target(round_up(to_u64(t), MIB).max(cfg.min_memory_bytes));
+            }
+        }
         let mut oom_bumped = false;
         if let Some((bumped, when)) = c.oom {
             let age = c.last_sample.saturating_sub(when);
@@ -547,6 +574,10 @@ impl Recommender {
                             + std::mem::size_of::<ContainerState>()
                             + c.cpu.heap_bytes()
                             + c.memory.heap_bytes()
+                            + c.adaptive.as_ref().map_or(0, |a| {
+                                std::mem::size_of::<AdaptiveState>()
+                                    + a.len() * std::mem::size_of::<adaptive::HourStat>()
+                            })
                             + 32
                     })
                     .sum();
@@ -635,6 +666,7 @@ impl Recommender {
                     memory_interval_start: c.memory_interval_start,
                     memory_peak: c.memory_peak,
                     oom: c.oom,
+                    adaptive: self.new_adaptive(),
                 },
             );
         }
@@ -646,6 +678,7 @@ impl Recommender {
                 }
                 Some(new) => {
                     old.cpu.merge(&new.cpu)?;
+                    old.adaptive = new.adaptive;
                     old.memory.merge(&new.memory)?;
                     old.first_sample = old.first_sample.min(new.first_sample);
                     old.last_sample = old.last_sample.max(new.last_sample);
@@ -665,6 +698,10 @@ impl Recommender {
         Ok(())
     }
 
+    fn new_adaptive(&self) -> Option<Box<AdaptiveState>> {
+        (self.config.method == EstimationMethod::Adaptive).then(Box::default)
+    }
+
     fn container_mut(
         &mut self,
         workload: &WorkloadKey,
@@ -672,6 +709,7 @@ impl Recommender {
         at: i64,
     ) -> Option<&mut ContainerState> {
         let half_life = self.config.half_life_seconds as f64;
+        let adaptive = self.new_adaptive();
         if !self.workloads.contains_key(workload) {
             self.workloads.insert(workload.clone(), WorkloadState::default());
         }
@@ -686,6 +724,7 @@ impl Recommender {
                 memory_interval_start: i64::MIN,
                 memory_peak: 0,
                 oom: None,
+                adaptive,
             };
             w.containers.insert(container.to_owned(), state);
         }

@@ -1,0 +1,115 @@
+//! The adaptive estimation method through the public recommender API: it is opt-in, keeps the bounds
+//! ordered and the minimums, requests less memory than the VPA-compatible method on a steady workload,
+//! reacts to a step down faster, and keeps the OOM floor.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use k8s_openapi::jiff::Timestamp;
+use lazyscale_vertical::quantity::MIB;
+use lazyscale_vertical::{Config, EstimationMethod, Recommender, WorkloadKey};
+use proptest::prelude::*;
+
+fn ts(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + secs).unwrap()
+}
+
+fn key() -> WorkloadKey {
+    WorkloadKey::new("ns", "Deployment", "web")
+}
+
+fn feed(
+    r: &mut Recommender,
+    from_min: i64,
+    minutes: i64,
+    cpu: impl Fn(i64) -> f64,
+    mem: impl Fn(i64) -> u64,
+) {
+    for m in from_min..from_min + minutes {
+        r.add_cpu_sample(&key(), "app", cpu(m), ts(m * 60));
+        r.add_memory_sample(&key(), "app", mem(m), ts(m * 60));
+    }
+}
+
+fn targets(r: &Recommender) -> (u64, u64) {
+    let c = r.recommend(&key()).unwrap().containers[0].clone();
+    (c.cpu_millicores.unwrap().target, c.memory_bytes.unwrap().target)
+}
+
+#[test]
+fn vpa_stays_the_default_and_adaptive_parses() {
+    assert_eq!(Config::default().method, EstimationMethod::Vpa);
+    assert_eq!(Config::vpa_compatible(), Config::default());
+    let c: Config = serde_json::from_str(r#"{"method":"adaptive"}"#).unwrap();
+    assert_eq!(c, Config::adaptive());
+    assert!(serde_json::from_str::<Config>(r#"{"method":"magic"}"#).is_err());
+}
+
+#[test]
+fn steady_memory_costs_less_than_with_the_vpa_method() {
+    let mut vpa = Recommender::new(Config::vpa_compatible()).unwrap();
+    let mut adaptive = Recommender::new(Config::adaptive()).unwrap();
+    for r in [&mut vpa, &mut adaptive] {
+        feed(r, 0, 4 * 1440, |_| 300.0, |m| (800 + (m % 7) as u64) * MIB);
+    }
+    let (_, vpa_mem) = targets(&vpa);
+    let (_, ad_mem) = targets(&adaptive);
+    assert!(ad_mem >= 806 * MIB, "covers the peak: {}", ad_mem / MIB);
+    assert!(
+        ad_mem <= 806 * MIB * 106 / 100 + MIB,
+        "peak + 5 %: {}",
+        ad_mem / MIB
+    );
+    assert!(ad_mem < vpa_mem, "{} vs {}", ad_mem / MIB, vpa_mem / MIB);
+}
+
+#[test]
+fn a_cpu_step_down_is_followed_within_three_days() {
+    let mut vpa = Recommender::new(Config::vpa_compatible()).unwrap();
+    let mut adaptive = Recommender::new(Config::adaptive()).unwrap();
+    for r in [&mut vpa, &mut adaptive] {
+        feed(r, 0, 5 * 1440, |_| 1000.0, |_| 500 * MIB);
+        feed(r, 5 * 1440, 50 * 60, |_| 300.0, |_| 500 * MIB);
+    }
+    let (vpa_cpu, _) = targets(&vpa);
+    let (ad_cpu, _) = targets(&adaptive);
+    assert!(
+        vpa_cpu > 1000,
+        "the VPA method still holds the old level: {vpa_cpu}"
+    );
+    assert!((300..=340).contains(&ad_cpu), "{ad_cpu}");
+}
+
+#[test]
+fn the_oom_floor_still_applies() {
+    let mut r = Recommender::new(Config::adaptive()).unwrap();
+    feed(&mut r, 0, 600, |_| 100.0, |_| 300 * MIB);
+    r.record_oom(&key(), "app", 400 * MIB, ts(600 * 60), None);
+    let (_, mem) = targets(&r);
+    assert!(mem >= 500 * MIB, "{}", mem / MIB);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn bounds_stay_ordered_and_minimums_hold(
+        cpu in prop::collection::vec(0.0f64..20_000.0, 1..40),
+        mem in prop::collection::vec(0u64..8_000, 1..40),
+        minutes in 1i64..6000,
+    ) {
+        let mut r = Recommender::new(Config::adaptive()).unwrap();
+        feed(&mut r, 0, minutes, |m| cpu[(m as usize) % cpu.len()], |m| mem[(m as usize) % mem.len()] * MIB);
+        let c = r.recommend(&key()).unwrap().containers[0].clone();
+        for e in [c.cpu_millicores.unwrap(), c.memory_bytes.unwrap()] {
+            prop_assert!(e.lower <= e.target && e.target <= e.upper, "{e:?}");
+        }
+        let m = c.memory_bytes.unwrap();
+        prop_assert!(m.target >= 10 * MIB);
+        prop_assert_eq!(m.target % MIB, 0);
+        // Memory always covers the largest sample of the last 36 hours.
+        let n = usize::try_from(minutes).unwrap();
+        let recent_from = n.saturating_sub(36 * 60);
+        let max_recent = (recent_from..n).map(|i| mem[i % mem.len()]).max().unwrap_or(0) * MIB;
+        prop_assert!(m.target >= max_recent, "{} < {}", m.target, max_recent);
+        prop_assert!(c.cpu_millicores.unwrap().target >= 10);
+    }
+}
