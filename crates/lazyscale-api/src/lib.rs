@@ -1,7 +1,8 @@
 //! The DatadogPodAutoscaler API as lazyscale reads and writes it: the `datadoghq.com/v1alpha2`
 //! custom resources [`DatadogPodAutoscaler`] (namespaced, `dpa`) and
 //! [`DatadogPodAutoscalerClusterProfile`] (cluster-scoped, `dpacp`), the well-known strings of the API
-//! ([`consts`]: condition types and reasons, labels, annotations, the field manager) and the generation of
+//! ([`consts`]: condition types and reasons, labels, annotations, the field managers), exact resource
+//! quantities ([`quantity`]) and the generation of
 //! our CustomResourceDefinitions ([`crds`], [`crds_yaml`]).
 //!
 //! The types are wire-compatible with the official CRDs shipped by the Datadog Operator: every object
@@ -13,6 +14,7 @@
 pub mod consts;
 pub mod dpa;
 pub mod profile;
+pub mod quantity;
 mod schema;
 pub mod template;
 

@@ -30,9 +30,9 @@ use lazyscale_core::horizontal::recommender::{
 };
 
 use crate::pods::{PodPhase, PodSample};
-use crate::quantity;
 use crate::time;
 use crate::usage::PodUsage;
+use lazyscale_api::quantity;
 
 /// Recommendations kept in `status.horizontal.lastRecommendations` at most.
 pub const MAX_STATUS_RECOMMENDATIONS: usize = 60;
@@ -148,17 +148,18 @@ fn objective(o: &ApiObjective) -> Result<Objective, String> {
                 .ok_or("Utilization objective needs a utilization above 0")?,
         ),
         ObjectiveValueType::AbsoluteValue => {
+            // The engine's units: millicores for CPU, bytes for memory.
+            let parse = match name {
+                ResourceName::Cpu => quantity::millis,
+                ResourceName::Memory => quantity::units,
+            };
             let v = value
                 .absolute_value
                 .as_ref()
-                .and_then(|q| quantity::parse(&q.0))
-                .filter(|v| *v > 0.0)
+                .and_then(|q| parse(&q.0))
+                .filter(|v| *v > 0)
                 .ok_or("AbsoluteValue objective needs a positive absoluteValue")?;
-            // The engine's units: millicores for CPU, bytes for memory.
-            ObjectiveValue::AbsoluteValue(match name {
-                ResourceName::Cpu => v * 1000.0,
-                ResourceName::Memory => v,
-            })
+            ObjectiveValue::AbsoluteValue(v as f64)
         }
     };
     Ok(match container {

@@ -37,7 +37,6 @@ pub mod explain;
 pub mod horizontal;
 pub mod lease;
 pub mod pods;
-pub mod quantity;
 mod reconcile;
 pub mod scale;
 pub mod status;

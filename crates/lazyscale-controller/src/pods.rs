@@ -16,8 +16,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::RwLock;
 
-use crate::quantity;
 use crate::time::Millis;
+use lazyscale_api::quantity;
 
 /// Phase of a pod, as in `status.phase`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -10,8 +10,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use serde::Deserialize;
 
-use crate::quantity;
 use crate::time::Millis;
+use lazyscale_api::quantity;
 
 /// Usage of one container in one sample.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -138,8 +138,18 @@ fn decode(list: List, now: Millis) -> NamespaceUsage {
                     .into_iter()
                     .map(|c| ContainerUsage {
                         name: c.name,
-                        cpu: c.usage.cpu.as_deref().and_then(quantity::parse).unwrap_or(0.0),
-                        memory: c.usage.memory.as_deref().and_then(quantity::parse).unwrap_or(0.0),
+                        cpu: c
+                            .usage
+                            .cpu
+                            .as_deref()
+                            .and_then(quantity::millis)
+                            .map_or(0.0, |m| m as f64 / 1000.0),
+                        memory: c
+                            .usage
+                            .memory
+                            .as_deref()
+                            .and_then(quantity::units)
+                            .map_or(0.0, |b| b as f64),
                     })
                     .collect(),
             };

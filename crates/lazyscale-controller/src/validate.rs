@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use lazyscale_api::consts::conditions::reasons;
 use lazyscale_api::{DatadogPodAutoscaler, Objective, ObjectiveType};
 
-use crate::quantity;
 use crate::scale::split_api_version;
+use lazyscale_api::quantity;
 
 /// Why a DPA is not acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +96,8 @@ pub fn validate(dpa: &DatadogPodAutoscaler, self_target: Option<&SelfTarget>) ->
             if let (Some(min), Some(max)) = (min, max) {
                 for (res, lo) in min {
                     let (Some(lo), Some(hi)) = (
-                        quantity::parse(&lo.0),
-                        max.get(res).and_then(|q| quantity::parse(&q.0)),
+                        quantity::millis(&lo.0),
+                        max.get(res).and_then(|q| quantity::millis(&q.0)),
                     ) else {
                         continue;
                     };

@@ -64,7 +64,7 @@ async fn scales_up_within_two_periods_respects_max_and_scales_down_after_the_win
     let actions = h.last_actions.unwrap();
     assert_eq!(actions.last().map(|a| a.to_replicas), Some(6));
     let text = ctl.handle.explain(&c.ns, "web").expect("explanation");
-    assert!(text.contains("constraints:"), "{text}");
+    assert!(text.contains("Constrained:"), "{text}");
     println!("{text}");
 
     // load drops: 0.3 cores → 1 replica wanted; only after the 8 s window

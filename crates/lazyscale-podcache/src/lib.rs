@@ -14,7 +14,7 @@
 //! - [`watch`] runs the lazily started collection ([`watch::PodCollection`]) that feeds the store.
 
 pub mod intern;
-pub mod quantity;
+pub use lazyscale_api::quantity;
 pub mod slim;
 pub mod store;
 pub mod watch;

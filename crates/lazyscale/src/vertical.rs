@@ -368,12 +368,12 @@ fn feed(
             };
             let usage = c.get("usage");
             if let Some(cpu) = usage.and_then(|u| u.get("cpu")).and_then(|v| v.as_str())
-                && let Ok(millis) = lazyscale_vertical::quantity::parse_cpu_millis(cpu)
+                && let Ok(millis) = lazyscale_vertical::quantity::parse_millis(cpu)
             {
                 recommender.add_cpu_sample(key, name, millis as f64, at);
             }
             if let Some(mem) = usage.and_then(|u| u.get("memory")).and_then(|v| v.as_str())
-                && let Ok(bytes) = lazyscale_vertical::quantity::parse_memory_bytes(mem)
+                && let Ok(bytes) = lazyscale_vertical::quantity::parse_units(mem)
             {
                 recommender.add_memory_sample(key, name, bytes, at);
             }

@@ -60,7 +60,7 @@ fn cpu_millis(p: &Pod) -> u64 {
         .as_ref()
         .unwrap()["cpu"]
         .0;
-    lazyscale_vertical::quantity::parse_cpu_millis(q).unwrap()
+    lazyscale_vertical::quantity::parse_millis(q).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,8 +135,8 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
             t.is_object().then_some(t)
         })
         .await;
-        let cpu = lazyscale_vertical::quantity::parse_cpu_millis(target["podCPURequest"].as_str().unwrap())
-            .unwrap();
+        let cpu =
+            lazyscale_vertical::quantity::parse_millis(target["podCPURequest"].as_str().unwrap()).unwrap();
         assert!(
             cpu >= 400,
             "{name}: recommended {cpu}m for 500m of use per pod: {target}"

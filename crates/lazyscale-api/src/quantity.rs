@@ -1,10 +1,15 @@
-//! Kubernetes resource quantities (`"250m"`, `"1.5Gi"`, `"2e3"`) parsed into integers.
+//! Kubernetes resource quantities (`"250m"`, `"1.5Gi"`, `"2e3"`) parsed into integers, and formatted
+//! back: the one quantity implementation of lazyscale (the pod cache, the controller and the vertical
+//! engine use it).
 //!
-//! The cache never keeps quantity strings: CPU is held in millicores and memory in bytes. Parsing is exact
+//! lazyscale computes in integers: CPU in millicores and memory in bytes. Parsing is exact
 //! (integer arithmetic on the decimal mantissa, no floating point) and rounds up the way Kubernetes'
 //! `Quantity.MilliValue()` / `Value()` do, so `"0.1m"` is 1 millicore and `"1.5"` bytes is 2 bytes.
 //! Anything malformed, negative or too large for a `u64` is an error ([`QuantityError`]); the
 //! [`millis`] and [`units`] shorthands turn that into `None`. Nothing here panics on any input.
+//! Formatting produces the canonical short forms (`250m`, `2`, `512Mi`, `1Gi`, or plain bytes).
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use thiserror::Error;
 
@@ -34,6 +39,43 @@ const MAX_DIGITS: usize = 38;
 /// Largest decimal exponent accepted in e-notation; anything larger cannot produce a `u64` anyway (the
 /// mantissa is non-zero) and would only make the arithmetic work harder.
 const MAX_EXP10: i32 = 64;
+
+/// Bytes in a mebibyte.
+pub const MIB: u64 = 1024 * 1024;
+/// Bytes in a gibibyte.
+pub const GIB: u64 = 1024 * MIB;
+
+/// Formats millicores as a CPU quantity: whole cores without a suffix, else millicores (`"2"`, `"250m"`).
+pub fn format_cpu_millis(millis: u64) -> String {
+    if millis.is_multiple_of(1000) {
+        format!("{}", millis / 1000)
+    } else {
+        format!("{millis}m")
+    }
+}
+
+/// Formats bytes as a memory quantity with the largest exact binary suffix (`"1Gi"`, `"300Mi"`, `"1000"`).
+pub fn format_memory_bytes(bytes: u64) -> String {
+    if bytes == 0 {
+        return "0".to_owned();
+    }
+    for (suffix, unit) in [("Ti", 1024 * GIB), ("Gi", GIB), ("Mi", MIB), ("Ki", 1024)] {
+        if bytes.is_multiple_of(unit) {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    format!("{bytes}")
+}
+
+/// [`format_cpu_millis`] as a [`Quantity`].
+pub fn cpu_quantity(millis: u64) -> Quantity {
+    Quantity(format_cpu_millis(millis))
+}
+
+/// [`format_memory_bytes`] as a [`Quantity`].
+pub fn memory_quantity(bytes: u64) -> Quantity {
+    Quantity(format_memory_bytes(bytes))
+}
 
 /// Parses a quantity and returns its value times 1000, rounded up (CPU millicores).
 pub fn parse_millis(s: &str) -> Result<u64, QuantityError> {
@@ -202,6 +244,28 @@ fn shl(n: u128, bits: u32) -> Result<u128, QuantityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_canonical_short_forms() {
+        let cpu = [(0, "0"), (250, "250m"), (1000, "1"), (1500, "1500m"), (2000, "2")];
+        for (m, want) in cpu {
+            assert_eq!(format_cpu_millis(m), want);
+            assert_eq!(millis(want), Some(m), "{want} round-trips");
+        }
+        let memory = [
+            (0, "0"),
+            (1024, "1Ki"),
+            (300 * MIB, "300Mi"),
+            (GIB, "1Gi"),
+            (1000, "1000"),
+        ];
+        for (bytes, want) in memory {
+            assert_eq!(format_memory_bytes(bytes), want);
+            assert_eq!(units(want), Some(bytes), "{want} round-trips");
+        }
+        assert_eq!(cpu_quantity(250), Quantity("250m".into()));
+        assert_eq!(memory_quantity(GIB), Quantity("1Gi".into()));
+    }
 
     #[test]
     fn cpu() {
