@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 
 use crate::agent::{Agent, AgentOptions, reset_peak};
 
+#[path = "quality.rs"]
+mod quality;
+
 /// Benchmark options.
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +28,8 @@ enum Bench {
     Lazy(LazyArgs),
     /// AdmissionReviews over TLS at a fixed rate: stack down (fast path), then 1,000 DPAs (patch path).
     Webhook(crate::webhook_bench::WebhookArgs),
+    /// Vertical recommendation quality against the VPA and the DPA method on replayed usage traces.
+    Quality(quality::QualityArgs),
     /// One full recommendation + reconcile pass over N DPAs, each over a 10-pod Deployment.
     Reconcile {
         /// DPAs (and Deployments).
@@ -55,6 +60,7 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Lazy(a) => lazy(a),
         Bench::Reconcile { dpas } => reconcile(dpas),
         Bench::Webhook(a) => crate::webhook_bench::run(a),
+        Bench::Quality(a) => quality::run(a),
     }
 }
 
