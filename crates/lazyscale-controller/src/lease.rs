@@ -21,6 +21,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Lease settings.
 #[derive(Debug, Clone)]
@@ -72,7 +73,8 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run(client, config, tx, stop));
+    let span = tracing::info_span!("lease", name = %config.name);
+    let task = tokio::spawn(run(client, config, tx, stop).instrument(span));
     (rx, task)
 }
 

@@ -29,6 +29,7 @@ use thiserror::Error;
 use tokio::sync::watch as tokio_watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::slim::WorkloadKey;
 use crate::store::{ApplyOutcome, BackfillTarget, Interest, InterestUpdate, PodStore, StoreError};
@@ -160,15 +161,18 @@ impl PodCollection {
         let counters = Arc::new(Counters::default());
         let (synced_tx, synced) = tokio_watch::channel(false);
         let (stopped_tx, stopped) = tokio_watch::channel(false);
-        tokio::spawn(run(
-            Api::all(client.clone()),
-            Arc::clone(&store),
-            config.clone(),
-            Arc::clone(&counters),
-            synced_tx,
-            stopped_tx,
-            cancel.clone(),
-        ));
+        tokio::spawn(
+            run(
+                Api::all(client.clone()),
+                Arc::clone(&store),
+                config.clone(),
+                Arc::clone(&counters),
+                synced_tx,
+                stopped_tx,
+                cancel.clone(),
+            )
+            .instrument(tracing::info_span!("pods")),
+        );
         PodCollection {
             store,
             client,

@@ -52,6 +52,12 @@ pub enum ConfigError {
         /// What the parser said (with line and column).
         message: String,
     },
+    /// A certificate file without its key, or a key without its certificate.
+    #[error("the webhook needs both a certificate file and a key file")]
+    HalfTls,
+    /// The vertical recommender's tunables do not make a recommender.
+    #[error("autoscaling.vertical.recommender: {0}")]
+    Recommender(String),
 }
 
 /// The configuration file.
@@ -224,6 +230,164 @@ pub struct Settings {
     pub lease_namespace: String,
 }
 
+/// The flags of `lazyscale run` (each with its environment variable); they win over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// YAML configuration file (flags and environment variables override it).
+    #[arg(long, env = "LAZYSCALE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster configuration).
+    #[arg(long, env = "LAZYSCALE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// autoscaling.workload.enabled: false = the autoscaling stack never starts.
+    #[arg(long, env = "LAZYSCALE_AUTOSCALING_WORKLOAD_ENABLED")]
+    pub workload_autoscaling_enabled: Option<bool>,
+    /// Start the stack at startup instead of on the first autoscaler (for comparison).
+    #[arg(long, env = "LAZYSCALE_EAGER")]
+    pub eager: bool,
+    /// Seconds the stack keeps running after the last autoscaler is gone; 0 = never stop.
+    #[arg(long, env = "LAZYSCALE_GRACE_PERIOD_SECONDS")]
+    pub grace_period_seconds: Option<u64>,
+    /// Admin server address (/livez, /readyz, /metrics).
+    #[arg(long, env = "LAZYSCALE_ADMIN_ADDRESS")]
+    pub admin_address: Option<SocketAddr>,
+    /// Webhook server address.
+    #[arg(long, env = "LAZYSCALE_WEBHOOK_ADDRESS")]
+    pub webhook_address: Option<SocketAddr>,
+    /// Disable the webhook server.
+    #[arg(long)]
+    pub no_webhook: bool,
+    /// Webhook certificate chain (PEM); reloaded when it changes.
+    #[arg(long, env = "LAZYSCALE_WEBHOOK_CERT_FILE")]
+    pub webhook_cert_file: Option<PathBuf>,
+    /// Webhook private key (PEM).
+    #[arg(long, env = "LAZYSCALE_WEBHOOK_KEY_FILE")]
+    pub webhook_key_file: Option<PathBuf>,
+    /// Generate a self-signed webhook certificate (development).
+    #[arg(long, env = "LAZYSCALE_SELF_SIGNED")]
+    pub self_signed: bool,
+    /// URL the API server uses to call the webhook (out-of-cluster agents).
+    #[arg(long, env = "LAZYSCALE_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Page size of the initial pod list.
+    #[arg(long, env = "LAZYSCALE_POD_PAGE_SIZE")]
+    pub pod_page_size: Option<u32>,
+    /// Seconds between vertical recommendation rounds (reading PodMetrics).
+    #[arg(long, env = "LAZYSCALE_VERTICAL_PERIOD_SECONDS")]
+    pub vertical_period_seconds: Option<u64>,
+    /// Seconds between horizontal recommendation rounds.
+    #[arg(long, env = "LAZYSCALE_HORIZONTAL_PERIOD_SECONDS")]
+    pub horizontal_period_seconds: Option<u64>,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, env = "LAZYSCALE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Log format.
+    #[arg(long, env = "LAZYSCALE_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    pub log_format: String,
+}
+
+/// Default admin address.
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
+/// Default webhook address.
+pub const DEFAULT_WEBHOOK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8443);
+/// Default page size of the initial pod list.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// Default period of both recommendation loops, in seconds.
+pub const DEFAULT_PERIOD_SECONDS: u64 = 30;
+/// Namespace of the webhook Service when only its name is configured.
+pub const DEFAULT_SERVICE_NAMESPACE: &str = "lazyscale";
+
+impl RunArgs {
+    /// The effective settings: the file named by `--config` (if any), merged with the flags.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let pod_namespace = std::env::var("POD_NAMESPACE").ok();
+        merge(self, &file, pod_namespace.as_deref())
+    }
+}
+
+/// Merges flags (and their environment variables) over the file over the defaults. `pod_namespace`
+/// is `$POD_NAMESPACE`, the Lease's namespace when neither names one. Pure: the tests call it.
+pub fn merge(
+    flags: &RunArgs,
+    file: &FileConfig,
+    pod_namespace: Option<&str>,
+) -> Result<Settings, ConfigError> {
+    let w = &file.autoscaling.workload;
+    let wh = &file.webhook;
+    let webhook_tls = match (
+        flags.webhook_cert_file.clone().or_else(|| wh.cert_file.clone()),
+        flags.webhook_key_file.clone().or_else(|| wh.key_file.clone()),
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err(ConfigError::HalfTls),
+    };
+    // A bad recommender configuration is a start-up error, not a silent loss of vertical autoscaling.
+    lazyscale_vertical::Recommender::new(file.autoscaling.vertical.recommender.clone())
+        .map_err(|e| ConfigError::Recommender(e.to_string()))?;
+    let webhook_addr =
+        (!flags.no_webhook).then(|| flags.webhook_address.or(wh.address).unwrap_or(DEFAULT_WEBHOOK));
+    let webhook_target = match (
+        flags.webhook_url.clone().or_else(|| wh.url.clone()),
+        &wh.service_name,
+    ) {
+        (Some(u), _) if !u.is_empty() => Some(WebhookTarget::Url(u)),
+        (_, Some(name)) => Some(WebhookTarget::Service {
+            name: name.clone(),
+            namespace: wh
+                .service_namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERVICE_NAMESPACE.into()),
+        }),
+        _ => None,
+    };
+    let period = |flag: Option<u64>, file: Option<u64>| {
+        Duration::from_secs(flag.or(file).unwrap_or(DEFAULT_PERIOD_SECONDS).max(1))
+    };
+    Ok(Settings {
+        enabled: flags.workload_autoscaling_enabled.or(w.enabled).unwrap_or(true),
+        eager: flags.eager || w.eager.unwrap_or(false),
+        grace: flags
+            .grace_period_seconds
+            .or(w.grace_period_seconds)
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_GRACE),
+        admin_addr: flags
+            .admin_address
+            .or(file.admin.address)
+            .unwrap_or(DEFAULT_ADMIN),
+        webhook_addr,
+        webhook_tls,
+        self_signed: flags.self_signed || wh.self_signed.unwrap_or(false),
+        webhook_target,
+        page_size: flags
+            .pod_page_size
+            .or(file.pod_cache.page_size)
+            .unwrap_or(DEFAULT_PAGE_SIZE),
+        kubeconfig: flags.kubeconfig.clone(),
+        horizontal_period: period(
+            flags.horizontal_period_seconds,
+            file.autoscaling.horizontal.period_seconds,
+        ),
+        lease_namespace: flags
+            .lease_namespace
+            .clone()
+            .or_else(|| pod_namespace.filter(|s| !s.is_empty()).map(str::to_owned))
+            .unwrap_or_else(|| "default".into()),
+        vertical_recommender: file.autoscaling.vertical.recommender.clone(),
+        vertical_period: period(
+            flags.vertical_period_seconds,
+            file.autoscaling.vertical.period_seconds,
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +421,86 @@ mod tests {
         assert!((c.autoscaling.vertical.recommender.safety_margin - 0.3).abs() < 1e-9);
         let bad = "autoscaling:\n  vertical:\n    recommender:\n      halfLife: 3600\n";
         assert!(FileConfig::parse(Path::new("c.yaml"), bad).is_err());
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(Path::new("c.yaml"), text).unwrap()
+    }
+
+    #[test]
+    fn defaults_without_flags_or_file() {
+        let s = merge(&RunArgs::default(), &FileConfig::default(), None).unwrap();
+        assert!(s.enabled && !s.eager && !s.self_signed);
+        assert_eq!(s.grace, DEFAULT_GRACE);
+        assert_eq!(s.admin_addr, DEFAULT_ADMIN);
+        assert_eq!(s.webhook_addr, Some(DEFAULT_WEBHOOK));
+        assert_eq!((s.webhook_tls, s.webhook_target), (None, None));
+        assert_eq!(s.page_size, DEFAULT_PAGE_SIZE);
+        assert_eq!(s.horizontal_period, Duration::from_secs(30));
+        assert_eq!(s.vertical_period, Duration::from_secs(30));
+        assert_eq!(s.lease_namespace, "default");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let f = file(
+            "autoscaling:\n  workload:\n    enabled: false\n    gracePeriodSeconds: 30\n  horizontal:\n    periodSeconds: 10\nadmin:\n  address: 127.0.0.1:9000\nwebhook:\n  serviceName: hook\npodCache:\n  pageSize: 50\n",
+        );
+        let s = merge(&RunArgs::default(), &f, Some("agents")).unwrap();
+        assert!(!s.enabled);
+        assert_eq!(s.grace, Duration::from_secs(30));
+        assert_eq!(s.horizontal_period, Duration::from_secs(10));
+        assert_eq!(s.admin_addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(s.page_size, 50);
+        assert_eq!(s.lease_namespace, "agents", "from $POD_NAMESPACE");
+        assert_eq!(
+            s.webhook_target,
+            Some(WebhookTarget::Service {
+                name: "hook".into(),
+                namespace: DEFAULT_SERVICE_NAMESPACE.into()
+            })
+        );
+        let flags = RunArgs {
+            workload_autoscaling_enabled: Some(true),
+            grace_period_seconds: Some(0),
+            horizontal_period_seconds: Some(0),
+            admin_address: Some("127.0.0.1:9100".parse().unwrap()),
+            webhook_url: Some("https://h:8443".into()),
+            lease_namespace: Some("leases".into()),
+            no_webhook: true,
+            ..RunArgs::default()
+        };
+        let s = merge(&flags, &f, Some("agents")).unwrap();
+        assert!(s.enabled);
+        assert_eq!(s.grace, Duration::ZERO, "0 = never stop");
+        assert_eq!(s.horizontal_period, Duration::from_secs(1), "at least a second");
+        assert_eq!(s.admin_addr, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(
+            s.webhook_target,
+            Some(WebhookTarget::Url("https://h:8443".into()))
+        );
+        assert_eq!(s.webhook_addr, None);
+        assert_eq!(s.lease_namespace, "leases");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_the_recommender_is_checked() {
+        let flags = RunArgs {
+            webhook_cert_file: Some("c.pem".into()),
+            ..RunArgs::default()
+        };
+        assert!(matches!(
+            merge(&flags, &FileConfig::default(), None),
+            Err(ConfigError::HalfTls)
+        ));
+        let f = file("webhook:\n  keyFile: k.pem\n");
+        let s = merge(&flags, &f, None).unwrap();
+        assert_eq!(s.webhook_tls, Some(("c.pem".into(), "k.pem".into())));
+        let bad = file("autoscaling:\n  vertical:\n    recommender:\n      safetyMargin: -1\n");
+        assert!(matches!(
+            merge(&RunArgs::default(), &bad, None),
+            Err(ConfigError::Recommender(_))
+        ));
     }
 
     #[test]

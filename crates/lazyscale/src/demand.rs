@@ -19,6 +19,7 @@ use kube::runtime::watcher::{self, Event};
 use lazyscale_core::demand::{Source, SourceKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The label selector of profile-labelled objects that count as autoscalers.
 pub const PROFILE_SELECTOR: &str =
@@ -165,37 +166,49 @@ pub fn spawn(
     // DPAs are read whole (they are few and small): the stack needs their targets for the pod cache's
     // interest set. Any version the server serves works; v1alpha2 is the storage version.
     let dpas: Api<DynamicObject> = Api::all_with(client.clone(), &dpa_resource());
-    tokio::spawn(watch_kind(
-        dpas,
-        SourceKind::Dpa,
-        plain,
-        tx.clone(),
-        errors.clone(),
-        stop.clone(),
-    ));
-    tokio::spawn(watch_kind(
-        Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
-        SourceKind::Deployment,
-        labelled.clone(),
-        tx.clone(),
-        errors.clone(),
-        stop.clone(),
-    ));
-    tokio::spawn(watch_kind(
-        Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
-        SourceKind::StatefulSet,
-        labelled.clone(),
-        tx.clone(),
-        errors.clone(),
-        stop.clone(),
-    ));
-    tokio::spawn(watch_kind(
-        Api::<PartialObjectMeta<Namespace>>::all(client),
-        SourceKind::Namespace,
-        labelled,
-        tx,
-        errors,
-        stop,
-    ));
+    tokio::spawn(
+        watch_kind(
+            dpas,
+            SourceKind::Dpa,
+            plain,
+            tx.clone(),
+            errors.clone(),
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("watch", kind = ?SourceKind::Dpa)),
+    );
+    tokio::spawn(
+        watch_kind(
+            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+            SourceKind::Deployment,
+            labelled.clone(),
+            tx.clone(),
+            errors.clone(),
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("watch", kind = ?SourceKind::Deployment)),
+    );
+    tokio::spawn(
+        watch_kind(
+            Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
+            SourceKind::StatefulSet,
+            labelled.clone(),
+            tx.clone(),
+            errors.clone(),
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("watch", kind = ?SourceKind::StatefulSet)),
+    );
+    tokio::spawn(
+        watch_kind(
+            Api::<PartialObjectMeta<Namespace>>::all(client),
+            SourceKind::Namespace,
+            labelled,
+            tx,
+            errors,
+            stop,
+        )
+        .instrument(tracing::info_span!("watch", kind = ?SourceKind::Namespace)),
+    );
     rx
 }

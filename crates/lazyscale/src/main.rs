@@ -3,16 +3,17 @@
 use lazyscale::{admin, config, stack, telemetry, webhook};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use config::{DEFAULT_GRACE, FileConfig, Settings, WebhookTarget};
+use config::{RunArgs, Settings, WebhookTarget};
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -44,141 +45,6 @@ enum Cmd {
         #[arg(long, env = "LAZYSCALE_ADMIN_ADDRESS", default_value = "127.0.0.1:8080")]
         admin_address: SocketAddr,
     },
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    /// YAML configuration file (flags and environment variables override it).
-    #[arg(long, env = "LAZYSCALE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the in-cluster configuration).
-    #[arg(long, env = "LAZYSCALE_KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// autoscaling.workload.enabled: false = the autoscaling stack never starts.
-    #[arg(long, env = "LAZYSCALE_AUTOSCALING_WORKLOAD_ENABLED")]
-    workload_autoscaling_enabled: Option<bool>,
-    /// Start the stack at startup instead of on the first autoscaler (for comparison).
-    #[arg(long, env = "LAZYSCALE_EAGER")]
-    eager: bool,
-    /// Seconds the stack keeps running after the last autoscaler is gone; 0 = never stop.
-    #[arg(long, env = "LAZYSCALE_GRACE_PERIOD_SECONDS")]
-    grace_period_seconds: Option<u64>,
-    /// Admin server address (/livez, /readyz, /metrics).
-    #[arg(long, env = "LAZYSCALE_ADMIN_ADDRESS")]
-    admin_address: Option<SocketAddr>,
-    /// Webhook server address.
-    #[arg(long, env = "LAZYSCALE_WEBHOOK_ADDRESS")]
-    webhook_address: Option<SocketAddr>,
-    /// Disable the webhook server.
-    #[arg(long)]
-    no_webhook: bool,
-    /// Webhook certificate chain (PEM); reloaded when it changes.
-    #[arg(long, env = "LAZYSCALE_WEBHOOK_CERT_FILE")]
-    webhook_cert_file: Option<PathBuf>,
-    /// Webhook private key (PEM).
-    #[arg(long, env = "LAZYSCALE_WEBHOOK_KEY_FILE")]
-    webhook_key_file: Option<PathBuf>,
-    /// Generate a self-signed webhook certificate (development).
-    #[arg(long, env = "LAZYSCALE_SELF_SIGNED")]
-    self_signed: bool,
-    /// URL the API server uses to call the webhook (out-of-cluster agents).
-    #[arg(long, env = "LAZYSCALE_WEBHOOK_URL")]
-    webhook_url: Option<String>,
-    /// Page size of the initial pod list.
-    #[arg(long, env = "LAZYSCALE_POD_PAGE_SIZE")]
-    pod_page_size: Option<u32>,
-    /// Seconds between vertical recommendation rounds (reading PodMetrics).
-    #[arg(long, env = "LAZYSCALE_VERTICAL_PERIOD_SECONDS")]
-    vertical_period_seconds: Option<u64>,
-    /// Seconds between horizontal recommendation rounds.
-    #[arg(long, env = "LAZYSCALE_HORIZONTAL_PERIOD_SECONDS")]
-    horizontal_period_seconds: Option<u64>,
-    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
-    #[arg(long, env = "LAZYSCALE_LEASE_NAMESPACE")]
-    lease_namespace: Option<String>,
-    /// Log format.
-    #[arg(long, env = "LAZYSCALE_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
-    log_format: String,
-}
-
-impl RunArgs {
-    fn settings(&self) -> Result<Settings> {
-        let file = match &self.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
-        let w = &file.autoscaling.workload;
-        let wh = &file.webhook;
-        let webhook_tls = match (
-            self.webhook_cert_file.clone().or_else(|| wh.cert_file.clone()),
-            self.webhook_key_file.clone().or_else(|| wh.key_file.clone()),
-        ) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => anyhow::bail!("the webhook needs both a certificate file and a key file"),
-        };
-        let self_signed = self.self_signed || wh.self_signed.unwrap_or(false);
-        // a bad recommender configuration is a start-up error, not a silent loss of vertical autoscaling
-        lazyscale_vertical::Recommender::new(file.autoscaling.vertical.recommender.clone())
-            .map_err(|e| anyhow::anyhow!("autoscaling.vertical.recommender: {e}"))?;
-        let webhook_addr = if self.no_webhook {
-            None
-        } else {
-            Some(
-                self.webhook_address
-                    .or(wh.address)
-                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
-            )
-        };
-        let webhook_target = match (
-            self.webhook_url.clone().or_else(|| wh.url.clone()),
-            &wh.service_name,
-        ) {
-            (Some(u), _) if !u.is_empty() => Some(WebhookTarget::Url(u)),
-            (_, Some(name)) => Some(WebhookTarget::Service {
-                name: name.clone(),
-                namespace: wh.service_namespace.clone().unwrap_or_else(|| "lazyscale".into()),
-            }),
-            _ => None,
-        };
-        Ok(Settings {
-            enabled: self.workload_autoscaling_enabled.or(w.enabled).unwrap_or(true),
-            eager: self.eager || w.eager.unwrap_or(false),
-            grace: self
-                .grace_period_seconds
-                .or(w.grace_period_seconds)
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_GRACE),
-            admin_addr: self
-                .admin_address
-                .or(file.admin.address)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
-            webhook_addr,
-            webhook_tls,
-            self_signed,
-            webhook_target,
-            page_size: self.pod_page_size.or(file.pod_cache.page_size).unwrap_or(500),
-            kubeconfig: self.kubeconfig.clone(),
-            horizontal_period: Duration::from_secs(
-                self.horizontal_period_seconds
-                    .or(file.autoscaling.horizontal.period_seconds)
-                    .unwrap_or(30)
-                    .max(1),
-            ),
-            lease_namespace: self
-                .lease_namespace
-                .clone()
-                .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
-                .unwrap_or_else(|| "default".into()),
-            vertical_recommender: file.autoscaling.vertical.recommender.clone(),
-            vertical_period: Duration::from_secs(
-                self.vertical_period_seconds
-                    .or(file.autoscaling.vertical.period_seconds)
-                    .unwrap_or(30)
-                    .max(1),
-            ),
-        })
-    }
 }
 
 fn init_tracing(format: &str) {
@@ -289,20 +155,23 @@ async fn shutdown_signal(stop: CancellationToken) {
 async fn run(settings: Settings) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let stop = CancellationToken::new();
-    tokio::spawn(shutdown_signal(stop.clone()));
+    tokio::spawn(shutdown_signal(stop.clone()).instrument(tracing::info_span!("signals")));
     let metrics = Arc::new(telemetry::Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let controller_handle: Arc<std::sync::RwLock<Option<lazyscale_controller::Handle>>> = Arc::default();
 
-    let admin = tokio::spawn(admin::serve(
-        settings.admin_addr,
-        admin::AdminState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-            controller: controller_handle.clone(),
-        },
-        stop.clone(),
-    ));
+    let mut admin = tokio::spawn(
+        admin::serve(
+            settings.admin_addr,
+            admin::AdminState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+                controller: controller_handle.clone(),
+            },
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("admin")),
+    );
 
     let config = kube_config(&settings).await?;
     let client = kube::Client::try_from(config.clone())?;
@@ -335,9 +204,10 @@ async fn run(settings: Settings) -> Result<()> {
                 ca_pem: cert.ca_pem.clone(),
             };
             certificate = Some(cert);
-            Some(tokio::spawn(async move {
-                webhook::serve(listener, &task_cert, files, state, stop2).await
-            }))
+            Some(tokio::spawn(
+                async move { webhook::serve(listener, &task_cert, files, state, stop2).await }
+                    .instrument(tracing::info_span!("webhook")),
+            ))
         }
         None => None,
     };
@@ -347,7 +217,7 @@ async fn run(settings: Settings) -> Result<()> {
         _ => None,
     };
 
-    let result = stack::run(stack::Deps {
+    let stack = stack::run(stack::Deps {
         client,
         config,
         settings: settings.clone(),
@@ -364,13 +234,45 @@ async fn run(settings: Settings) -> Result<()> {
         lease_namespace: settings.lease_namespace.clone(),
         controller: controller_handle.clone(),
     })
-    .await;
+    .instrument(tracing::info_span!("stack"));
+    tokio::pin!(stack);
+    let mut webhook_task = webhook_task;
+    // Any of the three ending first ends the agent; an error is the agent's error (non-zero exit).
+    let (mut stack_done, mut admin_done, mut webhook_done) = (false, false, webhook_task.is_none());
+    let mut result = tokio::select! {
+        r = &mut stack => { stack_done = true; r }
+        r = &mut admin => { admin_done = true; ended("admin server", r, &stop) }
+        r = async { match webhook_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+            webhook_done = true;
+            ended("webhook server", r, &stop)
+        }
+    };
+    if let Err(error) = &result {
+        tracing::error!(error = format!("{error:#}"), "stopping the agent");
+    }
     stop.cancel();
     ready.store(false, Ordering::Relaxed);
-    if let Some(t) = webhook_task {
-        let _ = t.await;
+    // Stopping the stack awaits its tasks, so the Lease is released before the process exits.
+    if !stack_done {
+        let r = stack.await;
+        result = result.and(r);
     }
-    let _ = admin.await;
+    if !webhook_done && let Some(t) = webhook_task {
+        result = result.and(ended("webhook server", t.await, &stop));
+    }
+    if !admin_done {
+        result = result.and(ended("admin server", admin.await, &stop));
+    }
     tracing::info!("stopped");
     result
+}
+
+/// The outcome of a server task: an error, a panic, or an end before the agent was asked to stop.
+fn ended(what: &str, r: Result<Result<()>, JoinError>, stop: &CancellationToken) -> Result<()> {
+    match r {
+        Ok(Ok(())) if stop.is_cancelled() => Ok(()),
+        Ok(Ok(())) => anyhow::bail!("the {what} stopped on its own"),
+        Ok(Err(e)) => Err(e.context(format!("the {what} failed"))),
+        Err(e) => anyhow::bail!("the {what} task failed: {e}"),
+    }
 }

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use lazyscale_podcache::slim::{WorkloadKey, WorkloadKind};
 use lazyscale_podcache::store::Interest;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::demand::{self, Target, Update};
@@ -63,6 +65,8 @@ pub struct Deps {
 /// The stack while the gate is open.
 struct Running {
     cancel: CancellationToken,
+    /// The stack's tasks (controller, lease, vertical loop); stopping awaits every one.
+    tasks: JoinSet<()>,
     pods: lazyscale_podcache::watch::PodCollection,
     /// The interest set or the webhook namespaces must be refreshed at this time (changes are coalesced:
     /// many autoscalers created together cost one backfill per namespace, not one each).
@@ -124,14 +128,16 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
         deps.metrics.demand_watch_errors.clone(),
         deps.stop.clone(),
     );
-    deps.ready.store(true, Ordering::Relaxed);
+    // Ready once every always-on watch has finished its initial list (its first snapshot).
+    let mut listed: BTreeSet<SourceKind> = BTreeSet::new();
     let mut demand = Demand::new();
     let mut targets: BTreeMap<Source, Target> = BTreeMap::new();
-    tokio::spawn(deps.gate.driver());
+    tokio::spawn(deps.gate.driver().instrument(tracing::info_span!("gate")));
     let mut watcher = deps.gate.watcher();
     let mut epoch = 0;
     let mut running: Option<Running> = None;
     let mut refresh = tokio::time::interval(Duration::from_secs(2));
+    let mut ended_on_its_own = false;
     if deps.settings.eager {
         tracing::info!("eager mode: starting the stack without waiting for an autoscaler");
         running = Some(start(&mut deps, &demand, &targets).await);
@@ -141,10 +147,15 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
         tokio::select! {
             () = deps.stop.cancelled() => break,
             u = updates.recv() => {
-                let Some(u) = u else { break };
+                let Some(u) = u else {
+                    ended_on_its_own = !deps.stop.is_cancelled();
+                    break;
+                };
+                note_listed(&mut listed, &u, &deps.ready);
                 apply(&mut demand, &mut targets, &deps.vertical, u);
                 // take whatever else is already queued before acting
                 while let Ok(u) = updates.try_recv() {
+                    note_listed(&mut listed, &u, &deps.ready);
                     apply(&mut demand, &mut targets, &deps.vertical, u);
                 }
                 set_autoscaler_gauges(&deps.metrics, &demand);
@@ -202,7 +213,21 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
     if let Some(r) = running.take() {
         stop(&mut deps, r).await;
     }
+    if ended_on_its_own {
+        anyhow::bail!("the autoscaler watches ended");
+    }
     Ok(())
+}
+
+/// Marks the agent ready once every kind of [`SourceKind::ALL`] has sent its first snapshot.
+fn note_listed(listed: &mut BTreeSet<SourceKind>, u: &Update, ready: &AtomicBool) {
+    if let Update::Snapshot(kind, _) = u
+        && listed.insert(*kind)
+        && listed.len() == SourceKind::ALL.len()
+    {
+        tracing::info!("every autoscaler watch has listed: ready");
+        ready.store(true, Ordering::Relaxed);
+    }
 }
 
 async fn stop_stack(deps: &mut Deps, running: &mut Option<Running>) {
@@ -285,6 +310,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         "first autoscaler: starting the autoscaling stack"
     );
     let cancel = deps.stop.child_token();
+    let mut tasks = JoinSet::new();
     let client = match kube::Client::try_from(deps.config.clone()) {
         Ok(c) => c,
         Err(error) => {
@@ -302,7 +328,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
     );
     // Only the lease holder writes (scale, status, events); every replica keeps its cache and serves
     // the webhook. The lease lives with the stack: an idle agent renews nothing.
-    let (leader, _lease) = lazyscale_controller::lease::spawn(
+    let (leader, lease) = lazyscale_controller::lease::spawn(
         client.clone(),
         lazyscale_controller::lease::LeaseConfig::new(
             &deps.lease_namespace,
@@ -325,7 +351,19 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
     if let Ok(mut h) = deps.controller.write() {
         *h = Some(controller.handle());
     }
-    tokio::spawn(controller.run(leader.clone(), cancel.clone()));
+    tasks.spawn(
+        async move {
+            if let Err(error) = lease.await {
+                tracing::warn!(%error, "the lease task failed");
+            }
+        }
+        .instrument(tracing::info_span!("lease")),
+    );
+    tasks.spawn(
+        controller
+            .run(leader.clone(), cancel.clone())
+            .instrument(tracing::info_span!("controller")),
+    );
     pods.set_interest(interest(demand, targets));
     deps.metrics.gate_open.set(1);
     if let Ok(mut m) = deps.mutator.write() {
@@ -340,17 +378,20 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
             ))),
         }));
     }
-    tokio::spawn(crate::vertical::run(
-        client,
-        pods.store().clone(),
-        deps.vertical.clone(),
-        crate::vertical::LoopConfig {
-            period: deps.vertical_period,
-            leader,
-            recommender: deps.vertical_recommender.clone(),
-        },
-        cancel.clone(),
-    ));
+    tasks.spawn(
+        crate::vertical::run(
+            client,
+            pods.store().clone(),
+            deps.vertical.clone(),
+            crate::vertical::LoopConfig {
+                period: deps.vertical_period,
+                leader,
+                recommender: deps.vertical_recommender.clone(),
+            },
+            cancel.clone(),
+        )
+        .instrument(tracing::info_span!("vertical")),
+    );
     if let Some(reg) = deps.registration.as_mut()
         && let Err(error) = reg.sync(&namespaces(demand)).await
     {
@@ -358,6 +399,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
     }
     Running {
         cancel,
+        tasks,
         pods,
         refresh_at: None,
     }
@@ -372,7 +414,10 @@ fn publish_cache_metrics(metrics: &Metrics, r: &Running) {
     metrics.pod_collection_synced.set(i64::from(r.pods.is_synced()));
 }
 
-async fn stop(deps: &mut Deps, r: Running) {
+/// How long stopping the stack waits for its tasks (the lease release is one API call).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn stop(deps: &mut Deps, mut r: Running) {
     tracing::info!("last autoscaler gone and grace period over: stopping the autoscaling stack");
     if let Ok(mut m) = deps.mutator.write() {
         *m = None;
@@ -386,6 +431,17 @@ async fn stop(deps: &mut Deps, r: Running) {
         tracing::warn!(%error, "could not remove the webhook configuration");
     }
     r.cancel.cancel();
+    let drain = async {
+        while let Some(done) = r.tasks.join_next().await {
+            if let Err(error) = done {
+                tracing::warn!(%error, "a stack task failed");
+            }
+        }
+    };
+    if tokio::time::timeout(STOP_TIMEOUT, drain).await.is_err() {
+        tracing::warn!("stack tasks still running after {STOP_TIMEOUT:?}: aborting them");
+        r.tasks.abort_all();
+    }
     r.pods.stopped().await;
     drop(r);
     deps.metrics.gate_open.set(0);
