@@ -148,6 +148,10 @@ pub mod labels {
     pub const MANAGED_BY: &str = "autoscaling.datadoghq.com/managed-by";
     /// Value of [`MANAGED_BY`] used by the Cluster Agent for its built-in profiles (kept for compatibility).
     pub const MANAGED_BY_DATADOG: &str = "datadog";
+    /// The Kubernetes recommended label naming the tool that manages an object.
+    pub const APP_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Value of [`APP_MANAGED_BY`] on the objects lazyscale creates (webhook configuration, checkpoints).
+    pub const MANAGED_BY_LAZYSCALE: &str = "lazyscale";
 }
 
 /// Annotation keys.

@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use lazyscale_api::consts;
+
 /// The label selector of profile-labelled objects that count as autoscalers.
 pub const PROFILE_SELECTOR: &str =
     "autoscaling.datadoghq.com/profile,autoscaling.datadoghq.com/profile!=excluded";
@@ -80,8 +82,8 @@ impl Observed for DynamicObject {
 /// The DatadogPodAutoscaler resource (watched as metadata only).
 pub fn dpa_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("datadoghq.com", "v1alpha2", "DatadogPodAutoscaler"),
-        "datadogpodautoscalers",
+        &GroupVersionKind::gvk(consts::GROUP, consts::VERSION, consts::DPA_KIND),
+        consts::DPA_PLURAL,
     )
 }
 

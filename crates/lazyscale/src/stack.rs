@@ -372,7 +372,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
             events: Some(Arc::new(kube::runtime::events::Recorder::new(
                 client.clone(),
                 kube::runtime::events::Reporter {
-                    controller: "lazyscale".into(),
+                    controller: lazyscale_api::consts::events::REPORTER.into(),
                     instance: Some(crate::horizontal::identity()),
                 },
             ))),

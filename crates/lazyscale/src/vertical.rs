@@ -23,6 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use lazyscale_api::DatadogPodAutoscaler;
+use lazyscale_api::consts;
 use lazyscale_podcache::slim::{WorkloadKey as PodWorkload, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
 use lazyscale_vertical::{Autoscaler, AutoscalerIndex, Outcome, Recommender, WorkloadKey};
@@ -110,8 +111,8 @@ fn report_conflict(
         for id in &autoscalers {
             let name = id.rsplit('/').next().unwrap_or(id).to_string();
             let reference = k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("datadoghq.com/v1alpha2".into()),
-                kind: Some("DatadogPodAutoscaler".into()),
+                api_version: Some(consts::API_VERSION.into()),
+                kind: Some(consts::DPA_KIND.into()),
                 name: Some(name),
                 namespace: Some(namespace.clone()),
                 ..Default::default()
@@ -282,7 +283,7 @@ pub async fn run(
                 if let Some(t) = target {
                     status["vertical"] = json!({"target": t});
                 }
-                let body = json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+                let body = json!({"apiVersion": consts::API_VERSION, "kind": consts::DPA_KIND,
                     "metadata": {"name": id.1, "namespace": ns}, "status": status});
                 match Api::<DynamicObject>::namespaced_with(
                     client.clone(),
@@ -291,7 +292,7 @@ pub async fn run(
                 )
                 .patch_status(
                     &id.1,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &PatchParams::apply(consts::field_managers::VERTICAL).force(),
                     &Patch::Apply(&body),
                 )
                 .await
@@ -381,9 +382,6 @@ fn feed(
     });
 }
 
-/// The field manager of the vertical status (the controller owns the horizontal part of the status).
-const FIELD_MANAGER: &str = "lazyscale-vertical";
-
 /// The vertical conditions of a DPA as stored (`VerticalAbleToRecommend`, `VerticalScalingLimited`).
 fn current_conditions(dpa: &DatadogPodAutoscaler) -> Vec<serde_json::Value> {
     dpa.status
@@ -391,7 +389,10 @@ fn current_conditions(dpa: &DatadogPodAutoscaler) -> Vec<serde_json::Value> {
         .and_then(|s| s.conditions.as_ref())
         .map(|c| {
             c.iter()
-                .filter(|c| c.type_ == "VerticalAbleToRecommend" || c.type_ == "VerticalScalingLimited")
+                .filter(|c| {
+                    c.type_ == consts::conditions::VERTICAL_ABLE_TO_RECOMMEND
+                        || c.type_ == consts::conditions::VERTICAL_SCALING_LIMITED
+                })
                 .filter_map(|c| serde_json::to_value(c).ok())
                 .collect()
         })
@@ -465,15 +466,15 @@ async fn save_checkpoint(
     let Ok(data) = cp.to_json() else { return };
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": checkpoint_name(name), "namespace": ns,
-            "labels": {"app.kubernetes.io/managed-by": "lazyscale"},
-            "ownerReferences": [{"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+            "labels": {consts::labels::APP_MANAGED_BY: consts::labels::MANAGED_BY_LAZYSCALE},
+            "ownerReferences": [{"apiVersion": consts::API_VERSION, "kind": consts::DPA_KIND,
                 "name": name, "uid": uid, "controller": true}]},
         "data": {CHECKPOINT_KEY: data}});
     let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns);
     match api
         .patch(
             &checkpoint_name(name),
-            &PatchParams::apply(crate::webhook::FIELD_MANAGER).force(),
+            &PatchParams::apply(consts::field_managers::AGENT).force(),
             &Patch::Apply(&cm),
         )
         .await

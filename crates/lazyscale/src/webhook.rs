@@ -24,6 +24,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use lazyscale_api::consts::{field_managers, labels};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::json;
@@ -37,8 +38,6 @@ pub const CONFIGURATION_NAME: &str = "lazyscale-pod-autoscaling";
 pub const WEBHOOK_NAME: &str = "pods.autoscaling.lazyscale.dev";
 /// The path the webhook is served on.
 pub const PATH: &str = "/mutate/pods";
-/// The field manager of everything the agent writes.
-pub const FIELD_MANAGER: &str = "lazyscale";
 
 /// What the stack installs to examine pods while it is up.
 pub trait Mutator: Send + Sync {
@@ -277,7 +276,7 @@ pub fn configuration(
     Some(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/managed-by": "lazyscale"}},
+        "metadata": {"name": CONFIGURATION_NAME, "labels": {labels::APP_MANAGED_BY: labels::MANAGED_BY_LAZYSCALE}},
         "webhooks": [{
             "name": WEBHOOK_NAME,
             "admissionReviewVersions": ["v1"],
@@ -332,7 +331,7 @@ impl Registration {
                 self.api
                     .patch(
                         CONFIGURATION_NAME,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &PatchParams::apply(field_managers::AGENT).force(),
                         &Patch::Apply(&obj),
                     )
                     .await?;
