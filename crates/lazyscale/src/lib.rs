@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod demand;
 pub mod horizontal;
+pub mod index;
 pub mod memory;
 pub mod stack;
 pub mod telemetry;

@@ -21,8 +21,9 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::demand::{self, Target, Update};
+use crate::index::DpaIndex;
 use crate::telemetry::{DemandKind, DemandLabels, GateState, Metrics, TransitionLabels};
-use crate::vertical::{VerticalMutator, VerticalState};
+use crate::vertical::VerticalMutator;
 use crate::webhook::{Mutator, Registration};
 use lazyscale_core::demand::{Demand, Source, SourceKind};
 use lazyscale_core::gate::{Action, CloseOutcome, Gate};
@@ -48,8 +49,8 @@ pub struct Deps {
     pub stop: CancellationToken,
     /// The gate (its grace period is the configured one); dependants wait on its watchers.
     pub gate: Gate,
-    /// The DPAs as the vertical parts see them.
-    pub vertical: Arc<VerticalState>,
+    /// The one DPA index (fed by the DPA watch; read by the webhook and the vertical loop).
+    pub vertical: Arc<DpaIndex>,
     /// Period of the vertical recommendation loop.
     pub vertical_period: Duration,
     /// The vertical recommender's tunables.
@@ -242,7 +243,7 @@ async fn stop_stack(deps: &mut Deps, running: &mut Option<Running>) {
     }
 }
 
-fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: &VerticalState, u: Update) {
+fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: &DpaIndex, u: Update) {
     match u {
         Update::Snapshot(kind, list) => {
             if kind == SourceKind::Dpa {
@@ -367,16 +368,16 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
     pods.set_interest(interest(demand, targets));
     deps.metrics.gate_open.set(1);
     if let Ok(mut m) = deps.mutator.write() {
-        *m = Some(Arc::new(VerticalMutator {
-            state: deps.vertical.clone(),
-            events: Some(Arc::new(kube::runtime::events::Recorder::new(
+        *m = Some(Arc::new(VerticalMutator::new(
+            deps.vertical.clone(),
+            Some(Arc::new(kube::runtime::events::Recorder::new(
                 client.clone(),
                 kube::runtime::events::Reporter {
                     controller: lazyscale_api::consts::events::REPORTER.into(),
                     instance: Some(crate::horizontal::identity()),
                 },
             ))),
-        }));
+        )));
     }
     tasks.spawn(
         crate::vertical::run(

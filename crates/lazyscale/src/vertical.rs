@@ -16,8 +16,8 @@
 //! a DPA it restores that checkpoint, so a restart or a new leader keeps the history.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -26,70 +26,58 @@ use lazyscale_api::DatadogPodAutoscaler;
 use lazyscale_api::consts;
 use lazyscale_podcache::slim::{WorkloadKey as PodWorkload, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
-use lazyscale_vertical::{Autoscaler, AutoscalerIndex, Outcome, Recommender, WorkloadKey};
+use lazyscale_vertical::{Outcome, Recommender, WorkloadKey};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::index::DpaIndex;
 use crate::webhook::Mutator;
-
-/// The DPAs known to the agent, by (namespace, name), as the vertical parts see them.
-#[derive(Default)]
-pub struct VerticalState {
-    dpas: RwLock<BTreeMap<(String, String), Arc<DatadogPodAutoscaler>>>,
-    index: RwLock<AutoscalerIndex>,
-}
-
-impl VerticalState {
-    /// Records a DPA (added or changed).
-    pub fn upsert(&self, dpa: Arc<DatadogPodAutoscaler>) {
-        let (Some(ns), Some(name)) = (dpa.metadata.namespace.clone(), dpa.metadata.name.clone()) else {
-            return;
-        };
-        if let Ok(mut index) = self.index.write() {
-            index.upsert(Autoscaler::from_dpa(&dpa, false));
-        }
-        if let Ok(mut dpas) = self.dpas.write() {
-            dpas.insert((ns, name), dpa);
-        }
-    }
-
-    /// Forgets a DPA.
-    pub fn remove(&self, namespace: &str, name: &str) {
-        if let Ok(mut index) = self.index.write() {
-            index.remove(namespace, name);
-        }
-        if let Ok(mut dpas) = self.dpas.write() {
-            dpas.remove(&(namespace.to_string(), name.to_string()));
-        }
-    }
-
-    /// Replaces every DPA (after a relist).
-    pub fn replace(&self, all: Vec<Arc<DatadogPodAutoscaler>>) {
-        if let Ok(mut index) = self.index.write() {
-            *index = AutoscalerIndex::new();
-        }
-        if let Ok(mut dpas) = self.dpas.write() {
-            dpas.clear();
-        }
-        for d in all {
-            self.upsert(d);
-        }
-    }
-
-    fn snapshot(&self) -> Vec<Arc<DatadogPodAutoscaler>> {
-        self.dpas
-            .read()
-            .map(|d| d.values().cloned().collect())
-            .unwrap_or_default()
-    }
-}
 
 /// The webhook mutator of a running stack.
 pub struct VerticalMutator {
-    /// The DPAs.
-    pub state: Arc<VerticalState>,
+    /// The DPA index.
+    pub state: Arc<DpaIndex>,
     /// Where conflicts are reported as Kubernetes events (on the DPAs involved).
     pub events: Option<Arc<kube::runtime::events::Recorder>>,
+    /// When each conflict was last reported: one event per conflict per [`CONFLICT_EVERY`], at most
+    /// [`MAX_CONFLICTS`] conflicts remembered, so admissions never pile up event tasks.
+    reported: Mutex<HashMap<String, Instant>>,
+}
+
+/// How often one conflict is reported.
+pub const CONFLICT_EVERY: Duration = Duration::from_secs(300);
+/// Conflicts remembered at most (beyond, new ones are logged but not reported as events).
+pub const MAX_CONFLICTS: usize = 1024;
+
+impl VerticalMutator {
+    /// A mutator over the index, reporting conflicts to `events`.
+    pub fn new(state: Arc<DpaIndex>, events: Option<Arc<kube::runtime::events::Recorder>>) -> Self {
+        Self {
+            state,
+            events,
+            reported: Mutex::default(),
+        }
+    }
+
+    /// Whether this conflict is due for an event now (and remembers that it was reported).
+    fn due(&self, key: String, now: Instant) -> bool {
+        let Ok(mut reported) = self.reported.lock() else {
+            return false;
+        };
+        if let Some(at) = reported.get(&key)
+            && now.duration_since(*at) < CONFLICT_EVERY
+        {
+            return false;
+        }
+        if reported.len() >= MAX_CONFLICTS {
+            reported.retain(|_, at| now.duration_since(*at) < CONFLICT_EVERY);
+            if reported.len() >= MAX_CONFLICTS {
+                return false;
+            }
+        }
+        reported.insert(key, now);
+        true
+    }
 }
 
 fn report_conflict(
@@ -133,12 +121,8 @@ fn report_conflict(
 
 impl Mutator for VerticalMutator {
     fn mutate(&self, review: &[u8]) -> Result<Option<serde_json::Value>, String> {
-        let index = self
-            .state
-            .index
-            .read()
-            .map_err(|_| "autoscaler index poisoned".to_string())?;
-        match lazyscale_vertical::mutate(review, &*index) {
+        let snapshot = self.state.snapshot();
+        match lazyscale_vertical::mutate(review, snapshot.autoscalers()) {
             Ok(Outcome::Patched { patch, .. }) => Ok(Some(patch)),
             Ok(Outcome::Conflict {
                 namespace,
@@ -146,7 +130,9 @@ impl Mutator for VerticalMutator {
                 autoscalers,
             }) => {
                 tracing::warn!(%namespace, ?target, ?autoscalers, "more than one DatadogPodAutoscaler targets this workload: pod not patched");
-                if let Some(r) = &self.events {
+                if let Some(r) = &self.events
+                    && self.due(format!("{namespace}/{}", autoscalers.join(",")), Instant::now())
+                {
                     report_conflict(r.clone(), namespace, autoscalers);
                 }
                 Ok(None)
@@ -186,7 +172,7 @@ pub struct LoopConfig {
 pub async fn run(
     client: kube::Client,
     pods: Arc<PodStore>,
-    state: Arc<VerticalState>,
+    state: Arc<DpaIndex>,
     config: LoopConfig,
     stop: CancellationToken,
 ) {
@@ -207,7 +193,7 @@ pub async fn run(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let dpas = state.snapshot();
+        let dpas: Vec<Arc<DatadogPodAutoscaler>> = state.snapshot().dpas().cloned().collect();
         written.retain(|(ns, name), _| {
             dpas.iter().any(|d| {
                 d.metadata.namespace.as_deref() == Some(ns) && d.metadata.name.as_deref() == Some(name)
@@ -221,6 +207,9 @@ pub async fn run(
         }
         tracked = live;
         recommender.garbage_collect(Timestamp::now());
+        // OOM kills already counted, bounded by the pods still cached (kept only for pods seen this round).
+        let mut alive: std::collections::HashSet<u128> = std::collections::HashSet::new();
+        let mut complete = true;
         let mut namespaces: BTreeMap<String, Vec<Arc<DatadogPodAutoscaler>>> = BTreeMap::new();
         for d in &dpas {
             if let Some(ns) = &d.metadata.namespace {
@@ -236,6 +225,7 @@ pub async fn run(
                     Ok(l) => l.items,
                     Err(error) => {
                         tracing::debug!(%error, namespace = %ns, "no pod metrics");
+                        complete = false;
                         continue;
                     }
                 };
@@ -248,7 +238,7 @@ pub async fn run(
                 if restored.insert(key.clone()) {
                     restore(&client, &mut recommender, &dpa, &key).await;
                 }
-                feed(&mut recommender, &mut seen_ooms, &pods, &key, &by_pod);
+                feed(&mut recommender, &mut seen_ooms, &mut alive, &pods, &key, &by_pod);
                 if *config.leader.borrow()
                     && let Some(cp) = recommender.checkpoint_if_due(&key, Timestamp::now())
                 {
@@ -307,6 +297,9 @@ pub async fn run(
                 }
             }
         }
+        if complete {
+            seen_ooms.retain(|(uid, _, _)| alive.contains(uid));
+        }
     }
 }
 
@@ -330,6 +323,7 @@ fn strip_time(v: &serde_json::Value) -> serde_json::Value {
 fn feed(
     recommender: &mut Recommender,
     seen_ooms: &mut std::collections::HashSet<(u128, usize, u32)>,
+    alive: &mut std::collections::HashSet<u128>,
     pods: &PodStore,
     key: &WorkloadKey,
     metrics: &HashMap<&str, &DynamicObject>,
@@ -337,6 +331,7 @@ fn feed(
     let workload = PodWorkload::new(&key.namespace, WorkloadKind::from_kind(&key.kind), &key.name);
     let now = Timestamp::now();
     pods.for_each_pod_of(&workload, |pod| {
+        alive.insert(pod.uid());
         for (i, state) in pod.container_states().iter().enumerate() {
             // each kill once: the termination stays in lastState until the next one
             if state.last_oom_killed()
