@@ -25,7 +25,7 @@ use kube::{Api, Client, ResourceExt};
 use lazyscale_api::consts::events::REPORTER;
 use lazyscale_api::{DatadogPodAutoscaler, DatadogPodAutoscalerStatus};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use lazyscale_api::HorizontalStatus;
@@ -43,6 +43,37 @@ use crate::validate::{self, SelfTarget};
 
 /// A DPA key: namespace and name.
 pub type Key = (String, String);
+
+/// Where the controller reads DPAs from: its own reflector ([`Controller::new`]) or the agent's one
+/// DPA index ([`Controller::with_dpas`]), so the agent watches DPAs once.
+pub trait DpaSource: Send + Sync {
+    /// One DPA.
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<DatadogPodAutoscaler>>;
+    /// Every DPA.
+    fn list(&self) -> Vec<Arc<DatadogPodAutoscaler>>;
+}
+
+/// A change of an external [`DpaSource`], sent by its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DpaChange {
+    /// This DPA was added, changed or deleted.
+    Changed(Key),
+    /// The source has its initial list (again, after a relist).
+    Synced,
+}
+
+/// The controller's own reflector store as a [`DpaSource`].
+struct StoreDpas(Store<DatadogPodAutoscaler>);
+
+impl DpaSource for StoreDpas {
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<DatadogPodAutoscaler>> {
+        self.0.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn list(&self) -> Vec<Arc<DatadogPodAutoscaler>> {
+        self.0.state()
+    }
+}
 
 /// Controller settings.
 #[derive(Debug, Clone)]
@@ -155,7 +186,7 @@ pub(crate) struct Shared {
     pub(crate) resolver: Resolver,
     pub(crate) recorder: Recorder,
     pub(crate) recommender: Recommender,
-    pub(crate) store: Store<DatadogPodAutoscaler>,
+    pub(crate) dpas: Arc<dyn DpaSource>,
     /// The recommendation history of every DPA reconciled (bounded by the DPAs, each by the engine).
     histories: Mutex<HashMap<Key, History>>,
     usage: RwLock<HashMap<String, Arc<NamespaceUsage>>>,
@@ -169,7 +200,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn dpa(&self, key: &Key) -> Option<Arc<DatadogPodAutoscaler>> {
-        self.store.get(&ObjectRef::new(&key.1).within(&key.0))
+        self.dpas.get(&key.0, &key.1)
     }
 
     /// Whether this replica leads right now (a closed channel means it does not).
@@ -236,8 +267,8 @@ impl Shared {
 
     fn recompute_limit(&self) {
         let all: Vec<validate::LimitKey> = self
-            .store
-            .state()
+            .dpas
+            .list()
             .iter()
             .map(|d| {
                 (
@@ -254,8 +285,8 @@ impl Shared {
     }
 
     fn keys(&self) -> Vec<Key> {
-        self.store
-            .state()
+        self.dpas
+            .list()
             .iter()
             .map(|d| (d.namespace().unwrap_or_default(), d.name_any()))
             .collect()
@@ -307,7 +338,11 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// [`Controller::run`] it.
 pub struct Controller {
     shared: Arc<Shared>,
+    /// The own reflector (standalone controllers) ...
     writer: Option<reflector::store::Writer<DatadogPodAutoscaler>>,
+    store: Option<Store<DatadogPodAutoscaler>>,
+    /// ... or the changes of an external source.
+    changes: Option<mpsc::Receiver<DpaChange>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -330,9 +365,31 @@ pub struct PassReport {
 }
 
 impl Controller {
-    /// A controller over `client`, reading pods from `pods`. Nothing runs until [`Controller::run`].
+    /// A controller over `client`, reading pods from `pods` and DPAs from a reflector of its own.
+    /// Nothing runs until [`Controller::run`].
     pub fn new(client: Client, config: Config, pods: Arc<dyn PodSource>) -> Self {
         let (store, writer) = reflector::store();
+        let mut c = Self::build(client, config, pods, Arc::new(StoreDpas(store.clone())));
+        c.writer = Some(writer);
+        c.store = Some(store);
+        c
+    }
+
+    /// A controller reading DPAs from `dpas`, told of their changes on `changes` (the agent's one
+    /// DPA index; no DPA watch of its own).
+    pub fn with_dpas(
+        client: Client,
+        config: Config,
+        pods: Arc<dyn PodSource>,
+        dpas: Arc<dyn DpaSource>,
+        changes: mpsc::Receiver<DpaChange>,
+    ) -> Self {
+        let mut c = Self::build(client, config, pods, dpas);
+        c.changes = Some(changes);
+        c
+    }
+
+    fn build(client: Client, config: Config, pods: Arc<dyn PodSource>, dpas: Arc<dyn DpaSource>) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -350,7 +407,7 @@ impl Controller {
             pods,
             recorder,
             recommender,
-            store,
+            dpas,
             histories: Mutex::default(),
             usage: RwLock::default(),
             allowed: RwLock::default(),
@@ -362,7 +419,9 @@ impl Controller {
         });
         Self {
             shared,
-            writer: Some(writer),
+            writer: None,
+            store: None,
+            changes: None,
         }
     }
 
@@ -397,7 +456,9 @@ impl Controller {
                 }
             }
         });
-        let _ = self.shared.store.wait_until_ready().await;
+        if let Some(store) = &self.store {
+            let _ = store.wait_until_ready().await;
+        }
         Some(task)
     }
 
@@ -435,14 +496,30 @@ impl Controller {
         *shared.leader.write() = leader.clone();
         let mut leader = leader;
         let mut leader_open = true;
-        let mut events = match self.writer.take() {
-            Some(writer) => reflector::reflector(
-                writer,
-                watcher::watcher(self.dpa_api(), watcher::Config::default()).default_backoff(),
-            )
-            .boxed(),
-            None => futures::stream::pending().boxed(),
-        };
+        let mut events: futures::stream::BoxStream<'static, DpaChange> =
+            match (self.writer.take(), self.changes.take()) {
+                (Some(writer), _) => reflector::reflector(
+                    writer,
+                    watcher::watcher(self.dpa_api(), watcher::Config::default()).default_backoff(),
+                )
+                .filter_map(|ev| async move {
+                    match ev {
+                        Ok(Event::Apply(d) | Event::Delete(d)) => Some(DpaChange::Changed((
+                            d.namespace().unwrap_or_default(),
+                            d.name_any(),
+                        ))),
+                        Ok(Event::InitDone) => Some(DpaChange::Synced),
+                        Ok(_) => None,
+                        Err(error) => {
+                            tracing::warn!(error = %error_chain(&error), "DPA watch error");
+                            None
+                        }
+                    }
+                })
+                .boxed(),
+                (None, Some(changes)) => tokio_stream_from(changes),
+                (None, None) => futures::stream::pending().boxed(),
+            };
         let mut queue = Queue::default();
         let mut tasks: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
         let mut tick = tokio::time::interval(shared.config.recommendation_period);
@@ -490,19 +567,17 @@ impl Controller {
                     }
                 }
                 ev = events.next() => match ev {
-                    Some(Ok(Event::Apply(d) | Event::Delete(d))) => {
+                    Some(DpaChange::Changed(key)) => {
                         shared.limit_dirty.store(true, Ordering::Release);
                         if synced {
-                            queue.push((d.namespace().unwrap_or_default(), d.name_any()));
+                            queue.push(key);
                         }
                     }
-                    Some(Ok(Event::InitDone)) => {
+                    Some(DpaChange::Synced) => {
                         shared.limit_dirty.store(true, Ordering::Release);
                         synced = true;
                         tick.reset_immediately();
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => tracing::warn!(error = %error_chain(&error), "DPA watch error"),
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -532,6 +607,11 @@ impl Controller {
         }
         tracing::info!("controller stopped");
     }
+}
+
+/// A channel receiver as a stream.
+fn tokio_stream_from(mut rx: mpsc::Receiver<DpaChange>) -> futures::stream::BoxStream<'static, DpaChange> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -687,7 +767,7 @@ impl Handle {
 
     /// DPAs in the cache.
     pub fn dpas(&self) -> usize {
-        self.shared.store.state().len()
+        self.shared.dpas.list().len()
     }
 }
 

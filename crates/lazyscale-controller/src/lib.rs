@@ -44,6 +44,8 @@ pub mod time;
 pub mod usage;
 pub mod validate;
 
-pub use controller::{Config, Controller, CounterSnapshot, Counters, Handle, Key, PassReport};
+pub use controller::{
+    Config, Controller, CounterSnapshot, Counters, DpaChange, DpaSource, Handle, Key, PassReport,
+};
 pub use pods::{PodSample, PodSource, StaticPods, WatchedPods};
 pub use reconcile::Error as ReconcileError;

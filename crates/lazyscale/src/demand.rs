@@ -112,6 +112,7 @@ async fn watch_kind<K>(
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut pending: Vec<(Source, Option<Target>)> = Vec::new();
     let mut warned = false;
+    let mut reported_absent = false;
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return,
@@ -137,6 +138,19 @@ async fn watch_kind<K>(
             Ok(Event::Delete(o)) => source_of(kind, Observed::object_meta(&o)).map(Update::Gone),
             Err(error) => {
                 errors.inc();
+                // The resource is not served (no CRD): there are none of it, which is a complete
+                // list for readiness and the gate; the watch keeps retrying and lists for real once
+                // the CRD appears.
+                let unserved = matches!(
+                    &error,
+                    watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404
+                );
+                if unserved && !reported_absent {
+                    reported_absent = true;
+                    if tx.send(Update::Snapshot(kind, Vec::new())).await.is_err() {
+                        return;
+                    }
+                }
                 // A missing CRD is normal on a cluster without DatadogPodAutoscalers: say it once.
                 if !warned {
                     tracing::warn!(?kind, error = %error, "autoscaler watch failed; retrying with backoff");

@@ -1,5 +1,6 @@
 //! The agent's one DPA index: every DatadogPodAutoscaler the always-on DPA watch has seen, with the
-//! webhook's lookup structure built from them, behind one lock.
+//! webhook's lookup structure built from them, behind one lock. The webhook, the vertical loop and
+//! the horizontal controller (as its `DpaSource`) read it; the gate is fed by the same watch.
 //!
 //! Readers take a [`Snapshot`] (an `Arc`, cheap to clone, never partial); writers change the index
 //! copy-on-write, so a reader holding a snapshot keeps a consistent view while the index moves on. A
@@ -106,6 +107,17 @@ impl DpaIndex {
     /// Whether no DPA is known.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The controller reads DPAs from the index.
+impl lazyscale_controller::DpaSource for DpaIndex {
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<DatadogPodAutoscaler>> {
+        self.snapshot().get(namespace, name).cloned()
+    }
+
+    fn list(&self) -> Vec<Arc<DatadogPodAutoscaler>> {
+        self.snapshot().dpas().cloned().collect()
     }
 }
 

@@ -25,6 +25,7 @@ use crate::index::DpaIndex;
 use crate::telemetry::{DemandKind, DemandLabels, GateState, Metrics, TransitionLabels};
 use crate::vertical::VerticalMutator;
 use crate::webhook::{Mutator, Registration};
+use lazyscale_controller::DpaChange;
 use lazyscale_core::demand::{Demand, Source, SourceKind};
 use lazyscale_core::gate::{Action, CloseOutcome, Gate};
 
@@ -68,6 +69,8 @@ struct Running {
     cancel: CancellationToken,
     /// The stack's tasks (controller, lease, vertical loop); stopping awaits every one.
     tasks: JoinSet<()>,
+    /// DPA changes for the controller.
+    dpa_changes: tokio::sync::mpsc::Sender<DpaChange>,
     pods: lazyscale_podcache::watch::PodCollection,
     /// The interest set or the webhook namespaces must be refreshed at this time (changes are coalesced:
     /// many autoscalers created together cost one backfill per namespace, not one each).
@@ -141,7 +144,7 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
     let mut ended_on_its_own = false;
     if deps.settings.eager {
         tracing::info!("eager mode: starting the stack without waiting for an autoscaler");
-        running = Some(start(&mut deps, &demand, &targets).await);
+        running = Some(start(&mut deps, &demand, &targets, listed.contains(&SourceKind::Dpa)).await);
     }
     loop {
         let refresh_at = running.as_ref().and_then(|r| r.refresh_at);
@@ -153,11 +156,17 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
                     break;
                 };
                 note_listed(&mut listed, &u, &deps.ready);
-                apply(&mut demand, &mut targets, &deps.vertical, u);
+                let mut changes = apply(&mut demand, &mut targets, &deps.vertical, u);
                 // take whatever else is already queued before acting
                 while let Ok(u) = updates.try_recv() {
                     note_listed(&mut listed, &u, &deps.ready);
-                    apply(&mut demand, &mut targets, &deps.vertical, u);
+                    changes.extend(apply(&mut demand, &mut targets, &deps.vertical, u));
+                }
+                if let Some(r) = &running {
+                    for c in changes {
+                        // A full channel is fine: the controller's period reconciles every DPA anyway.
+                        let _ = r.dpa_changes.try_send(c);
+                    }
                 }
                 set_autoscaler_gauges(&deps.metrics, &demand);
                 if let Some(r) = running.as_mut()
@@ -204,7 +213,7 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
                     .gate_transitions
                     .get_or_create(&TransitionLabels { to: GateState::Open })
                     .inc();
-                running = Some(start(&mut deps, &demand, &targets).await);
+                running = Some(start(&mut deps, &demand, &targets, listed.contains(&SourceKind::Dpa)).await);
             }
             Action::StopStack => stop_stack(&mut deps, &mut running).await,
             Action::None => {}
@@ -243,12 +252,29 @@ async fn stop_stack(deps: &mut Deps, running: &mut Option<Running>) {
     }
 }
 
-fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: &DpaIndex, u: Update) {
+/// Applies one update to the demand set, the DPA targets and the DPA index; returns what changed
+/// for the controller.
+fn apply(
+    demand: &mut Demand,
+    targets: &mut BTreeMap<Source, Target>,
+    index: &DpaIndex,
+    u: Update,
+) -> Vec<DpaChange> {
+    let mut changes = Vec::new();
     match u {
         Update::Snapshot(kind, list) => {
             if kind == SourceKind::Dpa {
+                // Every DPA before and after the relist: the deleted ones are forgotten too.
+                let before = index.snapshot();
+                changes.extend(before.dpas().filter_map(key_of));
                 targets.clear();
-                vertical.replace(list.iter().filter_map(|(_, t)| t.as_ref()?.dpa.clone()).collect());
+                index.replace(list.iter().filter_map(|(_, t)| t.as_ref()?.dpa.clone()).collect());
+                changes.extend(
+                    list.iter().map(|(s, _)| {
+                        DpaChange::Changed((s.namespace_name().to_owned(), s.name().to_owned()))
+                    }),
+                );
+                changes.push(DpaChange::Synced);
             }
             let mut set = BTreeSet::new();
             for (s, t) in list {
@@ -260,10 +286,16 @@ fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: 
             let _ = demand.replace_kind(kind, set);
         }
         Update::Present(s, t) => {
+            if s.kind() == SourceKind::Dpa {
+                changes.push(DpaChange::Changed((
+                    s.namespace_name().to_owned(),
+                    s.name().to_owned(),
+                )));
+            }
             match t {
                 Some(t) => {
                     if let Some(d) = &t.dpa {
-                        vertical.upsert(d.clone());
+                        index.upsert(d.clone());
                     }
                     targets.insert(s.clone(), t)
                 }
@@ -273,12 +305,24 @@ fn apply(demand: &mut Demand, targets: &mut BTreeMap<Source, Target>, vertical: 
         }
         Update::Gone(s) => {
             if s.kind() == SourceKind::Dpa {
-                vertical.remove(s.namespace_name(), s.name());
+                index.remove(s.namespace_name(), s.name());
+                changes.push(DpaChange::Changed((
+                    s.namespace_name().to_owned(),
+                    s.name().to_owned(),
+                )));
             }
             targets.remove(&s);
             let _ = demand.apply(s, false);
         }
     }
+    changes
+}
+
+fn key_of(d: &Arc<lazyscale_api::DatadogPodAutoscaler>) -> Option<DpaChange> {
+    Some(DpaChange::Changed((
+        d.metadata.namespace.clone()?,
+        d.metadata.name.clone()?,
+    )))
 }
 
 /// The workloads whose pods the cache keeps: DPA targets, profile-labelled workloads, and every
@@ -305,7 +349,15 @@ pub fn interest(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Interest
     i
 }
 
-async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Target>) -> Running {
+/// How many DPA changes may wait for the controller (beyond, its period catches up).
+const DPA_CHANGES: usize = 1024;
+
+async fn start(
+    deps: &mut Deps,
+    demand: &Demand,
+    targets: &BTreeMap<Source, Target>,
+    dpas_listed: bool,
+) -> Running {
     tracing::info!(
         autoscalers = demand.len(),
         "first autoscaler: starting the autoscaling stack"
@@ -338,7 +390,12 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
         ),
         cancel.clone(),
     );
-    let controller = lazyscale_controller::Controller::new(
+    // The controller reads the one DPA index; the stack tells it what changed.
+    let (dpa_changes, changes) = tokio::sync::mpsc::channel(DPA_CHANGES);
+    if dpas_listed {
+        let _ = dpa_changes.try_send(DpaChange::Synced);
+    }
+    let controller = lazyscale_controller::Controller::with_dpas(
         client.clone(),
         lazyscale_controller::Config {
             recommendation_period: deps.horizontal_period,
@@ -348,6 +405,8 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
             store: pods.store().clone(),
             synced: pods.subscribe_synced(),
         }),
+        deps.vertical.clone(),
+        changes,
     );
     if let Ok(mut h) = deps.controller.write() {
         *h = Some(controller.handle());
@@ -401,6 +460,7 @@ async fn start(deps: &mut Deps, demand: &Demand, targets: &BTreeMap<Source, Targ
     Running {
         cancel,
         tasks,
+        dpa_changes,
         pods,
         refresh_at: None,
     }
