@@ -168,12 +168,12 @@ impl std::ops::Sub for CounterSnapshot {
     type Output = CounterSnapshot;
     fn sub(self, o: Self) -> Self {
         CounterSnapshot {
-            api_requests: self.api_requests - o.api_requests,
-            status_writes: self.status_writes - o.status_writes,
-            scale_writes: self.scale_writes - o.scale_writes,
-            scale_errors: self.scale_errors - o.scale_errors,
-            reconciles: self.reconciles - o.reconciles,
-            errors: self.errors - o.errors,
+            api_requests: self.api_requests.saturating_sub(o.api_requests),
+            status_writes: self.status_writes.saturating_sub(o.status_writes),
+            scale_writes: self.scale_writes.saturating_sub(o.scale_writes),
+            scale_errors: self.scale_errors.saturating_sub(o.scale_errors),
+            reconciles: self.reconciles.saturating_sub(o.reconciles),
+            errors: self.errors.saturating_sub(o.errors),
         }
     }
 }

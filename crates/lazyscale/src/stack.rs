@@ -71,6 +71,9 @@ struct Running {
     tasks: JoinSet<()>,
     /// DPA changes for the controller.
     dpa_changes: tokio::sync::mpsc::Sender<DpaChange>,
+    /// The controller, and its counters as last added to the metrics.
+    controller: lazyscale_controller::Handle,
+    flushed: lazyscale_controller::CounterSnapshot,
     pods: lazyscale_podcache::watch::PodCollection,
     /// The interest set or the webhook namespaces must be refreshed at this time (changes are coalesced:
     /// many autoscalers created together cost one backfill per namespace, not one each).
@@ -195,7 +198,8 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
                 }
             }
             _ = refresh.tick() => {
-                if let Some(r) = &running {
+                if let Some(r) = running.as_mut() {
+                    flush_controller_metrics(&deps.metrics, r);
                     publish_cache_metrics(&deps.metrics, r);
                     if r.pods.is_synced() {
                         deps.gate.mark_pod_collection_synced(epoch);
@@ -408,8 +412,9 @@ async fn start(
         deps.vertical.clone(),
         changes,
     );
+    let handle = controller.handle();
     if let Ok(mut h) = deps.controller.write() {
-        *h = Some(controller.handle());
+        *h = Some(handle.clone());
     }
     tasks.spawn(
         async move {
@@ -436,6 +441,7 @@ async fn start(
                     instance: Some(crate::horizontal::identity()),
                 },
             ))),
+            Some(deps.metrics.clone()),
         )));
     }
     tasks.spawn(
@@ -447,6 +453,7 @@ async fn start(
                 period: deps.vertical_period,
                 leader,
                 recommender: deps.vertical_recommender.clone(),
+                metrics: deps.metrics.clone(),
             },
             cancel.clone(),
         )
@@ -461,9 +468,17 @@ async fn start(
         cancel,
         tasks,
         dpa_changes,
+        controller: handle,
+        flushed: lazyscale_controller::CounterSnapshot::default(),
         pods,
         refresh_at: None,
     }
+}
+
+fn flush_controller_metrics(metrics: &Metrics, r: &mut Running) {
+    let now = r.controller.counters();
+    metrics.add_controller(now, r.flushed);
+    r.flushed = now;
 }
 
 fn publish_cache_metrics(metrics: &Metrics, r: &Running) {
@@ -503,6 +518,7 @@ async fn stop(deps: &mut Deps, mut r: Running) {
         tracing::warn!("stack tasks still running after {STOP_TIMEOUT:?}: aborting them");
         r.tasks.abort_all();
     }
+    flush_controller_metrics(&deps.metrics, &mut r);
     r.pods.stopped().await;
     drop(r);
     deps.metrics.gate_open.set(0);

@@ -65,6 +65,54 @@ pub struct WebhookLabels {
     pub path: WebhookPath,
 }
 
+/// What the horizontal controller did.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ControllerOp {
+    /// A reconcile ran.
+    Reconcile,
+    /// A reconcile failed (retried with backoff).
+    ReconcileError,
+    /// `/scale` was written.
+    ScaleWrite,
+    /// A `/scale` write failed.
+    ScaleError,
+    /// The horizontal status fields were applied.
+    StatusWrite,
+    /// An API request of a reconcile or a pass (watches aside).
+    ApiRequest,
+}
+
+/// Label set of controller operations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// The operation.
+    pub op: ControllerOp,
+}
+
+/// What the vertical loop did.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum VerticalOp {
+    /// `status.vertical` and its conditions were applied.
+    StatusWrite,
+    /// Applying them failed.
+    StatusError,
+    /// A checkpoint ConfigMap was written.
+    Checkpoint,
+    /// An OOM kill was fed to the recommender.
+    OomRecorded,
+    /// A namespace's PodMetrics could not be listed.
+    MetricsError,
+    /// Two autoscalers on one workload were reported (event).
+    Conflict,
+}
+
+/// Label set of vertical operations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerticalLabels {
+    /// The operation.
+    pub op: VerticalOp,
+}
+
 /// All metrics of the agent.
 pub struct Metrics {
     /// The registry (encode it for `/metrics`).
@@ -89,6 +137,10 @@ pub struct Metrics {
     pub demand_watch_errors: Counter,
     /// Admission requests by path.
     pub webhook_requests: Family<WebhookLabels, Counter>,
+    /// Horizontal controller operations (summed over the stack's lifetimes).
+    pub controller: Family<ControllerLabels, Counter>,
+    /// Vertical loop operations.
+    pub vertical: Family<VerticalLabels, Counter>,
     /// Allocator-reported heap bytes (jemalloc `stats.allocated`).
     pub heap_bytes: Gauge,
     /// Resident set size.
@@ -110,6 +162,8 @@ impl Metrics {
             watch_errors: Gauge::default(),
             demand_watch_errors: Counter::default(),
             webhook_requests: Family::default(),
+            controller: Family::default(),
+            vertical: Family::default(),
             heap_bytes: Gauge::default(),
             resident_bytes: Gauge::default(),
             registry: Registry::default(),
@@ -172,6 +226,16 @@ impl Metrics {
             m.webhook_requests.clone(),
         );
         registry.register(
+            "controller_operations",
+            "Operations of the horizontal controller, by kind",
+            m.controller.clone(),
+        );
+        registry.register(
+            "vertical_operations",
+            "Operations of the vertical loop, by kind",
+            m.vertical.clone(),
+        );
+        registry.register(
             "process_heap_bytes",
             "Heap bytes allocated (jemalloc stats.allocated)",
             m.heap_bytes.clone(),
@@ -191,6 +255,32 @@ impl Metrics {
         self.resident_bytes.set(mem.resident_bytes as i64);
     }
 
+    /// Adds what the controller did since `last` (its counters start at zero with every stack).
+    pub fn add_controller(
+        &self,
+        now: lazyscale_controller::CounterSnapshot,
+        last: lazyscale_controller::CounterSnapshot,
+    ) {
+        let d = now - last;
+        for (op, n) in [
+            (ControllerOp::Reconcile, d.reconciles),
+            (ControllerOp::ReconcileError, d.errors),
+            (ControllerOp::ScaleWrite, d.scale_writes),
+            (ControllerOp::ScaleError, d.scale_errors),
+            (ControllerOp::StatusWrite, d.status_writes),
+            (ControllerOp::ApiRequest, d.api_requests),
+        ] {
+            if n > 0 {
+                self.controller.get_or_create(&ControllerLabels { op }).inc_by(n);
+            }
+        }
+    }
+
+    /// Counts one vertical operation.
+    pub fn vertical(&self, op: VerticalOp) {
+        self.vertical.get_or_create(&VerticalLabels { op }).inc();
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         self.refresh_memory();
@@ -202,8 +292,41 @@ impl Metrics {
     }
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_and_vertical_operations_are_exported() {
+        let m = Metrics::new();
+        let before = lazyscale_controller::CounterSnapshot::default();
+        let now = lazyscale_controller::CounterSnapshot {
+            reconciles: 3,
+            scale_writes: 1,
+            ..before
+        };
+        m.add_controller(now, before);
+        m.add_controller(now, now);
+        m.vertical(VerticalOp::StatusWrite);
+        let text = m.encode();
+        for want in [
+            "lazyscale_controller_operations_total{op=\"Reconcile\"} 3",
+            "lazyscale_controller_operations_total{op=\"ScaleWrite\"} 1",
+            "lazyscale_vertical_operations_total{op=\"StatusWrite\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
     }
 }

@@ -31,6 +31,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::DpaIndex;
+use crate::telemetry::{Metrics, VerticalOp};
 use crate::webhook::Mutator;
 
 /// The webhook mutator of a running stack.
@@ -42,6 +43,8 @@ pub struct VerticalMutator {
     /// When each conflict was last reported: one event per conflict per [`CONFLICT_EVERY`], at most
     /// [`MAX_CONFLICTS`] conflicts remembered, so admissions never pile up event tasks.
     reported: Mutex<HashMap<String, Instant>>,
+    /// Where reported conflicts are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// How often one conflict is reported.
@@ -51,11 +54,16 @@ pub const MAX_CONFLICTS: usize = 1024;
 
 impl VerticalMutator {
     /// A mutator over the index, reporting conflicts to `events`.
-    pub fn new(state: Arc<DpaIndex>, events: Option<Arc<kube::runtime::events::Recorder>>) -> Self {
+    pub fn new(
+        state: Arc<DpaIndex>,
+        events: Option<Arc<kube::runtime::events::Recorder>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         Self {
             state,
             events,
             reported: Mutex::default(),
+            metrics,
         }
     }
 
@@ -133,6 +141,9 @@ impl Mutator for VerticalMutator {
                 if let Some(r) = &self.events
                     && self.due(format!("{namespace}/{}", autoscalers.join(",")), Instant::now())
                 {
+                    if let Some(m) = &self.metrics {
+                        m.vertical(VerticalOp::Conflict);
+                    }
                     report_conflict(r.clone(), namespace, autoscalers);
                 }
                 Ok(None)
@@ -166,6 +177,8 @@ pub struct LoopConfig {
     pub leader: tokio::sync::watch::Receiver<bool>,
     /// The recommender's tunables.
     pub recommender: lazyscale_vertical::Config,
+    /// Where the loop's operations are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs the recommendation loop until `stop`.
@@ -226,6 +239,7 @@ pub async fn run(
                     Err(error) => {
                         tracing::debug!(%error, namespace = %ns, "no pod metrics");
                         complete = false;
+                        config.metrics.vertical(VerticalOp::MetricsError);
                         continue;
                     }
                 };
@@ -238,11 +252,14 @@ pub async fn run(
                 if restored.insert(key.clone()) {
                     restore(&client, &mut recommender, &dpa, &key).await;
                 }
-                feed(&mut recommender, &mut seen_ooms, &mut alive, &pods, &key, &by_pod);
+                for _ in 0..feed(&mut recommender, &mut seen_ooms, &mut alive, &pods, &key, &by_pod) {
+                    config.metrics.vertical(VerticalOp::OomRecorded);
+                }
                 if *config.leader.borrow()
                     && let Some(cp) = recommender.checkpoint_if_due(&key, Timestamp::now())
+                    && save_checkpoint(&client, &dpa, &cp).await
                 {
-                    save_checkpoint(&client, &dpa, &cp).await;
+                    config.metrics.vertical(VerticalOp::Checkpoint);
                 }
                 let rec = recommender.recommend(&key);
                 let out =
@@ -289,10 +306,12 @@ pub async fn run(
                 {
                     Ok(_) => {
                         tracing::info!(namespace = %ns, dpa = %id.1, "vertical recommendation written");
+                        config.metrics.vertical(VerticalOp::StatusWrite);
                         written.insert(id, comparable);
                     }
                     Err(error) => {
-                        tracing::warn!(%error, namespace = %ns, dpa = %id.1, "writing the vertical recommendation failed; retrying next period")
+                        tracing::warn!(%error, namespace = %ns, dpa = %id.1, "writing the vertical recommendation failed; retrying next period");
+                        config.metrics.vertical(VerticalOp::StatusError);
                     }
                 }
             }
@@ -327,9 +346,10 @@ fn feed(
     pods: &PodStore,
     key: &WorkloadKey,
     metrics: &HashMap<&str, &DynamicObject>,
-) {
+) -> usize {
     let workload = PodWorkload::new(&key.namespace, WorkloadKind::from_kind(&key.kind), &key.name);
     let now = Timestamp::now();
+    let mut ooms = 0;
     pods.for_each_pod_of(&workload, |pod| {
         alive.insert(pod.uid());
         for (i, state) in pod.container_states().iter().enumerate() {
@@ -342,6 +362,7 @@ fn feed(
                 let limit = r.limits.memory_bytes.or(r.requests.memory_bytes).unwrap_or(0);
                 if limit > 0 {
                     recommender.record_oom(key, c.name.as_str(), limit, now, None);
+                    ooms += 1;
                 }
             }
         }
@@ -375,6 +396,7 @@ fn feed(
             }
         }
     });
+    ooms
 }
 
 /// The vertical conditions of a DPA as stored (`VerticalAbleToRecommend`, `VerticalScalingLimited`).
@@ -453,12 +475,12 @@ async fn save_checkpoint(
     client: &kube::Client,
     dpa: &DatadogPodAutoscaler,
     cp: &lazyscale_vertical::WorkloadCheckpoint,
-) {
+) -> bool {
     let (Some(ns), Some(name), Some(uid)) = (&dpa.metadata.namespace, &dpa.metadata.name, &dpa.metadata.uid)
     else {
-        return;
+        return false;
     };
-    let Ok(data) = cp.to_json() else { return };
+    let Ok(data) = cp.to_json() else { return false };
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": checkpoint_name(name), "namespace": ns,
             "labels": {consts::labels::APP_MANAGED_BY: consts::labels::MANAGED_BY_LAZYSCALE},
@@ -474,8 +496,14 @@ async fn save_checkpoint(
         )
         .await
     {
-        Ok(_) => tracing::debug!(namespace = %ns, dpa = %name, "vertical checkpoint written"),
-        Err(error) => tracing::warn!(%error, namespace = %ns, dpa = %name, "vertical checkpoint not written"),
+        Ok(_) => {
+            tracing::debug!(namespace = %ns, dpa = %name, "vertical checkpoint written");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, namespace = %ns, dpa = %name, "vertical checkpoint not written");
+            false
+        }
     }
 }
 
