@@ -1,30 +1,29 @@
-//! Bulk mode: populates a cluster with many realistic pods fast, for memory benchmarks. It creates
-//! namespaces, real Deployments and their ReplicaSets (`<deployment>-<pod-template-hash>`), then
-//! pods `<replicaset>-<5 chars>` owned by them — a dozen labels and annotations, two containers with
-//! requests, limits, probes, env and mounts, bound to a simulated node — each followed by a status
-//! write making it Running and Ready (so each pod is 3–5 KB in etcd with the managedFields the
-//! server adds). Writes run concurrently over several clients. Everything carries
-//! [`crate::BULK_LABEL`], so a running [`crate::Simulator`] leaves it alone by default.
+//! Bulk mode: populates a cluster with many realistic pods, for memory benchmarks. It creates
+//! namespaces, enough kwok nodes for the pods, and real Deployments whose pod templates carry a dozen
+//! labels and annotations and two containers with requests, limits, ports and env; then the control
+//! plane does the rest, as in a real cluster: kube-controller-manager creates the ReplicaSets and pods
+//! (real owner chains), kube-scheduler binds them and kwok makes them Running and Ready. Creation is
+//! done when every pod runs (counted from a pod watch). Everything carries [`crate::BULK_LABEL`], so a
+//! running [`crate::Simulator`] leaves it alone by default.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, Namespace, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 use tracing::info;
 
-use crate::controllers::{POD_TEMPLATE_HASH, REVISION, is_conflict, owner_ref};
-use crate::hash::{SplitMix64, pod_template_hash, random_suffix};
-use crate::kubelet::{build_status, node_ip};
+use crate::hash::SplitMix64;
+use crate::objects::is_conflict;
 use crate::{BULK_LABEL, Error, Result, SimConfig};
 
 /// What to create.
@@ -40,12 +39,12 @@ pub struct BulkSpec {
     pub namespace_prefix: String,
     /// Concurrent requests in flight.
     pub concurrency: usize,
-    /// Simulated nodes the pods are bound to (named as [`SimConfig`] names them).
+    /// kwok nodes to add for the pods (`bulk-node-1`, ...), each with room for its share of them.
     pub nodes: u32,
     /// Seed of names.
     pub seed: u64,
-    /// Whether to write a Running/Ready status for every pod.
-    pub status: bool,
+    /// How long to wait for every pod to run.
+    pub timeout: Duration,
 }
 
 impl Default for BulkSpec {
@@ -56,9 +55,9 @@ impl Default for BulkSpec {
             deployments: 100,
             namespace_prefix: "bulk-".to_string(),
             concurrency: 48,
-            nodes: 3,
+            nodes: 4,
             seed: 1,
-            status: true,
+            timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -66,13 +65,13 @@ impl Default for BulkSpec {
 /// What was created and how fast.
 #[derive(Debug, Clone, Default)]
 pub struct BulkReport {
-    /// Pods created (with status when asked).
+    /// Pods running.
     pub pods: usize,
     /// Deployments created.
     pub deployments: usize,
     /// Namespaces used.
     pub namespaces: usize,
-    /// Time spent on pods (creates plus status writes).
+    /// From the first Deployment created to the last pod running.
     pub pod_elapsed: Duration,
     /// Total time.
     pub elapsed: Duration,
@@ -80,15 +79,6 @@ pub struct BulkReport {
     pub pods_per_second: f64,
     /// Mean size of a stored pod as the server returns it (JSON bytes, managedFields included).
     pub mean_pod_bytes: usize,
-}
-
-struct Group {
-    ns: String,
-    deployment: String,
-    rs_name: String,
-    rs_uid: String,
-    template: PodTemplateSpec,
-    pods: usize,
 }
 
 fn q(s: &str) -> Quantity {
@@ -190,7 +180,6 @@ fn template(ns: &str, name: &str, team: usize) -> PodTemplateSpec {
             restart_policy: Some("Always".into()),
             dns_policy: Some("ClusterFirst".into()),
             scheduler_name: Some("default-scheduler".into()),
-            service_account_name: Some(name.to_string()),
             termination_grace_period_seconds: Some(30),
             ..PodSpec::default()
         }),
@@ -217,8 +206,8 @@ pub async fn populate(client: &Client, spec: &BulkSpec) -> Result<BulkReport> {
     populate_with(std::slice::from_ref(client), spec, &|_| {}).await
 }
 
-/// Populates the cluster, spreading requests over `clients` (several connections pools help the
-/// server use its cores); `progress` is called with the number of pods done so far.
+/// Populates the cluster, spreading requests over `clients` (several connection pools help the
+/// server use its cores); `progress` is called with the number of pods running so far.
 pub async fn populate_with(
     clients: &[Client],
     spec: &BulkSpec,
@@ -247,211 +236,133 @@ pub async fn populate_with(
         create_ignore_exists(&ns_api, &ns).await?;
         namespaces.push(name);
     }
-    // Deployments and ReplicaSets.
-    let mut groups = Vec::with_capacity(n_dep);
-    for i in 0..n_dep {
-        let ns = &namespaces[i % n_ns];
-        let name = format!("svc-{i}");
-        let pods = spec.pods / n_dep + usize::from(i < spec.pods % n_dep);
-        let tmpl = template(ns, &name, i);
-        let mut sel = bulk_labels();
-        sel.insert("app".into(), name.clone());
-        let d = Deployment {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                labels: tmpl.metadata.as_ref().and_then(|m| m.labels.clone()),
-                annotations: Some([(REVISION.to_string(), "1".to_string())].into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(DeploymentSpec {
-                replicas: Some(pods as i32),
-                selector: LabelSelector {
-                    match_labels: Some(sel.clone()),
-                    match_expressions: None,
-                },
-                template: tmpl.clone(),
-                ..DeploymentSpec::default()
-            }),
-            status: None,
-        };
-        let d = create_ignore_exists(&Api::namespaced(client.clone(), ns), &d).await?;
-        // The server defaults the template: hash what it stored, as the controller would.
-        let stored_tmpl = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or(tmpl);
-        let hash = pod_template_hash(&stored_tmpl, None);
-        let mut rs_tmpl = stored_tmpl.clone();
-        if let Some(l) = rs_tmpl.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-            l.insert(POD_TEMPLATE_HASH.into(), hash.clone());
-        }
-        sel.insert(POD_TEMPLATE_HASH.into(), hash.clone());
-        let rs_name = format!("{name}-{hash}");
-        let rs = ReplicaSet {
-            metadata: ObjectMeta {
-                name: Some(rs_name.clone()),
-                namespace: Some(ns.clone()),
-                labels: rs_tmpl.metadata.as_ref().and_then(|m| m.labels.clone()),
-                annotations: Some(
-                    [
-                        (REVISION.to_string(), "1".to_string()),
-                        (crate::controllers::DESIRED_REPLICAS.to_string(), pods.to_string()),
-                        (
-                            crate::controllers::MAX_REPLICAS.to_string(),
-                            (pods + pods.div_ceil(4)).to_string(),
-                        ),
-                    ]
-                    .into(),
-                ),
-                owner_references: Some(vec![owner_ref(
-                    "Deployment",
-                    &name,
-                    d.metadata.uid.as_deref().unwrap_or_default(),
-                )]),
-                ..ObjectMeta::default()
-            },
-            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
-                replicas: Some(pods as i32),
-                min_ready_seconds: None,
-                selector: LabelSelector {
-                    match_labels: Some(sel),
-                    match_expressions: None,
-                },
-                template: Some(rs_tmpl.clone()),
-            }),
-            status: None,
-        };
-        let rs = create_ignore_exists(&Api::namespaced(client.clone(), ns), &rs).await?;
-        groups.push(Group {
-            ns: ns.clone(),
-            deployment: name,
-            rs_name,
-            rs_uid: rs.metadata.uid.clone().unwrap_or_default(),
-            template: rs_tmpl,
-            pods,
-        });
-    }
-    info!(
-        deployments = groups.len(),
-        namespaces = namespaces.len(),
-        "bulk: workloads created; creating pods"
-    );
+    let nodes = spec.nodes.max(1);
+    let per_node = spec.pods.div_ceil(nodes as usize) + 16;
+    let node_cfg = SimConfig {
+        nodes,
+        node_prefix: "bulk-node-".to_string(),
+        node_cpu: (per_node as f64 * 0.35 * 1.2).ceil().max(8.0),
+        node_memory: (per_node as f64 * 384.0 * 1.2 * 1024.0 * 1024.0).max(32.0 * 1024.0 * 1024.0 * 1024.0),
+        ..SimConfig::default()
+    };
+    crate::kubelet::ensure_nodes_with_pods(client, &node_cfg, per_node).await?;
 
-    // Pods: names generated here, like the API server's generateName, unique per ReplicaSet.
-    let mut rng = SplitMix64::new(spec.seed ^ 0xb01c);
-    let cfg = SimConfig::default();
-    let mut work = Vec::with_capacity(spec.pods);
-    for (gi, g) in groups.iter().enumerate() {
-        let mut used = HashSet::new();
-        for k in 0..g.pods {
-            let name = loop {
-                let n = format!("{}-{}", g.rs_name, random_suffix(&mut rng, 5));
-                if used.insert(n.clone()) {
-                    break n;
+    // Count running pods from a watch, so the Deployments' progress is seen as it happens.
+    let running = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = {
+        let running = running.clone();
+        let api: Api<Pod> = Api::all(client.clone());
+        let cfg = kube::runtime::watcher::Config::default().labels(BULK_LABEL);
+        tokio::spawn(async move {
+            let mut seen: HashSet<(String, String)> = HashSet::new();
+            let stream = kube::runtime::watcher::watcher(api, cfg).default_backoff();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                let pods = match ev {
+                    Ok(
+                        kube::runtime::watcher::Event::Apply(p) | kube::runtime::watcher::Event::InitApply(p),
+                    ) => vec![p],
+                    _ => continue,
+                };
+                for p in pods {
+                    if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && seen.insert((p.namespace().unwrap_or_default(), p.name_any()))
+                    {
+                        running.store(seen.len(), Ordering::Relaxed);
+                    }
                 }
-            };
-            let node = format!("{}{}", cfg.node_prefix, (gi + k) % spec.nodes.max(1) as usize + 1);
-            work.push((gi, name, node));
-        }
-    }
+            }
+        })
+    };
+
     let pod_start = Instant::now();
-    let done = AtomicUsize::new(0);
-    let bytes = AtomicUsize::new(0);
-    let sampled = AtomicUsize::new(0);
-    let groups_ref = &groups;
-    let results = futures::stream::iter(work.into_iter().enumerate())
-        .map(|(i, (gi, name, node))| {
+    let created = futures::stream::iter(0..n_dep)
+        .map(|i| {
             let client = clients[i % clients.len()].clone();
-            let g = &groups_ref[gi];
-            let done = &done;
-            let bytes = &bytes;
-            let sampled = &sampled;
-            let cfg = &cfg;
+            let ns = namespaces[i % n_ns].clone();
             async move {
-                let tm = g.template.metadata.clone().unwrap_or_default();
-                let mut pod_spec = g.template.spec.clone().unwrap_or_default();
-                pod_spec.node_name = Some(node.clone());
-                let pod = Pod {
+                let name = format!("svc-{i}");
+                let pods = spec.pods / n_dep + usize::from(i < spec.pods % n_dep);
+                let tmpl = template(&ns, &name, i);
+                let mut sel = bulk_labels();
+                sel.insert("app".into(), name.clone());
+                let d = Deployment {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
-                        generate_name: Some(format!("{}-", g.rs_name)),
-                        namespace: Some(g.ns.clone()),
-                        labels: tm.labels,
-                        annotations: tm.annotations,
-                        owner_references: Some(vec![owner_ref("ReplicaSet", &g.rs_name, &g.rs_uid)]),
+                        namespace: Some(ns.clone()),
+                        labels: tmpl.metadata.as_ref().and_then(|m| m.labels.clone()),
                         ..ObjectMeta::default()
                     },
-                    spec: Some(pod_spec),
+                    spec: Some(DeploymentSpec {
+                        replicas: Some(pods as i32),
+                        selector: LabelSelector {
+                            match_labels: Some(sel),
+                            match_expressions: None,
+                        },
+                        template: tmpl,
+                        ..DeploymentSpec::default()
+                    }),
                     status: None,
                 };
-                let api: Api<Pod> = Api::namespaced(client, &g.ns);
-                let created = match api.create(&PostParams::default(), &pod).await {
-                    Ok(p) => p,
-                    Err(e) if is_conflict(&e) => api.get(&name).await?,
-                    Err(e) => return Err(Error::from(e)),
-                };
-                let last = if spec.status {
-                    let ip = format!("10.{}.{}.{}", 64 + (i >> 16) % 64, (i >> 8) & 255, i & 255);
-                    let status = build_status(&created, &node_ip(cfg, &node), &ip, true);
-                    api.patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&json!({ "status": status })),
-                    )
-                    .await?
-                } else {
-                    created
-                };
-                if i % 97 == 0 {
-                    bytes.fetch_add(
-                        serde_json::to_vec(&last).map(|v| v.len()).unwrap_or(0),
-                        Ordering::Relaxed,
-                    );
-                    sampled.fetch_add(1, Ordering::Relaxed);
-                }
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                progress(n);
+                create_ignore_exists(&Api::namespaced(client, &ns), &d).await?;
                 Ok::<(), Error>(())
             }
         })
         .buffer_unordered(spec.concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
-    let pod_elapsed = pod_start.elapsed();
-    if let Some(e) = results.into_iter().find_map(|r| r.err()) {
+    if let Some(e) = created.into_iter().find_map(|r| r.err()) {
+        counter.abort();
         return Err(e);
     }
-
-    // Workload statuses, as the controllers would report them.
-    for g in &groups {
-        let n = g.pods as i32;
-        let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &g.ns);
-        let st = json!({"status": {"replicas": n, "fullyLabeledReplicas": n, "readyReplicas": n,
-            "availableReplicas": n, "observedGeneration": 1}});
-        rs_api
-            .patch_status(&g.rs_name, &PatchParams::default(), &Patch::Merge(&st))
-            .await?;
-        let d_api: Api<Deployment> = Api::namespaced(client.clone(), &g.ns);
-        let now = crate::controllers::now();
-        let st = json!({"status": {"replicas": n, "updatedReplicas": n, "readyReplicas": n,
-            "availableReplicas": n, "observedGeneration": 1, "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                 "message": "Deployment has minimum availability.", "lastUpdateTime": now, "lastTransitionTime": now},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                 "message": format!("ReplicaSet \"{}\" has successfully progressed.", g.rs_name),
-                 "lastUpdateTime": now, "lastTransitionTime": now}]}});
-        d_api
-            .patch_status(&g.deployment, &PatchParams::default(), &Patch::Merge(&st))
-            .await?;
+    info!(
+        deployments = n_dep,
+        namespaces = namespaces.len(),
+        "bulk: Deployments created; waiting for their pods to run"
+    );
+    let deadline = Instant::now() + spec.timeout;
+    loop {
+        let n = running.load(Ordering::Relaxed);
+        progress(n);
+        if n >= spec.pods {
+            break;
+        }
+        if Instant::now() >= deadline {
+            counter.abort();
+            return Err(Error::Missing(format!(
+                "bulk: only {n} of {} pods running after {:?}",
+                spec.pods, spec.timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let pods = done.load(Ordering::Relaxed);
-    let s = sampled.load(Ordering::Relaxed);
+    let pod_elapsed = pod_start.elapsed();
+    counter.abort();
+
+    // The size of a stored pod, from a sample.
+    let mut bytes = 0;
+    let mut sampled = 0;
+    let mut rng = SplitMix64::new(spec.seed ^ 0xb01c);
+    for _ in 0..8 {
+        let i = (rng.next_u64() % n_dep as u64) as usize;
+        let api: Api<Pod> = Api::namespaced(client.clone(), &namespaces[i % n_ns]);
+        let lp = kube::api::ListParams::default()
+            .labels(&format!("app=svc-{i}"))
+            .limit(1);
+        if let Some(p) = api.list(&lp).await?.items.into_iter().next() {
+            bytes += serde_json::to_vec(&p).map(|v| v.len()).unwrap_or(0);
+            sampled += 1;
+        }
+    }
+    let pods = running.load(Ordering::Relaxed);
     Ok(BulkReport {
         pods,
-        deployments: groups.len(),
+        deployments: n_dep,
         namespaces: namespaces.len(),
         pod_elapsed,
         elapsed: start.elapsed(),
         pods_per_second: pods as f64 / pod_elapsed.as_secs_f64().max(1e-9),
-        mean_pod_bytes: bytes.load(Ordering::Relaxed).checked_div(s).unwrap_or(0),
+        mean_pod_bytes: bytes.checked_div(sampled).unwrap_or(0),
     })
 }
 

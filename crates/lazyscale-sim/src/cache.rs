@@ -71,12 +71,6 @@ where
         self.recent().insert(key, (Some(Arc::new(obj)), Instant::now()));
     }
 
-    /// Records that the simulator just deleted an object.
-    pub(crate) fn note_delete(&self, namespace: &str, name: &str) {
-        self.recent()
-            .insert((namespace.to_string(), name.to_string()), (None, Instant::now()));
-    }
-
     /// Resolves a store object against a recent write of the same key: the newer one wins.
     fn merge(stored: Option<Arc<K>>, recent: Option<&(Option<Arc<K>>, Instant)>) -> (Option<Arc<K>>, bool) {
         let Some((r, at)) = recent else {

@@ -1,11 +1,10 @@
-//! lazyscale-sim: a cluster simulator in the spirit of kwok. It drives any Kubernetes API server
-//! through kube-rs and plays the parts that a bare API server lacks, so tests, the demo and the
-//! benchmarks have living workloads:
+//! lazyscale-sim: load for a real cluster. The control plane (kube-controller-manager's workload
+//! controllers and garbage collector, kube-scheduler, and kwok for nodes and the pod lifecycle) runs
+//! the workloads; the simulator plays only what no real component does here:
 //!
-//! - [`controllers`]: the Deployment, ReplicaSet and StatefulSet controllers and a small garbage
-//!   collector, following Kubernetes' naming, labelling and owner-reference conventions;
-//! - [`kubelet`]: a scheduler and kubelet for a few simulated nodes (binding, Running/Ready after a
-//!   delay, in-place resize, OOM kills);
+//! - [`kubelet`]: the outcomes of in-place resizes that a real kubelet decides (applied,
+//!   `PodResizeInProgress`, or `PodResizePending` Deferred/Infeasible) and OOM kills from simulated
+//!   memory usage;
 //! - [`metrics`]: metrics.k8s.io PodMetrics/NodeMetrics written every interval from per-workload
 //!   [`load`] profiles;
 //! - [`scenario`]: YAML scenarios (namespaces, workloads, load profiles, timed events);
@@ -15,11 +14,11 @@
 
 pub mod bulk;
 mod cache;
-pub mod controllers;
 pub mod hash;
 pub mod kubelet;
 pub mod load;
 pub mod metrics;
+pub mod objects;
 mod queue;
 pub mod scenario;
 mod sim;
@@ -33,6 +32,11 @@ pub const BULK_LABEL: &str = "sim.lazyscale.io/bulk";
 /// Pod (template) annotation overriding the workload's [`ResizeMode`]:
 /// `immediate`, `in-progress`, `deferred` or `infeasible`.
 pub const RESIZE_ANNOTATION: &str = "sim.lazyscale.io/resize";
+/// Pod (template) annotation delaying Running/Ready (a Go duration such as `2s`); kwok reads it (see
+/// the test environment's kwok stages).
+pub const READY_DELAY_ANNOTATION: &str = "sim.lazyscale.io/ready-delay";
+/// The annotation by which kwok manages a node.
+pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// Pod (template) annotation with the duration of an `in-progress` resize (e.g. `5s`).
 pub const RESIZE_DURATION_ANNOTATION: &str = "sim.lazyscale.io/resize-duration";
 

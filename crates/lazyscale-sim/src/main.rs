@@ -41,17 +41,14 @@ enum Cmd {
         /// The scenario YAML.
         scenario: PathBuf,
     },
-    /// Run the simulator (controllers, kubelet, metrics) without a scenario until Ctrl-C.
+    /// Run the simulator (load, metrics, resize outcomes, OOM kills) without a scenario until Ctrl-C.
     Sim {
         /// Namespaces to simulate (default: all).
         #[arg(long, value_delimiter = ',')]
         namespaces: Vec<String>,
-        /// Simulated nodes.
-        #[arg(long, default_value_t = 3)]
+        /// kwok nodes to add.
+        #[arg(long, default_value_t = 0)]
         nodes: u32,
-        /// Delay until pods are Running and Ready, e.g. 2s.
-        #[arg(long, value_parser = parse_dur, default_value = "2s")]
-        ready_delay: Duration,
         /// PodMetrics interval.
         #[arg(long, value_parser = parse_dur, default_value = "15s")]
         metrics_interval: Duration,
@@ -79,9 +76,9 @@ enum Cmd {
         /// Namespace prefix.
         #[arg(long, default_value = "bulk-")]
         prefix: String,
-        /// Skip the status write (pods stay without status).
-        #[arg(long)]
-        no_status: bool,
+        /// kwok nodes to add for the pods.
+        #[arg(long, default_value_t = 4)]
+        nodes: u32,
     },
 }
 
@@ -138,7 +135,6 @@ async fn main() -> Result<()> {
         Cmd::Sim {
             namespaces,
             nodes,
-            ready_delay,
             metrics_interval,
             seed,
         } => {
@@ -148,7 +144,6 @@ async fn main() -> Result<()> {
                 SimConfig {
                     namespaces,
                     nodes,
-                    ready_delay,
                     metrics_interval,
                     seed,
                     ..SimConfig::default()
@@ -165,7 +160,7 @@ async fn main() -> Result<()> {
             concurrency,
             clients,
             prefix,
-            no_status,
+            nodes,
         } => {
             let mut cs = Vec::new();
             for _ in 0..clients.max(1) {
@@ -177,7 +172,7 @@ async fn main() -> Result<()> {
                 deployments,
                 namespace_prefix: prefix,
                 concurrency,
-                status: !no_status,
+                nodes,
                 ..BulkSpec::default()
             };
             let bar = Arc::new(ProgressBar::new(pods as u64));

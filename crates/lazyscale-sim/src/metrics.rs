@@ -14,10 +14,10 @@ use serde_json::json;
 use tracing::debug;
 
 use crate::Result;
-use crate::controllers::{is_not_found, pod_ready};
 use crate::hash::fnv32a;
 use crate::kubelet;
 use crate::load::{LoadProfile, PodUsage};
+use crate::objects::{is_not_found, pod_ready};
 use crate::sim::{Shared, WorkloadRef};
 use crate::units::{format_cpu_nanos, format_mem_ki, parse_quantity};
 
@@ -71,7 +71,7 @@ fn uptime(pod: &Pod, container: &str) -> f64 {
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.as_ref())
-        .map_or(0.0, |t| crate::controllers::seconds_since(t.0).max(0.0))
+        .map_or(0.0, |t| crate::objects::seconds_since(t.0).max(0.0))
 }
 
 /// Usage of each container of a pod at `t` seconds, for a workload with `ready` ready replicas.
@@ -143,12 +143,10 @@ pub(crate) async fn tick(sh: &Shared) -> Result<usize> {
     let mut state = sh.metrics_state.lock().await;
     let t = sh.elapsed();
     let pods = sh.pods.list(|p| running(sh, p));
-    let nodes: Vec<String> = sh
-        .kubelet
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .nodes
-        .clone();
+    let nodes: std::collections::BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+        .collect();
     let mut ready: HashMap<WorkloadRef, u32> = HashMap::new();
     let mut owners = Vec::with_capacity(pods.len());
     for p in &pods {

@@ -61,10 +61,10 @@ pub struct Scenario {
     /// Seed of simulated randomness (default 1).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// Number of simulated nodes (default 3).
+    /// kwok nodes to add (default none: the cluster's nodes).
     #[serde(default)]
     pub nodes: Option<u32>,
-    /// Delay from scheduling to Running/Ready (default 2s).
+    /// Delay from scheduling to Running/Ready (kwok's; default none).
     #[serde(default)]
     pub ready_delay: Option<Dur>,
     /// Interval of PodMetrics writes (default 15s).
@@ -512,7 +512,6 @@ impl Scenario {
         SimConfig {
             namespaces: self.all_namespaces(),
             nodes: self.nodes.unwrap_or(d.nodes),
-            ready_delay: self.ready_delay.map_or(d.ready_delay, |x| x.0),
             metrics_interval: self.metrics_interval.map_or(d.metrics_interval, |x| x.0),
             seed: self.seed.unwrap_or(d.seed),
             ..d
@@ -529,10 +528,18 @@ fn labels_of(w: &Workload) -> BTreeMap<String, String> {
 }
 
 fn template_of(w: &Workload) -> PodTemplateSpec {
+    let mut annotations = w.annotations.clone();
+    if let Some(d) = w.ready_delay {
+        // kwok delays Running/Ready by this (see the test environment's kwok stages).
+        annotations.insert(
+            crate::READY_DELAY_ANNOTATION.to_string(),
+            format!("{}ms", d.0.as_millis()),
+        );
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels_of(w)),
-            annotations: (!w.annotations.is_empty()).then(|| w.annotations.clone()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
@@ -611,13 +618,15 @@ pub async fn setup(client: &Client, sc: &Scenario) -> Result<()> {
         };
         match ns_api.create(&PostParams::default(), &obj).await {
             Ok(_) => info!(namespace = %ns, "created namespace"),
-            Err(e) if crate::controllers::is_conflict(&e) => {}
+            Err(e) if crate::objects::is_conflict(&e) => {}
             Err(e) => return Err(e.into()),
         }
     }
     let pp = PatchParams::apply(SCENARIO_MANAGER).force();
     for w in &sc.workloads {
-        let w = &w.value;
+        let mut w = w.value.clone();
+        w.ready_delay = w.ready_delay.or(sc.ready_delay);
+        let w = &w;
         match w.kind {
             WorkloadKind::StatefulSet => {
                 Api::<StatefulSet>::namespaced(client.clone(), &w.namespace)
@@ -648,7 +657,6 @@ pub fn register(sim: &Simulator, sc: &Scenario) {
             WorkloadSettings {
                 load: w.load.clone(),
                 resize: w.resize.clone().unwrap_or_default(),
-                ready_delay: w.ready_delay.map(|d| d.0),
             },
         );
     }
@@ -851,7 +859,7 @@ pub async fn edit_template(client: &Client, w: &WorkloadRef, e: &EditTemplate) -
         };
         match res {
             Ok(()) => return Ok(()),
-            Err(err) if crate::controllers::is_conflict(&err) && attempt < 4 => continue,
+            Err(err) if crate::objects::is_conflict(&err) && attempt < 4 => continue,
             Err(err) => return Err(err.into()),
         }
     }
@@ -954,7 +962,7 @@ pub async fn delete_manifest(client: &Client, obj: &serde_json::Value) -> Result
     info!(kind = obj["kind"].as_str().unwrap_or_default(), name = %name, "event: delete manifest");
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
-        Err(e) if crate::controllers::is_not_found(&e) => Ok(()),
+        Err(e) if crate::objects::is_not_found(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

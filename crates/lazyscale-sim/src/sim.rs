@@ -1,13 +1,13 @@
 //! The simulator runtime: configuration, shared state (caches over reflector stores, the work
-//! queue, per-workload settings), the watchers that feed the queue, the workers that run the
-//! controllers and the kubelet, periodic resync, and the metrics loop.
+//! queue, per-workload settings), the watchers that feed the queue, the workers that answer resizes,
+//! periodic resync, and the metrics loop (load → PodMetrics, OOM kills).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, SharedRecent, forget_deleted};
-use crate::controllers::{self, controller_of};
-use crate::kubelet::{self, KubeletState};
+use crate::kubelet;
 use crate::load::LoadProfile;
 use crate::metrics;
+use crate::objects::controller_of;
 use crate::queue::WorkQueue;
 use crate::units::Dur;
 use crate::{BULK_LABEL, Result};
@@ -31,16 +31,16 @@ use crate::{BULK_LABEL, Result};
 pub struct SimConfig {
     /// Namespaces to simulate; empty means all namespaces.
     pub namespaces: Vec<String>,
-    /// Number of simulated nodes (`<node_prefix>1`, ...).
+    /// kwok-managed nodes to add (`<node_prefix>1`, ...); the test control plane has its own, so the
+    /// default is 0.
     pub nodes: u32,
-    /// Name prefix of simulated nodes.
+    /// Name prefix of added nodes.
     pub node_prefix: String,
-    /// CPU capacity of each node, in cores.
+    /// CPU of a node, in cores: the capacity of added nodes, and the limit above which a resize is
+    /// Infeasible.
     pub node_cpu: f64,
-    /// Memory capacity of each node, in bytes.
+    /// Memory of a node, in bytes (as `node_cpu`).
     pub node_memory: f64,
-    /// Time from a pod's scheduling to Running and Ready.
-    pub ready_delay: Duration,
     /// Interval of PodMetrics writes (metrics-server's resolution is 15 s).
     pub metrics_interval: Duration,
     /// Whether to write metrics at all.
@@ -59,11 +59,10 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             namespaces: Vec::new(),
-            nodes: 3,
+            nodes: 0,
             node_prefix: "sim-node-".to_string(),
             node_cpu: 8.0,
             node_memory: 32.0 * 1024.0 * 1024.0 * 1024.0,
-            ready_delay: Duration::from_secs(2),
             metrics_interval: Duration::from_secs(15),
             metrics: true,
             resync: Duration::from_secs(30),
@@ -158,16 +157,11 @@ pub struct WorkloadSettings {
     pub load: Option<LoadProfile>,
     /// How in-place resizes are answered.
     pub resize: ResizeMode,
-    /// Overrides [`SimConfig::ready_delay`] for its pods.
-    pub ready_delay: Option<Duration>,
 }
 
 /// A unit of work for the workers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Key {
-    Deployment(String, String),
-    ReplicaSet(String, String),
-    StatefulSet(String, String),
     Pod(String, String),
 }
 
@@ -175,14 +169,11 @@ pub(crate) enum Key {
 pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) cfg: SimConfig,
-    pub(crate) deployments: Cache<Deployment>,
     pub(crate) replicasets: Cache<ReplicaSet>,
-    pub(crate) statefulsets: Cache<StatefulSet>,
     pub(crate) pods: Cache<Pod>,
     pub(crate) queue: WorkQueue<Key>,
     pub(crate) workloads: RwLock<HashMap<WorkloadRef, WorkloadSettings>>,
     pub(crate) start: Instant,
-    pub(crate) kubelet: std::sync::Mutex<KubeletState>,
     pub(crate) metrics_state: tokio::sync::Mutex<metrics::MetricsState>,
 }
 
@@ -314,32 +305,17 @@ where
 }
 
 impl Simulator {
-    /// Starts the simulator on `client`: creates the simulated nodes, starts the watchers, waits
-    /// until their initial lists are in, then runs the controllers, the kubelet and the metrics
-    /// writer until [`Simulator::shutdown`] or drop.
+    /// Starts the simulator on `client`: adds the configured nodes (none by default), starts the
+    /// watchers, waits until their initial lists are in, then answers resizes and writes metrics
+    /// until [`Simulator::shutdown`] or drop.
     pub async fn start(client: Client, cfg: SimConfig) -> Result<Simulator> {
         kubelet::ensure_nodes(&client, &cfg).await?;
         let queue: WorkQueue<Key> = WorkQueue::new();
         let mut tasks = Vec::new();
 
-        let d_recent: SharedRecent<Deployment> = Arc::default();
         let rs_recent: SharedRecent<ReplicaSet> = Arc::default();
-        let sts_recent: SharedRecent<StatefulSet> = Arc::default();
         let pod_recent: SharedRecent<Pod> = Arc::default();
-        let q = queue.clone();
-        let r = d_recent.clone();
-        let d_stores = start_watchers::<Deployment>(
-            &client,
-            &cfg,
-            &mut tasks,
-            Arc::new(move |d: &Deployment, deleted| {
-                if deleted {
-                    forget_deleted(&r, d);
-                }
-                q.add(Key::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
-            }),
-        );
-        let q = queue.clone();
+        // ReplicaSets are watched to map pods to their Deployments.
         let r = rs_recent.clone();
         let rs_stores = start_watchers::<ReplicaSet>(
             &client,
@@ -349,26 +325,6 @@ impl Simulator {
                 if deleted {
                     forget_deleted(&r, rs);
                 }
-                let ns = rs.namespace().unwrap_or_default();
-                if let Some(o) = controller_of(&rs.metadata)
-                    && o.kind == "Deployment"
-                {
-                    q.add(Key::Deployment(ns.clone(), o.name.clone()));
-                }
-                q.add(Key::ReplicaSet(ns, rs.name_any()));
-            }),
-        );
-        let q = queue.clone();
-        let r = sts_recent.clone();
-        let sts_stores = start_watchers::<StatefulSet>(
-            &client,
-            &cfg,
-            &mut tasks,
-            Arc::new(move |s: &StatefulSet, deleted| {
-                if deleted {
-                    forget_deleted(&r, s);
-                }
-                q.add(Key::StatefulSet(s.namespace().unwrap_or_default(), s.name_any()));
             }),
         );
         let q = queue.clone();
@@ -380,31 +336,12 @@ impl Simulator {
             Arc::new(move |p: &Pod, deleted| {
                 if deleted {
                     forget_deleted(&r, p);
-                }
-                let ns = p.namespace().unwrap_or_default();
-                if let Some(o) = controller_of(&p.metadata) {
-                    match o.kind.as_str() {
-                        "ReplicaSet" => q.add(Key::ReplicaSet(ns.clone(), o.name.clone())),
-                        "StatefulSet" => q.add(Key::StatefulSet(ns.clone(), o.name.clone())),
-                        _ => {}
-                    }
-                }
-                if !deleted {
-                    q.add(Key::Pod(ns, p.name_any()));
+                } else {
+                    q.add(Key::Pod(p.namespace().unwrap_or_default(), p.name_any()));
                 }
             }),
         );
-        for s in d_stores.iter() {
-            s.wait_until_ready()
-                .await
-                .map_err(|e| crate::Error::Missing(e.to_string()))?;
-        }
         for s in rs_stores.iter() {
-            s.wait_until_ready()
-                .await
-                .map_err(|e| crate::Error::Missing(e.to_string()))?;
-        }
-        for s in sts_stores.iter() {
             s.wait_until_ready()
                 .await
                 .map_err(|e| crate::Error::Missing(e.to_string()))?;
@@ -416,11 +353,8 @@ impl Simulator {
         }
 
         let shared = Arc::new(Shared {
-            kubelet: std::sync::Mutex::new(KubeletState::new(&cfg)),
             client,
-            deployments: Cache::new(d_stores, d_recent),
             replicasets: Cache::new(rs_stores, rs_recent),
-            statefulsets: Cache::new(sts_stores, sts_recent),
             pods: Cache::new(pod_stores, pod_recent),
             queue,
             workloads: RwLock::new(HashMap::new()),
@@ -546,18 +480,6 @@ impl Drop for Simulator {
 }
 
 fn enqueue_all(sh: &Shared) {
-    for d in sh.deployments.list(|_| true) {
-        sh.queue
-            .add(Key::Deployment(d.namespace().unwrap_or_default(), d.name_any()));
-    }
-    for r in sh.replicasets.list(|_| true) {
-        sh.queue
-            .add(Key::ReplicaSet(r.namespace().unwrap_or_default(), r.name_any()));
-    }
-    for s in sh.statefulsets.list(|_| true) {
-        sh.queue
-            .add(Key::StatefulSet(s.namespace().unwrap_or_default(), s.name_any()));
-    }
     for p in sh.pods.list(|_| true) {
         sh.queue
             .add(Key::Pod(p.namespace().unwrap_or_default(), p.name_any()));
@@ -567,9 +489,6 @@ fn enqueue_all(sh: &Shared) {
 async fn worker(sh: Arc<Shared>) {
     while let Some(key) = sh.queue.get().await {
         let res = match &key {
-            Key::Deployment(ns, n) => controllers::deployment::reconcile(&sh, ns, n).await,
-            Key::ReplicaSet(ns, n) => controllers::replicaset::reconcile(&sh, ns, n).await,
-            Key::StatefulSet(ns, n) => controllers::statefulset::reconcile(&sh, ns, n).await,
             Key::Pod(ns, n) => kubelet::reconcile(&sh, ns, n).await,
         };
         match res {

@@ -26,7 +26,6 @@ pub async fn start(client: &Client, ns: &str) -> Simulator {
         client.clone(),
         SimConfig {
             namespaces: vec![ns.to_string()],
-            ready_delay: Duration::from_millis(300),
             metrics: false,
             resync: Duration::from_secs(5),
             ..SimConfig::default()

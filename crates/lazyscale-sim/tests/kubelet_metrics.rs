@@ -36,6 +36,14 @@ async fn resize_cpu(api: &Api<Pod>, name: &str, cpu: &str) {
         .unwrap();
 }
 
+async fn resize_cpu_and_limit(api: &Api<Pod>, name: &str, cpu: &str) {
+    let patch = json!({"spec": {"containers": [{"name": "app", "resources": {
+        "requests": {"cpu": cpu}, "limits": {"cpu": cpu}}}]}});
+    api.patch_resize(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+}
+
 async fn one_ready_pod(client: &kube::Client, ns: &str, app: &str) -> Pod {
     wait_for(30, "a ready pod", || async {
         let p = pods(client, ns, &format!("app={app}")).await;
@@ -81,10 +89,12 @@ async fn resize_is_applied_deferred_infeasible_or_in_progress() {
         Some("100m")
     );
 
-    // Infeasible: more CPU than a node has.
+    // Infeasible: more CPU than the simulator's node model has (8 cores). Above the node's allocatable
+    // (32) the API server itself refuses the resize with 403.
     create_deployment(&client, &deployment_yaml(&ns, "inf", 1, "")).await;
     let p = one_ready_pod(&client, &ns, "inf").await;
-    resize_cpu(&api, &p.name_any(), "64").await;
+    // (The API server rejects a request above the limit: raise both.)
+    resize_cpu_and_limit(&api, &p.name_any(), "16").await;
     let c = wait_for(20, "PodResizePending Infeasible", || async {
         let p = api.get(&p.name_any()).await.unwrap();
         condition(&p, "PodResizePending").cloned()
@@ -139,7 +149,6 @@ async fn metrics_follow_the_profile_and_scaling_and_oom_kills() {
         client.clone(),
         SimConfig {
             namespaces: vec![ns.clone()],
-            ready_delay: Duration::from_millis(200),
             metrics_interval: Duration::from_secs(3600),
             resync: Duration::from_secs(5),
             ..SimConfig::default()
@@ -259,6 +268,11 @@ async fn metrics_follow_the_profile_and_scaling_and_oom_kills() {
             ..pod_metrics_resource()
         },
     );
-    assert!(nodes.get("sim-node-1").await.is_ok());
+    let node = pods(&client, &ns, "app=svc").await[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap();
+    assert!(nodes.get(&node).await.is_ok(), "no NodeMetrics for {node}");
     sim.shutdown().await;
 }

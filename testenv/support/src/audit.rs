@@ -54,7 +54,12 @@ pub fn parse(text: &str) -> Vec<Request> {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         if !seen.insert(s("/auditID")) {
             continue;
         }

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose,
 };
 
 use crate::{Error, Result};
@@ -98,11 +98,7 @@ fn ca(cn: &str) -> Result<(CertificateParams, KeyPair, String)> {
     Ok((p, key, cert.pem()))
 }
 
-fn client(
-    issuer: &Issuer<'_, &KeyPair>,
-    cn: &str,
-    groups: &[&str],
-) -> Result<(String, String)> {
+fn client(issuer: &Issuer<'_, &KeyPair>, cn: &str, groups: &[&str]) -> Result<(String, String)> {
     let key = KeyPair::generate().map_err(gen_err("a client key"))?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -176,8 +172,7 @@ impl Pki {
         let (admin_cert, admin_key) = client(&issuer, ADMIN_USER, &["system:masters"])?;
         write(&pki.admin_cert, &admin_cert)?;
         write_key(&pki.admin_key, &admin_key)?;
-        let (agent_cert, agent_key) =
-            client(&issuer, AGENT_USER, &["system:masters", MEASURED_GROUP])?;
+        let (agent_cert, agent_key) = client(&issuer, AGENT_USER, &["system:masters", MEASURED_GROUP])?;
         write(&pki.agent_cert, &agent_cert)?;
         write_key(&pki.agent_key, &agent_key)?;
 

@@ -205,8 +205,14 @@ impl Server {
                 arg("listen-client-urls", format!("http://127.0.0.1:{etcd_port}")),
                 arg("advertise-client-urls", format!("http://127.0.0.1:{etcd_port}")),
                 arg("listen-peer-urls", format!("http://127.0.0.1:{peer_port}")),
-                arg("initial-advertise-peer-urls", format!("http://127.0.0.1:{peer_port}")),
-                arg("initial-cluster", format!("lazyscale-testenv=http://127.0.0.1:{peer_port}")),
+                arg(
+                    "initial-advertise-peer-urls",
+                    format!("http://127.0.0.1:{peer_port}"),
+                ),
+                arg(
+                    "initial-cluster",
+                    format!("lazyscale-testenv=http://127.0.0.1:{peer_port}"),
+                ),
                 arg("listen-metrics-urls", ""),
                 // Test data is disposable: no fsync, and room for 100,000+ pods.
                 "--unsafe-no-fsync".to_string(),
@@ -452,12 +458,7 @@ current-context: lazyscale-testenv
             );
             std::fs::write(path, kubeconfig).map_err(io(format!("write {}", path.display())))
         };
-        write(
-            &self.kubeconfig,
-            pki::ADMIN_USER,
-            &pki.admin_cert,
-            &pki.admin_key,
-        )?;
+        write(&self.kubeconfig, pki::ADMIN_USER, &pki.admin_cert, &pki.admin_key)?;
         write(
             &self.agent_kubeconfig,
             pki::AGENT_USER,
@@ -595,10 +596,7 @@ current-context: lazyscale-testenv
     fn shutdown(&mut self) {
         // Stop gracefully, in reverse start order, so etcd's data folder is consistent (snapshots).
         for c in self.children.iter_mut().rev() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {

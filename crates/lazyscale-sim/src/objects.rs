@@ -1,30 +1,10 @@
-//! Workload controllers, following kube-controller-manager's conventions:
-//!
-//! - [`deployment`]: Deployment → one ReplicaSet per pod template (`<deployment>-<pod-template-hash>`),
-//!   rolling updates with maxSurge/maxUnavailable, Recreate, revision history, status and conditions;
-//! - [`replicaset`]: ReplicaSet → pods named by the API server from `generateName: <replicaset>-`
-//!   (5 characters of Kubernetes' safe alphabet), status;
-//! - [`statefulset`]: StatefulSet → pods `<name>-<ordinal>` with `controller-revision-hash`,
-//!   `statefulset.kubernetes.io/pod-name` and `apps.kubernetes.io/pod-index`, ControllerRevisions,
-//!   ordered or parallel pod management, rolling updates from the highest ordinal down.
-//!
-//! Every object the controllers create carries a controller ownerReference with
-//! `blockOwnerDeletion: true`. Objects whose controller owner is gone are deleted (the garbage
-//! collector's job; the test API server runs none).
-
-pub mod deployment;
-pub mod replicaset;
-pub mod statefulset;
-
-use std::collections::BTreeMap;
+//! Kubernetes object helpers shared by the simulator: owner references, pod readiness, API error
+//! classes, and the well-known labels and annotations of kube-controller-manager's workload
+//! controllers (which, on the real control plane, create the ReplicaSets and pods the simulator loads).
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, PatchParams, PostParams, PropagationPolicy};
-use kube::{Api, Resource, ResourceExt};
-
-use crate::Result;
 
 /// Field manager of controller writes (as kube-controller-manager's).
 pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
@@ -114,38 +94,6 @@ pub fn seconds_since(t: Timestamp) -> f64 {
     Timestamp::now().duration_since(t).as_secs_f64()
 }
 
-/// Post parameters with the controller field manager.
-pub(crate) fn post_params() -> PostParams {
-    PostParams {
-        field_manager: Some(CONTROLLER_MANAGER.to_string()),
-        ..PostParams::default()
-    }
-}
-
-/// Patch parameters with the controller field manager.
-pub(crate) fn patch_params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(CONTROLLER_MANAGER.to_string()),
-        ..PatchParams::default()
-    }
-}
-
-/// Background-propagation delete, treating "already gone" as success.
-pub(crate) async fn delete_ignore_missing<K>(api: &Api<K>, name: &str) -> Result<bool>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
-    match api.delete(name, &dp).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Whether the error is the API's 404.
 pub(crate) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
@@ -154,30 +102,6 @@ pub(crate) fn is_not_found(e: &kube::Error) -> bool {
 /// Whether the error is the API's 409 (AlreadyExists or Conflict).
 pub(crate) fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-/// Whether the owner named by `owner` is gone, checked live (as the garbage collector does before
-/// deleting a dependent).
-pub(crate) async fn owner_gone<K>(api: &Api<K>, owner: &OwnerReference) -> Result<bool>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.get_metadata_opt(&owner.name).await? {
-        None => Ok(true),
-        Some(m) => Ok(m.uid().as_deref() != Some(owner.uid.as_str())),
-    }
-}
-
-/// Labels of a pod template plus extra ones.
-pub(crate) fn with_label(
-    labels: Option<&BTreeMap<String, String>>,
-    extra: &[(&str, &str)],
-) -> BTreeMap<String, String> {
-    let mut l = labels.cloned().unwrap_or_default();
-    for (k, v) in extra {
-        l.insert((*k).to_string(), (*v).to_string());
-    }
-    l
 }
 
 /// Resolves an IntOrString percentage against `total` (rounding up or down), as Kubernetes does
