@@ -413,6 +413,9 @@ pub struct ConditionWire {
     /// Classified reason, when present.
     #[serde(default)]
     pub reason: Option<ConditionReason>,
+    /// `lastTransitionTime` in seconds since the Unix epoch; `None` when absent or unparsable.
+    #[serde(default, rename = "lastTransitionTime", deserialize_with = "lenient_seconds")]
+    pub last_transition_time: Option<i64>,
 }
 
 /// Why a container last terminated, classified.

@@ -88,7 +88,7 @@ fn minimal_equivalent() -> Value {
         "status": {
             "phase": "Running",
             "startTime": "2026-11-20T09:14:03Z",
-            "conditions": [{"type": "Ready", "status": "True"},
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-20T09:14:31Z"},
                 {"type": "PodResizePending", "status": "True", "reason": "Deferred"}],
             "containerStatuses": [
                 {"name": "app", "ready": true, "restartCount": 2,
@@ -128,6 +128,8 @@ fn realistic_pod_decodes_to_expected_slim_pod() {
     assert_eq!(pod.template_hash(), Some("7d9f8b6c5d"));
     assert_eq!(pod.node(), Some("ip-10-0-3-17.ec2.internal"));
     assert_eq!(pod.phase(), Some(PodPhase::Running));
+    // Ready 28 s after the start: the HPA's CPU initialization rules need it.
+    assert_eq!(pod.ready_changed_at(), Some(1_795_166_043 + 28));
     assert!(pod.is_ready());
     assert!(!pod.is_terminating());
     assert_eq!(pod.resize_pending(), Some(ResizePending::Deferred));

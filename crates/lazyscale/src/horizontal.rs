@@ -30,8 +30,7 @@ pub fn sample(pod: &SlimPod) -> PodSample {
         },
         deleting: pod.is_terminating(),
         ready: pod.is_ready(),
-        // the slim pod keeps readiness, not when it last changed
-        ready_changed_at: None,
+        ready_changed_at: pod.ready_changed_at().map(|s| s.saturating_mul(1000)),
         started_at: pod.start_time().map(|s| s.saturating_mul(1000)),
         containers: pod
             .containers()
@@ -58,6 +57,31 @@ impl PodSource for CachePods {
     }
 }
 
+/// The agent's own workload, which the controller refuses to scale (the self-target guard): the
+/// Deployment of the pod `POD_NAME` in `POD_NAMESPACE` (downward API).
+pub fn self_target() -> Option<lazyscale_controller::validate::SelfTarget> {
+    let ns = std::env::var("POD_NAMESPACE").ok();
+    let pod = std::env::var("POD_NAME").ok();
+    self_target_of(ns.as_deref(), pod.as_deref())
+}
+
+/// The Deployment of a pod named `<deployment>-<replicaset hash>-<suffix>`.
+pub fn self_target_of(
+    namespace: Option<&str>,
+    pod: Option<&str>,
+) -> Option<lazyscale_controller::validate::SelfTarget> {
+    let namespace = namespace.filter(|n| !n.is_empty())?;
+    let (rest, _suffix) = pod?.rsplit_once('-')?;
+    let (deployment, _hash) = rest.rsplit_once('-')?;
+    (!deployment.is_empty()).then(|| {
+        (
+            namespace.to_owned(),
+            "Deployment".to_owned(),
+            deployment.to_owned(),
+        )
+    })
+}
+
 /// The identity of this replica in the leader election: `POD_NAME`, else the host name and process id.
 pub fn identity() -> String {
     if let Ok(p) = std::env::var("POD_NAME")
@@ -69,4 +93,24 @@ pub fn identity() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "lazyscale".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_deployment_from_the_pod_name() {
+        assert_eq!(
+            self_target_of(Some("ops"), Some("lazyscale-7d9f8b6c5d-x2x4z")),
+            Some(("ops".into(), "Deployment".into(), "lazyscale".into()))
+        );
+        assert_eq!(
+            self_target_of(Some("ops"), Some("my-agent-7d9f8b6c5d-x2x4z")).map(|t| t.2),
+            Some("my-agent".into())
+        );
+        assert_eq!(self_target_of(None, Some("lazyscale-7d9f8b6c5d-x2x4z")), None);
+        assert_eq!(self_target_of(Some("ops"), Some("lazyscale")), None);
+        assert_eq!(self_target_of(Some("ops"), None), None);
+    }
 }

@@ -403,6 +403,8 @@ async fn start(
         client.clone(),
         lazyscale_controller::Config {
             recommendation_period: deps.horizontal_period,
+            self_target: crate::horizontal::self_target(),
+            instance: Some(crate::horizontal::identity()),
             ..Default::default()
         },
         Arc::new(crate::horizontal::CachePods {
