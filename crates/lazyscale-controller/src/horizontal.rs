@@ -29,7 +29,8 @@ use lazyscale_core::horizontal::recommender::{
     ContainerMetrics, Objective, ObjectiveValue, PodMetrics, ReadyCondition, ResourceName, Sample,
 };
 
-use crate::pods::{PodPhase, PodSample};
+use crate::pods::PodSample;
+
 use crate::time;
 use crate::usage::PodUsage;
 use lazyscale_api::quantity;
@@ -205,13 +206,7 @@ pub fn pods(pods: &[PodSample], usage: &HashMap<String, PodUsage>) -> Vec<PodMet
             let started = p.started_at.map(time::to_system);
             PodMetrics {
                 name: p.name.clone(),
-                phase: match p.phase {
-                    PodPhase::Pending => lazyscale_core::horizontal::recommender::PodPhase::Pending,
-                    PodPhase::Running => lazyscale_core::horizontal::recommender::PodPhase::Running,
-                    PodPhase::Succeeded => lazyscale_core::horizontal::recommender::PodPhase::Succeeded,
-                    PodPhase::Failed => lazyscale_core::horizontal::recommender::PodPhase::Failed,
-                    PodPhase::Unknown => lazyscale_core::horizontal::recommender::PodPhase::Unknown,
-                },
+                phase: p.phase,
                 deleting: p.deleting,
                 start_time: started,
                 // Without a transition time (a source that does not keep it), the start time stands
@@ -337,7 +332,7 @@ pub fn status_actions(history: &History) -> Vec<HorizontalAction> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::ContainerRequests;
+    use crate::pods::{ContainerRequests, PodPhase};
     use crate::usage::ContainerUsage;
 
     fn t(s: u64) -> SystemTime {

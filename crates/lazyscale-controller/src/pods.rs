@@ -18,35 +18,9 @@ use parking_lot::RwLock;
 
 use crate::time::Millis;
 use lazyscale_api::quantity;
+use lazyscale_podcache::slim::{WorkloadKind, resolve_workload};
 
-/// Phase of a pod, as in `status.phase`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PodPhase {
-    /// Accepted, not all containers running yet.
-    #[default]
-    Pending,
-    /// Bound to a node, containers running.
-    Running,
-    /// Every container terminated successfully.
-    Succeeded,
-    /// Every container terminated, at least one in failure.
-    Failed,
-    /// Unknown (node unreachable).
-    Unknown,
-}
-
-impl PodPhase {
-    /// Parses `status.phase` (unknown values map to [`PodPhase::Unknown`]).
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "Pending" => Self::Pending,
-            "Running" => Self::Running,
-            "Succeeded" => Self::Succeeded,
-            "Failed" => Self::Failed,
-            _ => Self::Unknown,
-        }
-    }
-}
+pub use lazyscale_core::horizontal::recommender::PodPhase;
 
 /// Requests of one container.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -199,8 +173,9 @@ impl PodSource for WatchedPods {
 /// A pod source shared behind an `Arc`.
 pub type SharedPodSource = Arc<dyn PodSource>;
 
-/// The workload (kind, name) owning a pod: its controller owner, with a ReplicaSet named
-/// `<deployment>-<pod-template-hash>` mapped to the Deployment.
+/// The workload (kind, name) owning a pod, as the pod cache resolves it
+/// ([`lazyscale_podcache::slim::resolve_workload`]: a Deployment or an Argo Rollout through its
+/// ReplicaSet, a StatefulSet, ...).
 pub fn owner_of(pod: &Pod) -> Option<(&'static str, String)> {
     let owner = pod
         .metadata
@@ -208,17 +183,15 @@ pub fn owner_of(pod: &Pod) -> Option<(&'static str, String)> {
         .as_ref()?
         .iter()
         .find(|o| o.controller == Some(true))?;
-    match owner.kind.as_str() {
-        "ReplicaSet" => {
-            let hash = pod.labels().get("pod-template-hash");
-            match hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-')) {
-                Some(deployment) => Some(("Deployment", deployment.to_owned())),
-                None => Some(("ReplicaSet", owner.name.clone())),
-            }
-        }
-        "StatefulSet" => Some(("StatefulSet", owner.name.clone())),
-        _ => None,
-    }
+    let labels = pod.labels();
+    let (kind, name) = resolve_workload(
+        &owner.api_version,
+        &owner.kind,
+        &owner.name,
+        labels.get("pod-template-hash").map(String::as_str),
+        labels.get("rollouts-pod-template-hash").map(String::as_str),
+    );
+    (kind != WorkloadKind::Other).then(|| (kind.as_str(), name.to_owned()))
 }
 
 /// Converts a full `Pod` into a [`PodSample`].
@@ -262,5 +235,38 @@ pub fn sample_of(pod: &Pod) -> PodSample {
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(kind: &str, owner: &str, labels: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": kind, "name": owner, "uid": "u",
+                                     "controller": true}]},
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn owners_resolve_as_the_pod_cache_resolves_them() {
+        let deployment = pod(
+            "ReplicaSet",
+            "web-5d8f7c9b4",
+            serde_json::json!({"pod-template-hash": "5d8f7c9b4"}),
+        );
+        assert_eq!(owner_of(&deployment), Some(("Deployment", "web".into())));
+        let rollout = pod(
+            "ReplicaSet",
+            "canary-6c9d",
+            serde_json::json!({"rollouts-pod-template-hash": "6c9d"}),
+        );
+        assert_eq!(owner_of(&rollout), Some(("Rollout", "canary".into())));
+        let sts = pod("StatefulSet", "db", serde_json::json!({}));
+        assert_eq!(owner_of(&sts), Some(("StatefulSet", "db".into())));
+        assert_eq!(owner_of(&Pod::default()), None);
     }
 }

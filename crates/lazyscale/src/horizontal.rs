@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lazyscale_controller::pods::{ContainerRequests, PodPhase as ControllerPhase};
+use lazyscale_controller::pods::{ContainerRequests, PodPhase as EnginePhase};
 use lazyscale_controller::{PodSample, PodSource};
 use lazyscale_podcache::slim::{SlimPod, WorkloadKey, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
@@ -22,11 +22,11 @@ pub fn sample(pod: &SlimPod) -> PodSample {
     PodSample {
         name: pod.name().into_owned(),
         phase: match pod.phase() {
-            Some(PodPhase::Pending) => ControllerPhase::Pending,
-            Some(PodPhase::Running) => ControllerPhase::Running,
-            Some(PodPhase::Succeeded) => ControllerPhase::Succeeded,
-            Some(PodPhase::Failed) => ControllerPhase::Failed,
-            _ => ControllerPhase::Unknown,
+            Some(PodPhase::Pending) => EnginePhase::Pending,
+            Some(PodPhase::Running) => EnginePhase::Running,
+            Some(PodPhase::Succeeded) => EnginePhase::Succeeded,
+            Some(PodPhase::Failed) => EnginePhase::Failed,
+            _ => EnginePhase::Unknown,
         },
         deleting: pod.is_terminating(),
         ready: pod.is_ready(),

@@ -156,7 +156,8 @@ impl ContainerMetrics {
     }
 }
 
-/// A pod's lifecycle phase.
+/// A pod's lifecycle phase (`status.phase`), the one pod phase type of lazyscale outside the pod
+/// cache's wire decoding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PodPhase {
     /// Accepted, not all containers running yet.
@@ -170,6 +171,19 @@ pub enum PodPhase {
     Failed,
     /// State unknown.
     Unknown,
+}
+
+impl PodPhase {
+    /// Parses `status.phase`; unknown values are [`PodPhase::Unknown`].
+    pub fn parse(s: &str) -> PodPhase {
+        match s {
+            "Pending" => PodPhase::Pending,
+            "Running" => PodPhase::Running,
+            "Succeeded" => PodPhase::Succeeded,
+            "Failed" => PodPhase::Failed,
+            _ => PodPhase::Unknown,
+        }
+    }
 }
 
 /// A pod's `Ready` condition.
