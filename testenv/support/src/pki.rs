@@ -43,7 +43,7 @@ pub struct Pki {
     pub admin_cert: PathBuf,
     /// The administrator's client key.
     pub admin_key: PathBuf,
-    /// The agent's client certificate (system:masters, audited).
+    /// The agent's client certificate (group [`MEASURED_GROUP`]: audited; cluster-admin through RBAC).
     pub agent_cert: PathBuf,
     /// The agent's client key.
     pub agent_key: PathBuf,
@@ -103,7 +103,8 @@ fn client(issuer: &Issuer<'_, &KeyPair>, cn: &str, groups: &[&str]) -> Result<(S
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
-    for g in groups {
+    // One organization (the group) at most: a distinguished name here holds one value per type.
+    if let Some(g) = groups.first() {
         dn.push(DnType::OrganizationName, *g);
     }
     p.distinguished_name = dn;
@@ -172,7 +173,7 @@ impl Pki {
         let (admin_cert, admin_key) = client(&issuer, ADMIN_USER, &["system:masters"])?;
         write(&pki.admin_cert, &admin_cert)?;
         write_key(&pki.admin_key, &admin_key)?;
-        let (agent_cert, agent_key) = client(&issuer, AGENT_USER, &["system:masters", MEASURED_GROUP])?;
+        let (agent_cert, agent_key) = client(&issuer, AGENT_USER, &[MEASURED_GROUP])?;
         write(&pki.agent_cert, &agent_cert)?;
         write_key(&pki.agent_key, &agent_key)?;
 
@@ -189,7 +190,8 @@ impl Pki {
         Ok(pki)
     }
 
-    /// A client certificate and key signed by the cluster CA, for a user in `groups` (PEM strings).
+    /// A client certificate and key signed by the cluster CA, for a user in the first of `groups` (PEM
+    /// strings).
     pub fn client_cert(&self, user: &str, groups: &[&str]) -> Result<(String, String)> {
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|source| Error::Io {

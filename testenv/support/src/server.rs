@@ -405,6 +405,7 @@ impl Server {
             on_thread_runtime(async move {
                 let client = client_for(&kubeconfig).await?;
                 apply_metrics_crds(&client).await?;
+                grant_measured_clients(&client).await?;
                 create_nodes(&client, &opts).await?;
                 wait_usable(&client, &opts, deadline).await
             })
@@ -479,13 +480,14 @@ current-context: lazyscale-testenv
         &self.kubeconfig
     }
 
-    /// The agent's kubeconfig: a client certificate for user [`pki::AGENT_USER`] (system:masters),
-    /// whose requests the audit log records (see [`Server::agent_requests`]).
+    /// The agent's kubeconfig: a client certificate for user [`pki::AGENT_USER`] in
+    /// [`pki::MEASURED_GROUP`] (cluster-admin through RBAC), whose requests the audit log records (see
+    /// [`Server::agent_requests`]).
     pub fn agent_kubeconfig_path(&self) -> &Path {
         &self.agent_kubeconfig
     }
 
-    /// Writes a kubeconfig for `user` in `groups` (a client certificate signed by the cluster CA) into
+    /// Writes a kubeconfig for `user` in the first of `groups` (a client certificate signed by the cluster CA) into
     /// the server's folder and returns its path. Put a client in [`pki::MEASURED_GROUP`] to count its
     /// requests with [`Server::requests`].
     pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf> {
@@ -766,6 +768,26 @@ async fn apply_metrics_crds(client: &kube::Client) -> Result<()> {
         api.patch(&format!("{plural}.metrics.k8s.io"), &pp, &Patch::Apply(&crd))
             .await?;
     }
+    Ok(())
+}
+
+/// Measured clients (the agent's identity, peers in benchmarks) are cluster administrators through
+/// RBAC, not through `system:masters`, so their requests are authorized like anyone's.
+async fn grant_measured_clients(client: &kube::Client) -> Result<()> {
+    let api: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let crb = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "lazyscale-testenv-measured"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": pki::MEASURED_GROUP}],
+    });
+    api.patch(
+        "lazyscale-testenv-measured",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crb),
+    )
+    .await?;
     Ok(())
 }
 

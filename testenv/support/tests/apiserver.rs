@@ -1,4 +1,6 @@
-//! What the test API server must do for lazyscale's tests, checked against the real server.
+//! What the test control plane must do for lazyscale's tests, and proof that it is the real thing:
+//! built-in validation, RBAC, service-account tokens, impersonation, the scheduler and kwok, the
+//! garbage collector, evictions under PodDisruptionBudgets, in-place resize, admission webhooks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -163,22 +165,34 @@ async fn pod_watch_sees_added_modified_deleted() {
     };
     assert_eq!(p.metadata.name.as_deref(), Some("p"));
     assert_eq!(p.status.unwrap().phase.as_deref(), Some("Pending"));
-    api.patch_status(
-        "p",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Running"}})),
-    )
-    .await
-    .unwrap();
-    let Event::Apply(p) = timeout(stream.try_next()).await.unwrap().unwrap() else {
-        panic!("expected MODIFIED")
-    };
-    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+    // kube-scheduler binds it, kwok runs it: MODIFIED events until Running.
+    let mut node = None;
+    loop {
+        let Event::Apply(p) = timeout(stream.try_next()).await.unwrap().unwrap() else {
+            panic!("expected MODIFIED")
+        };
+        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+            node = p.spec.and_then(|s| s.node_name);
+            break;
+        }
+    }
+    assert!(
+        node.unwrap_or_default()
+            .starts_with(lazyscale_testenv::NODE_PREFIX),
+        "bound to a kwok node"
+    );
+    // Graceful deletion: a deletionTimestamp first, then kwok removes the pod.
     api.delete("p", &DeleteParams::default()).await.unwrap();
-    let Event::Delete(p) = timeout(stream.try_next()).await.unwrap().unwrap() else {
-        panic!("expected DELETED")
-    };
-    assert_eq!(p.metadata.name.as_deref(), Some("p"));
+    loop {
+        match timeout(stream.try_next()).await.unwrap().unwrap() {
+            Event::Delete(p) => {
+                assert_eq!(p.metadata.name.as_deref(), Some("p"));
+                break;
+            }
+            Event::Apply(p) => assert!(p.metadata.deletion_timestamp.is_some()),
+            _ => panic!("expected DELETED"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,11 +287,27 @@ async fn eviction_deletes_the_pod_and_honours_budgets() {
     );
     assert!(pods.get_opt("a").await.unwrap().is_some());
     pdbs.delete("keep-one", &DeleteParams::default()).await.unwrap();
-    pods.evict("a", &EvictParams::default()).await.unwrap();
-    assert!(
-        pods.get_opt("a").await.unwrap().is_none(),
-        "eviction deletes the pod"
-    );
+    // The disruption controller must have observed the budget's removal: retry the 429s for a while.
+    let mut evicted = false;
+    for _ in 0..100 {
+        match pods.evict("a", &EvictParams::default()).await {
+            Ok(_) => {
+                evicted = true;
+                break;
+            }
+            Err(kube::Error::Api(s)) if s.code == 429 => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("evict: {e}"),
+        }
+    }
+    assert!(evicted, "eviction allowed once the budget is gone");
+    timeout(async {
+        while pods.get_opt("a").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -462,7 +492,11 @@ fn dropping_a_server_stops_its_processes() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let pids = server.pids();
     let dir = server.dir().to_path_buf();
-    assert_eq!(pids.len(), 2);
+    assert_eq!(
+        pids.len(),
+        5,
+        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
+    );
     for pid in &pids {
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
@@ -495,4 +529,162 @@ fn a_panicking_owner_does_not_leak_processes() {
             "process {pid} survived the panic"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn built_in_validation_rejects_an_invalid_pod() {
+    let env = TestEnv::shared();
+    let ns = env.namespace().await;
+    let pods = Api::<Pod>::namespaced(env.client().await, &ns);
+    let bad: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "Bad_Name"},
+        "spec": {"containers": []}
+    }))
+    .unwrap();
+    let err = pods.create(&PostParams::default(), &bad).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.reason == "Invalid"),
+        "{err}"
+    );
+    let negative = deployment("neg", -3);
+    let err = Api::<Deployment>::namespaced(env.client().await, &ns)
+        .create(&PostParams::default(), &negative)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 422), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_forbids_an_unprivileged_service_account_and_impersonation_works() {
+    let env = TestEnv::shared();
+    let ns = env.namespace().await;
+    let admin = env.client().await;
+    let sas = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &ns);
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+
+    // A token for the ServiceAccount (TokenRequest, signed by the API server's key).
+    let tr: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let token = sas
+        .create_token_request("nobody", &PostParams::default(), &tr)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut config = env.server().config().await.unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let as_sa = kube::Client::try_from(config).unwrap();
+    let err = Api::<Pod>::namespaced(as_sa.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "an unprivileged ServiceAccount is forbidden: {err}"
+    );
+
+    // Granted a Role, the same token may list pods.
+    let roles = Api::<DynamicObject>::namespaced_with(
+        admin.clone(),
+        &ns,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "Role")),
+    );
+    let bindings = Api::<DynamicObject>::namespaced_with(
+        admin.clone(),
+        &ns,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+        )),
+    );
+    let role: DynamicObject = serde_json::from_value(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role", "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}))
+    .unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let rb: DynamicObject = serde_json::from_value(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding", "metadata": {"name": "nobody-reads"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": ns}]}))
+    .unwrap();
+    bindings.create(&PostParams::default(), &rb).await.unwrap();
+    timeout(async {
+        while Api::<Pod>::namespaced(as_sa.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // Impersonation by the administrator is subject to the impersonated user's rights.
+    let mut config = env.server().config().await.unwrap();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:nobody"));
+    let impersonating = kube::Client::try_from(config).unwrap();
+    Api::<Pod>::namespaced(impersonating.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let err = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(impersonating, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 403), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_owner_garbage_collects_what_it_owns() {
+    let env = TestEnv::shared();
+    let ns = env.namespace().await;
+    let client = env.client().await;
+    let owners = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
+    let owner: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap();
+    let owner = owners.create(&PostParams::default(), &owner).await.unwrap();
+    let owned: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "owned", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+            "name": "owner", "uid": owner.metadata.uid.unwrap()}]}
+    }))
+    .unwrap();
+    owners.create(&PostParams::default(), &owned).await.unwrap();
+    owners.delete("owner", &DeleteParams::default()).await.unwrap();
+    // kube-controller-manager's garbage collector removes the dependent.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while owners.get_opt("owned").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the garbage collector did not delete the dependent in 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_counts_only_the_agent_identity() {
+    let env = TestEnv::shared();
+    let ns = env.namespace().await;
+    let before = env.agent_requests("LIST", "pods");
+    let kc = kube::config::Kubeconfig::read_from(env.agent_kubeconfig_path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let agent = kube::Client::try_from(config).unwrap();
+    Api::<Pod>::namespaced(agent, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    // The administrator's requests are not audited.
+    Api::<Pod>::namespaced(env.client().await, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(env.agent_requests("LIST", "pods"), before + 1);
 }
