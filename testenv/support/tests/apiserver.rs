@@ -166,16 +166,14 @@ async fn pod_watch_sees_added_modified_deleted() {
     assert_eq!(p.metadata.name.as_deref(), Some("p"));
     assert_eq!(p.status.unwrap().phase.as_deref(), Some("Pending"));
     // kube-scheduler binds it, kwok runs it: MODIFIED events until Running.
-    let mut node = None;
-    loop {
+    let node = loop {
         let Event::Apply(p) = timeout(stream.try_next()).await.unwrap().unwrap() else {
             panic!("expected MODIFIED")
         };
         if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
-            node = p.spec.and_then(|s| s.node_name);
-            break;
+            break p.spec.and_then(|s| s.node_name);
         }
-    }
+    };
     assert!(
         node.unwrap_or_default()
             .starts_with(lazyscale_testenv::NODE_PREFIX),
