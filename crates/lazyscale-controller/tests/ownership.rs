@@ -44,6 +44,19 @@ fn vertical_version(d: &DatadogPodAutoscaler) -> Option<String> {
     )
 }
 
+/// The vertical writer's fields are as it last wrote them.
+fn assert_vertical(d: &DatadogPodAutoscaler, version: &str, able: &str) {
+    assert_eq!(
+        vertical_version(d).as_deref(),
+        Some(version),
+        "horizontal reverted vertical"
+    );
+    assert_eq!(
+        condition(d, conditions::VERTICAL_ABLE_TO_RECOMMEND).map(|c| c.0),
+        Some(able.into())
+    );
+}
+
 /// What the vertical loop applies: `status.vertical.target` and its conditions.
 async fn apply_vertical(api: &Api<DatadogPodAutoscaler>, ns: &str, version: &str, able: &str) {
     let body = json!({
@@ -133,15 +146,7 @@ async fn horizontal_and_vertical_writers_never_revert_each_other() {
         condition(&d, conditions::ERROR),
         Some(("True".into(), Some(reasons::TARGET_NOT_FOUND.into())))
     );
-    assert_eq!(
-        vertical_version(&d).as_deref(),
-        Some("v1"),
-        "horizontal reverted vertical"
-    );
-    assert_eq!(
-        condition(&d, conditions::VERTICAL_ABLE_TO_RECOMMEND).map(|c| c.0),
-        Some("True".into())
-    );
+    assert_vertical(&d, "v1", "True");
 
     // The vertical writer again: the horizontal fields stay.
     apply_vertical(&api, &ns, "v2", "False").await;
@@ -175,15 +180,7 @@ async fn horizontal_and_vertical_writers_never_revert_each_other() {
             .then_some(d)
     })
     .await;
-    assert_eq!(
-        vertical_version(&d).as_deref(),
-        Some("v2"),
-        "horizontal reverted vertical"
-    );
-    assert_eq!(
-        condition(&d, conditions::VERTICAL_ABLE_TO_RECOMMEND).map(|c| c.0),
-        Some("False".into())
-    );
+    assert_vertical(&d, "v2", "False");
 
     // Each writer owns only its fields.
     let managers: Vec<(String, String)> = d

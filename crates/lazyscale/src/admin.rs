@@ -1,8 +1,8 @@
 //! The admin server (plain HTTP on its own port): `/livez`, `/readyz`, `/metrics`, and
 //! `/explain/{namespace}/{name}` (what `lazyscale explain` prints).
 //!
-//! Readiness means "connected to the API server and watching for autoscalers"; it never waits for the
-//! lazily started pod cache.
+//! Readiness means "connected to the API server and every autoscaler watch has listed"; it never
+//! waits for the lazily started pod cache. [`get`] is the small client `lazyscale explain` uses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::Metrics;
@@ -22,7 +22,7 @@ use crate::telemetry::Metrics;
 pub struct AdminState {
     /// The metrics to serve.
     pub metrics: Arc<Metrics>,
-    /// Set once the agent reached the API server and its autoscaler watches started.
+    /// Set once the agent reached the API server and its autoscaler watches listed.
     pub ready: Arc<AtomicBool>,
     /// The horizontal controller while the stack runs.
     pub controller: Arc<std::sync::RwLock<Option<lazyscale_controller::Handle>>>,
@@ -60,7 +60,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the API server has not answered yet",
+            "not ready: the autoscaler watches have not listed yet",
         )
     }
 }
@@ -78,11 +78,50 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/explain/{namespace}/{name}", get(explain))
+        .route("/livez", routing::get(livez))
+        .route("/readyz", routing::get(readyz))
+        .route("/metrics", routing::get(metrics))
+        .route("/explain/{namespace}/{name}", routing::get(explain))
         .with_state(state)
+}
+
+/// Errors of [`get`].
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The agent's admin server could not be reached or read.
+    #[error("cannot reach the agent's admin server at {addr}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The answer is not HTTP.
+    #[error("the admin server at {0} did not answer HTTP")]
+    NotHttp(SocketAddr),
+}
+
+/// How long [`get`] waits for an answer.
+pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A plain HTTP/1.0 GET of `path` on the admin server (it serves plain HTTP on loopback or a pod
+/// IP, and the answer is small text): the status code and the body.
+pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), ClientError> {
+    use std::io::{Read, Write};
+    let io = |source| ClientError::Io { addr, source };
+    let mut s = std::net::TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT).map_err(io)?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(io)?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).map_err(io)?;
+    let (head, body) = buf.split_once("\r\n\r\n").ok_or(ClientError::NotHttp(addr))?;
+    let code = head
+        .strip_prefix("HTTP/")
+        .and_then(|h| h.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or(ClientError::NotHttp(addr))?;
+    Ok((code, body.to_owned()))
 }
 
 /// Serves the admin endpoints until `stop` is cancelled.
@@ -93,4 +132,44 @@ pub async fn serve(addr: SocketAddr, state: AdminState, stop: CancellationToken)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_client_reads_the_servers_answers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = AdminState {
+            metrics: Arc::new(Metrics::new()),
+            ready: ready.clone(),
+            controller: Arc::default(),
+        };
+        let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let call = |path: &'static str| tokio::task::spawn_blocking(move || get(addr, path));
+        let (code, _) = call("/readyz")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code, 503);
+        ready.store(true, Ordering::Relaxed);
+        let (code, _) = call("/readyz")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code, 200);
+        let (code, body) = call("/explain/ns/none")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code, 404, "{body}");
+        server.abort();
+        let closed: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(get(closed, "/"), Err(ClientError::Io { .. })));
+    }
 }

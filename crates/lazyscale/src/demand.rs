@@ -169,6 +169,25 @@ async fn watch_kind<K>(
     }
 }
 
+/// What every watch task shares: where updates go, the error counter, the stop signal.
+#[derive(Clone)]
+struct WatchContext {
+    tx: mpsc::Sender<Update>,
+    errors: prometheus_client::metrics::counter::Counter,
+    stop: CancellationToken,
+}
+
+/// Spawns the watch of one kind, in a span naming it.
+fn spawn_watch<K>(api: Api<K>, kind: SourceKind, config: watcher::Config, ctx: &WatchContext)
+where
+    K: kube::Resource + Observed + serde::de::DeserializeOwned + Clone + Debug + Send + 'static,
+{
+    let WatchContext { tx, errors, stop } = ctx.clone();
+    tokio::spawn(
+        watch_kind(api, kind, config, tx, errors, stop).instrument(tracing::info_span!("watch", ?kind)),
+    );
+}
+
 /// Starts the four watches; updates arrive on the returned channel until `stop` is cancelled.
 pub fn spawn(
     client: kube::Client,
@@ -176,55 +195,23 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> mpsc::Receiver<Update> {
     let (tx, rx) = mpsc::channel(256);
+    let ctx = WatchContext { tx, errors, stop };
     let labelled = watcher::Config::default().labels(PROFILE_SELECTOR);
     // Bookmarks keep resumption cheap; the idle watches carry almost no traffic.
     let plain = watcher::Config::default();
     // DPAs are read whole (they are few and small): the stack needs their targets for the pod cache's
     // interest set. Any version the server serves works; v1alpha2 is the storage version.
     let dpas: Api<DynamicObject> = Api::all_with(client.clone(), &dpa_resource());
-    tokio::spawn(
-        watch_kind(
-            dpas,
-            SourceKind::Dpa,
-            plain,
-            tx.clone(),
-            errors.clone(),
-            stop.clone(),
-        )
-        .instrument(tracing::info_span!("watch", kind = ?SourceKind::Dpa)),
-    );
-    tokio::spawn(
-        watch_kind(
-            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
-            SourceKind::Deployment,
-            labelled.clone(),
-            tx.clone(),
-            errors.clone(),
-            stop.clone(),
-        )
-        .instrument(tracing::info_span!("watch", kind = ?SourceKind::Deployment)),
-    );
-    tokio::spawn(
-        watch_kind(
-            Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
-            SourceKind::StatefulSet,
-            labelled.clone(),
-            tx.clone(),
-            errors.clone(),
-            stop.clone(),
-        )
-        .instrument(tracing::info_span!("watch", kind = ?SourceKind::StatefulSet)),
-    );
-    tokio::spawn(
-        watch_kind(
-            Api::<PartialObjectMeta<Namespace>>::all(client),
-            SourceKind::Namespace,
-            labelled,
-            tx,
-            errors,
-            stop,
-        )
-        .instrument(tracing::info_span!("watch", kind = ?SourceKind::Namespace)),
+    spawn_watch(dpas, SourceKind::Dpa, plain, &ctx);
+    let deployments = Api::<PartialObjectMeta<Deployment>>::all(client.clone());
+    spawn_watch(deployments, SourceKind::Deployment, labelled.clone(), &ctx);
+    let statefulsets = Api::<PartialObjectMeta<StatefulSet>>::all(client.clone());
+    spawn_watch(statefulsets, SourceKind::StatefulSet, labelled.clone(), &ctx);
+    spawn_watch(
+        Api::<PartialObjectMeta<Namespace>>::all(client),
+        SourceKind::Namespace,
+        labelled,
+        &ctx,
     );
     rx
 }

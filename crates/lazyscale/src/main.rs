@@ -5,7 +5,6 @@ use lazyscale::{admin, config, stack, telemetry, webhook};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -78,7 +77,7 @@ fn main() -> Result<()> {
             let (ns, name) = target
                 .split_once('/')
                 .ok_or_else(|| anyhow::anyhow!("expected NAMESPACE/NAME, got {target}"))?;
-            let (code, body) = admin_get(admin_address, &format!("/explain/{ns}/{name}"))?;
+            let (code, body) = admin::get(admin_address, &format!("/explain/{ns}/{name}"))?;
             if code == 200 {
                 print!("{body}");
                 Ok(())
@@ -97,27 +96,6 @@ fn main() -> Result<()> {
             rt.block_on(run(settings))
         }
     }
-}
-
-/// A plain HTTP GET to the admin server.
-fn admin_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)
-        .with_context(|| format!("connect to the agent's admin server at {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 async fn kube_config(settings: &Settings) -> Result<kube::Config> {
