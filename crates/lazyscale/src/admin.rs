@@ -125,13 +125,34 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), ClientError> {
 }
 
 /// Serves the admin endpoints until `stop` is cancelled.
-pub async fn serve(addr: SocketAddr, state: AdminState, stop: CancellationToken) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(address = %listener.local_addr()?, "admin server listening");
+pub async fn serve(addr: SocketAddr, state: AdminState, stop: CancellationToken) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(address = %local, "admin server listening");
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(stop.cancelled_owned())
-        .await?;
-    Ok(())
+        .await
+        .map_err(ServeError::Serve)
+}
+
+/// Errors of [`serve`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The admin address could not be bound.
+    #[error("cannot listen on the admin address {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed while serving.
+    #[error("the admin server failed")]
+    Serve(#[source] std::io::Error),
 }
 
 #[cfg(test)]

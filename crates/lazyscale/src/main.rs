@@ -218,7 +218,7 @@ async fn run(settings: Settings) -> Result<()> {
     // Any of the three ending first ends the agent; an error is the agent's error (non-zero exit).
     let (mut stack_done, mut admin_done, mut webhook_done) = (false, false, webhook_task.is_none());
     let mut result = tokio::select! {
-        r = &mut stack => { stack_done = true; r }
+        r = &mut stack => { stack_done = true; r.map_err(anyhow::Error::from) }
         r = &mut admin => { admin_done = true; ended("admin server", r, &stop) }
         r = async { match webhook_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
             webhook_done = true;
@@ -233,7 +233,7 @@ async fn run(settings: Settings) -> Result<()> {
     // Stopping the stack awaits its tasks, so the Lease is released before the process exits.
     if !stack_done {
         let r = stack.await;
-        result = result.and(r);
+        result = result.and(r.map_err(anyhow::Error::from));
     }
     if !webhook_done && let Some(t) = webhook_task {
         result = result.and(ended("webhook server", t.await, &stop));
@@ -246,11 +246,14 @@ async fn run(settings: Settings) -> Result<()> {
 }
 
 /// The outcome of a server task: an error, a panic, or an end before the agent was asked to stop.
-fn ended(what: &str, r: Result<Result<()>, JoinError>, stop: &CancellationToken) -> Result<()> {
+fn ended<E>(what: &str, r: Result<Result<(), E>, JoinError>, stop: &CancellationToken) -> Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     match r {
         Ok(Ok(())) if stop.is_cancelled() => Ok(()),
         Ok(Ok(())) => anyhow::bail!("the {what} stopped on its own"),
-        Ok(Err(e)) => Err(e.context(format!("the {what} failed"))),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("the {what} failed"))),
         Err(e) => anyhow::bail!("the {what} task failed: {e}"),
     }
 }

@@ -29,6 +29,14 @@ use lazyscale_controller::DpaChange;
 use lazyscale_core::demand::{Demand, Source, SourceKind};
 use lazyscale_core::gate::{Action, CloseOutcome, Gate};
 
+/// Why the stack loop ended on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The autoscaler watches stopped sending updates while the agent was running.
+    #[error("the autoscaler watches ended")]
+    WatchesEnded,
+}
+
 /// What the stack needs from the agent.
 pub struct Deps {
     /// The Kubernetes client of the always-on parts.
@@ -120,7 +128,7 @@ async fn wait_for_api(client: &kube::Client, stop: &CancellationToken) -> bool {
 }
 
 /// Runs until the agent stops.
-pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
+pub async fn run(mut deps: Deps) -> Result<(), StackError> {
     if !deps.settings.enabled {
         tracing::info!("autoscaling.workload.enabled is false: the autoscaling stack never starts");
         deps.ready.store(true, Ordering::Relaxed);
@@ -228,7 +236,7 @@ pub async fn run(mut deps: Deps) -> anyhow::Result<()> {
         stop(&mut deps, r).await;
     }
     if ended_on_its_own {
-        anyhow::bail!("the autoscaler watches ended");
+        return Err(StackError::WatchesEnded);
     }
     Ok(())
 }

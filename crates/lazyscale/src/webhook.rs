@@ -157,6 +157,43 @@ pub fn router(state: WebhookState) -> Router {
     Router::new().route(PATH, post(handle)).with_state(state)
 }
 
+/// Errors of the webhook server and its certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read the webhook {what} {path}")]
+    Read {
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("no certificate in {0}")]
+    NoCertificate(PathBuf),
+    /// The self-signed certificate could not be generated.
+    #[error("cannot generate a self-signed certificate")]
+    Generate(#[source] rcgen::Error),
+    /// The listener could not be bound or set up.
+    #[error("cannot listen on the webhook address {addr}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS configuration was refused.
+    #[error("invalid webhook TLS configuration")]
+    Tls(#[source] std::io::Error),
+    /// The server failed while serving.
+    #[error("the webhook server failed")]
+    Serve(#[source] std::io::Error),
+}
+
 /// The serving certificate: PEM chain, key, and the CA bundle to register.
 pub struct Certificate {
     /// PEM certificate chain.
@@ -168,13 +205,13 @@ pub struct Certificate {
 }
 
 /// A self-signed certificate for development, valid for localhost, 127.0.0.1 and the Service names.
-pub fn self_signed(service: Option<(&str, &str)>) -> anyhow::Result<Certificate> {
+pub fn self_signed(service: Option<(&str, &str)>) -> Result<Certificate, WebhookError> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     if let Some((name, ns)) = service {
         names.push(format!("{name}.{ns}.svc"));
         names.push(format!("{name}.{ns}.svc.cluster.local"));
     }
-    let c = rcgen::generate_simple_self_signed(names)?;
+    let c = rcgen::generate_simple_self_signed(names).map_err(WebhookError::Generate)?;
     let cert_pem = c.cert.pem();
     Ok(Certificate {
         ca_pem: cert_pem.clone(),
@@ -184,14 +221,19 @@ pub fn self_signed(service: Option<(&str, &str)>) -> anyhow::Result<Certificate>
 }
 
 /// Loads the certificate and key files.
-pub fn from_files(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<Certificate> {
-    let cert_pem = std::fs::read_to_string(cert)
-        .map_err(|e| anyhow::anyhow!("read webhook certificate {}: {e}", cert.display()))?;
-    let key_pem = std::fs::read_to_string(key)
-        .map_err(|e| anyhow::anyhow!("read webhook key {}: {e}", key.display()))?;
+pub fn from_files(cert: &PathBuf, key: &PathBuf) -> Result<Certificate, WebhookError> {
+    let read = |what, path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|source| WebhookError::Read {
+            what,
+            path: path.clone(),
+            source,
+        })
+    };
+    let cert_pem = read("certificate", cert)?;
+    let key_pem = read("key", key)?;
     let start = cert_pem
         .rfind("-----BEGIN CERTIFICATE-----")
-        .ok_or_else(|| anyhow::anyhow!("no certificate in {}", cert.display()))?;
+        .ok_or_else(|| WebhookError::NoCertificate(cert.clone()))?;
     Ok(Certificate {
         ca_pem: cert_pem[start..].to_string(),
         cert_pem,
@@ -212,12 +254,13 @@ pub async fn serve(
     files: Option<(PathBuf, PathBuf)>,
     state: WebhookState,
     stop: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), WebhookError> {
     let tls = RustlsConfig::from_pem(
         cert.cert_pem.clone().into_bytes(),
         cert.key_pem.clone().into_bytes(),
     )
-    .await?;
+    .await
+    .map_err(WebhookError::Tls)?;
     if let Some((c, k)) = files {
         let tls = tls.clone();
         let stop = stop.clone();
@@ -241,7 +284,7 @@ pub async fn serve(
             }
         });
     }
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr().map_err(WebhookError::Serve)?;
     tracing::info!(address = %addr, path = PATH, "webhook server listening");
     let handle = axum_server::Handle::new();
     let h2 = handle.clone();
@@ -249,10 +292,12 @@ pub async fn serve(
         stop.cancelled().await;
         h2.graceful_shutdown(Some(Duration::from_secs(5)));
     });
-    axum_server::from_tcp_rustls(listener, tls)?
+    axum_server::from_tcp_rustls(listener, tls)
+        .map_err(WebhookError::Serve)?
         .handle(handle)
         .serve(router(state).into_make_service())
-        .await?;
+        .await
+        .map_err(WebhookError::Serve)?;
     Ok(())
 }
 
@@ -360,10 +405,13 @@ impl Registration {
 }
 
 /// Binds the webhook listener now (so a port conflict fails start-up, and tests can use port 0).
-pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let l =
-        std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("bind webhook address {addr}: {e}"))?;
-    l.set_nonblocking(true)?;
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, WebhookError> {
+    let err = |source| WebhookError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let l = std::net::TcpListener::bind(addr).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
     Ok(l)
 }
 
