@@ -189,9 +189,9 @@ fn measure(
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     let cached = get("lazyscale_podcache_pods");
     let cache_bytes = get("lazyscale_podcache_bytes");
-    let text = rt.block_on(server.metrics_text(client))?;
-    let lists = lazyscale_testenv::metrics::request_count(&text, "LIST", "pods");
-    let watches = lazyscale_testenv::metrics::request_count(&text, "WATCH", "pods");
+    let _ = (rt, client);
+    let lists = server.agent_requests("LIST", "pods");
+    let watches = server.agent_requests("WATCH", "pods");
     let value = json!({
         "name": name,
         "rss_bytes": rss,
@@ -236,6 +236,8 @@ fn lazy(a: LazyArgs) -> Result<()> {
         pods: a.pods as usize,
         deployments: (a.pods / a.pods_per_deployment.max(1)).max(1) as usize,
         namespaces: a.namespaces as usize,
+        // Room for ~1,000 pods per kwok node.
+        nodes: (a.pods / 1000).max(4),
         ..Default::default()
     };
     let server = populated_server(&spec, &rt)?;
@@ -243,11 +245,11 @@ fn lazy(a: LazyArgs) -> Result<()> {
     rt.block_on(crate::cluster::install_crds(&client))?;
     let dir = crate::workspace_root().join("target/bench");
     let kubeconfig = server.kubeconfig_path().to_path_buf();
-    let counts = |rt: &tokio::runtime::Runtime| -> Result<(u64, u64)> {
-        let text = rt.block_on(server.metrics_text(&client))?;
+    // The agent's own requests, from the audit log (the control plane lists and watches pods too).
+    let counts = |_: &tokio::runtime::Runtime| -> Result<(u64, u64)> {
         Ok((
-            lazyscale_testenv::metrics::request_count(&text, "LIST", "pods"),
-            lazyscale_testenv::metrics::request_count(&text, "WATCH", "pods"),
+            server.agent_requests("LIST", "pods"),
+            server.agent_requests("WATCH", "pods"),
         ))
     };
     let settle = Duration::from_secs(5);
@@ -257,7 +259,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     let base = counts(&rt)?;
     let agent = Agent::start(AgentOptions {
         binary: &binary,
-        kubeconfig: &kubeconfig,
+        kubeconfig: server.agent_kubeconfig_path(),
         args: vec!["--workload-autoscaling-enabled=false".into()],
         log: dir.join("agent-disabled.log"),
     })?;
@@ -269,7 +271,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     let base = counts(&rt)?;
     let agent = Agent::start(AgentOptions {
         binary: &binary,
-        kubeconfig: &kubeconfig,
+        kubeconfig: server.agent_kubeconfig_path(),
         args: vec!["--grace-period-seconds=5".into()],
         log: dir.join("agent.log"),
     })?;

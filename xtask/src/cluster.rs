@@ -46,6 +46,15 @@ pub struct DemoCluster {
     rt: tokio::runtime::Handle,
 }
 
+impl DemoCluster {
+    /// Changes the load of a Deployment.
+    pub fn set_load(&self, ns: &str, name: &str, load: lazyscale_sim::load::LoadProfile) {
+        if let Some(sim) = &self.sim {
+            sim.set_load(&lazyscale_sim::WorkloadRef::deployment(ns, name), load);
+        }
+    }
+}
+
 impl Drop for DemoCluster {
     fn drop(&mut self) {
         if let Some(sim) = self.sim.take() {
@@ -62,7 +71,12 @@ pub async fn start_demo_cluster(client: &kube::Client) -> Result<DemoCluster> {
     let path = crate::workspace_root().join("crates/lazyscale-sim/examples/scenarios/demo.yaml");
     let sc = lazyscale_sim::scenario::load(&path)?;
     lazyscale_sim::scenario::setup(client, &sc).await?;
-    let sim = lazyscale_sim::Simulator::start(client.clone(), sc.sim_config()).await?;
+    // Fresh metrics every 5 s, so the demo's recommendations come quickly.
+    let cfg = lazyscale_sim::SimConfig {
+        metrics_interval: Duration::from_secs(5),
+        ..sc.sim_config()
+    };
+    let sim = lazyscale_sim::Simulator::start(client.clone(), cfg).await?;
     lazyscale_sim::scenario::register(&sim, &sc);
     let summary = sc
         .workloads

@@ -1,14 +1,20 @@
-//! `cargo xtask demo`: the lazy stack at work on a local test API server.
+//! `cargo xtask demo`: the whole job on a local, real control plane (kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok, etcd).
 //!
-//! Starts the test API server, a simulated cluster (the simulator's demo scenario), and the agent; then
-//! narrates: idle with no pod watch, the first DatadogPodAutoscaler applied, the gate opening, pods cached,
-//! memory figures, the DPA deleted, the stack stopping after the grace period. Everything keeps running
-//! until Ctrl-C, with the KUBECONFIG printed for kubectl.
+//! Starts the control plane, the simulator's demo cluster (load and metrics; the controllers and kwok run
+//! the workloads), and the agent; then narrates: idle (no pod request, no webhook), a DatadogPodAutoscaler
+//! on a Deployment under a load step, the gate opening, replicas rising through real ReplicaSets, a
+//! vertical recommendation that new pods carry, `lazyscale explain`, the DPA deleted, the stack stopping
+//! and memory returning; it ends with a summary table. `--no-wait` exits after it; otherwise everything
+//! keeps running until Ctrl-C, with the KUBECONFIG printed for kubectl.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use lazyscale_testenv::{Server, ServerOptions};
 use serde_json::json;
 
@@ -33,14 +39,100 @@ fn say(s: &str) {
     println!("\n\x1b[1m== {s}\x1b[0m");
 }
 
+struct Row {
+    phase: &'static str,
+    gate: f64,
+    cached: f64,
+    rss: u64,
+    lists: u64,
+    watches: u64,
+    webhook: bool,
+    note: String,
+}
+
+fn replicas(rt: &tokio::runtime::Runtime, client: &kube::Client, ns: &str, name: &str) -> Result<(i32, i32)> {
+    let d = rt.block_on(Api::<Deployment>::namespaced(client.clone(), ns).get(name))?;
+    let st = d.status.unwrap_or_default();
+    Ok((
+        d.spec.and_then(|s| s.replicas).unwrap_or(0),
+        st.ready_replicas.unwrap_or(0),
+    ))
+}
+
+fn replica_sets(rt: &tokio::runtime::Runtime, client: &kube::Client, ns: &str, app: &str) -> Result<String> {
+    let rss = rt.block_on(
+        Api::<ReplicaSet>::namespaced(client.clone(), ns)
+            .list(&ListParams::default().labels(&format!("app={app}"))),
+    )?;
+    Ok(rss
+        .items
+        .iter()
+        .map(|r| {
+            format!(
+                "{} (replicas {})",
+                r.metadata.name.clone().unwrap_or_default(),
+                r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+fn webhook_registered(rt: &tokio::runtime::Runtime, client: &kube::Client) -> bool {
+    rt.block_on(Api::<MutatingWebhookConfiguration>::all(client.clone()).list(&ListParams::default()))
+        .map(|l| !l.items.is_empty())
+        .unwrap_or(false)
+}
+
+/// The requests of the first container of a Running pod of `app`, and its rec-id annotation.
+fn pod_resources(
+    rt: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    ns: &str,
+    app: &str,
+) -> Result<Vec<String>> {
+    let pods = rt.block_on(
+        Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default().labels(&format!("app={app}"))),
+    )?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let c = p.spec.as_ref().and_then(|s| s.containers.first());
+            let req = c
+                .and_then(|c| c.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .map(|r| {
+                    r.iter()
+                        .map(|(k, v)| format!("{k}={}", v.0))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let patched = p
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.keys().any(|k| k.contains("rec-id")));
+            format!(
+                "{} app: {req}{}",
+                p.metadata.name.clone().unwrap_or_default(),
+                if patched { "  (patched by the webhook)" } else { "" }
+            )
+        })
+        .collect())
+}
+
 /// Runs the demo.
 pub fn run(args: Args) -> Result<()> {
+    let started = std::time::Instant::now();
     crate::testenv_build()?;
     say("building the agent (release)");
     let binary = crate::agent::build_agent()?;
     let dir = crate::workspace_root().join("target/demo");
     std::fs::create_dir_all(&dir)?;
-    say("starting the test API server (etcd + k8s.io/apiserver on loopback)");
+    say("starting the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)");
     let server = Server::start(ServerOptions {
         dir: Some(dir.join("apiserver")),
         ..Default::default()
@@ -52,49 +144,87 @@ pub fn run(args: Args) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(server.client())?;
     rt.block_on(crate::cluster::install_crds(&client))?;
-    say("simulated cluster: namespaces, deployments, a statefulset, kubelet, pod metrics");
+    say(
+        "the demo cluster: 3 namespaces, 5 Deployments and a StatefulSet, run by kube-controller-manager and kwok; the simulator adds load and PodMetrics",
+    );
     let sim = rt.block_on(crate::cluster::start_demo_cluster(&client))?;
     println!("{}", sim.summary);
+    let ready_start = std::time::Instant::now();
+    while replicas(&rt, &client, "shop", "web")?.1 < 3 {
+        if ready_start.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("shop/web has no 3 ready replicas after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "shop/web ReplicaSets: {}",
+        replica_sets(&rt, &client, "shop", "web")?
+    );
 
-    let pod_requests = |rt: &tokio::runtime::Runtime| -> Result<(u64, u64)> {
-        let text = rt.block_on(server.metrics_text(&client))?;
-        Ok((
-            lazyscale_testenv::metrics::request_count(&text, "LIST", "pods"),
-            lazyscale_testenv::metrics::request_count(&text, "WATCH", "pods"),
-        ))
+    // The agent's own requests, from the audit log (the control plane lists and watches pods too).
+    let pod_requests = || -> (u64, u64) {
+        (
+            server.agent_requests("LIST", "pods"),
+            server.agent_requests("WATCH", "pods"),
+        )
     };
-    // The simulator watches pods itself; counting from here on isolates the agent's requests.
-    let base_requests = pod_requests(&rt)?;
     say("starting the agent");
     let agent = Agent::start(AgentOptions {
         binary: &binary,
-        kubeconfig: &kubeconfig,
-        args: vec![format!("--grace-period-seconds={}", args.grace)],
+        kubeconfig: server.agent_kubeconfig_path(),
+        args: vec![
+            format!("--grace-period-seconds={}", args.grace),
+            "--horizontal-period-seconds=5".to_string(),
+            "--vertical-period-seconds=5".to_string(),
+        ],
         log: dir.join("agent.log"),
     })?;
     println!("agent log: {}", agent.log.display());
-    std::thread::sleep(Duration::from_secs(3));
-    let (rss, _) = agent.rss();
-    let (lists, watches) = pod_requests(&rt)?;
-    say("phase 1 — idle: no autoscaler in the cluster");
-    println!(
-        "gate open: {}   cached pods: {}   agent RSS: {}   heap: {}",
-        agent.metric("lazyscale_gate_open"),
-        agent.metric("lazyscale_podcache_pods"),
-        mib(rss as f64),
-        mib(agent.metric("lazyscale_process_heap_bytes")),
-    );
-    println!(
-        "pod LIST/WATCH requests since the agent started: {}/{}",
-        lists.saturating_sub(base_requests.0),
-        watches.saturating_sub(base_requests.1)
-    );
+    let mut rows = Vec::new();
+    let row = |phase: &'static str, agent: &Agent, note: String| -> Row {
+        std::thread::sleep(Duration::from_millis(500));
+        let (lists, watches) = pod_requests();
+        let r = Row {
+            phase,
+            gate: agent.metric("lazyscale_gate_open"),
+            cached: agent.metric("lazyscale_podcache_pods"),
+            rss: agent.rss().0,
+            lists,
+            watches,
+            webhook: webhook_registered(&rt, &client),
+            note,
+        };
+        println!(
+            "gate open: {}   cached pods: {}   agent RSS: {}   pod LIST/WATCH by the agent: {}/{}   webhook registered: {}",
+            r.gate,
+            r.cached,
+            mib(r.rss as f64),
+            r.lists,
+            r.watches,
+            r.webhook
+        );
+        r
+    };
 
-    say("phase 2 — applying the first DatadogPodAutoscaler (target: deployment web in shop)");
+    std::thread::sleep(Duration::from_secs(3));
+    say("phase 1 — idle: no autoscaler in the cluster");
+    rows.push(row("idle", &agent, "no autoscaler".into()));
+
+    say(
+        "phase 2 — a load step on shop/web (3 × 200m requested, 1.5 cores used each), then its first DatadogPodAutoscaler",
+    );
+    sim.set_load(
+        "shop",
+        "web",
+        serde_json::from_value(
+            json!({"cpu": {"type": "constant", "value": "1500m"}, "memory": {"base": "96Mi"}}),
+        )?,
+    );
     let dpas = Api::<DynamicObject>::namespaced_with(client.clone(), "shop", &crate::cluster::dpa_resource());
     let dpa = json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "owner": "Local",
+            "applyPolicy": {"update": {"strategy": "Auto"}},
             "constraints": {"minReplicas": 2, "maxReplicas": 10},
             "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}});
     rt.block_on(dpas.patch("web", &PatchParams::apply("demo"), &Patch::Apply(&dpa)))
@@ -102,27 +232,91 @@ pub fn run(args: Args) -> Result<()> {
     agent.wait_for("the gate to open", Duration::from_secs(30), |m| {
         m.get("lazyscale_gate_open").copied() == Some(1.0)
     })?;
-    println!("gate open: the agent started its pod collection");
+    println!("gate open: the agent started its pod collection and registered its webhook");
     agent.wait_for("the pod collection to sync", Duration::from_secs(60), |m| {
         m.get("lazyscale_pod_collection_synced").copied() == Some(1.0)
     })?;
-    std::thread::sleep(Duration::from_secs(3));
-    let (rss, _) = agent.rss();
-    let (lists, watches) = pod_requests(&rt)?;
+    rows.push(row("first DPA", &agent, "gate opens".into()));
+
+    say("phase 3 — replicas rise through real ReplicaSets (kube-controller-manager) and kwok pods");
+    let t = std::time::Instant::now();
+    let mut last = (0, 0);
+    while t.elapsed() < Duration::from_secs(90) {
+        let now = replicas(&rt, &client, "shop", "web")?;
+        if now != last {
+            println!(
+                "  after {:>4.1}s: spec.replicas {}  ready {}",
+                t.elapsed().as_secs_f64(),
+                now.0,
+                now.1
+            );
+            last = now;
+        }
+        if now.0 >= 10 && now.1 >= 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     println!(
-        "cached pods: {} (only pods of autoscaled workloads)   cache bytes: {}   agent RSS: {}",
-        agent.metric("lazyscale_podcache_pods"),
-        agent.metric("lazyscale_podcache_bytes"),
-        mib(rss as f64)
+        "shop/web ReplicaSets: {}",
+        replica_sets(&rt, &client, "shop", "web")?
     );
-    println!(
-        "pod LIST/WATCH requests since the agent started: {}/{}",
-        lists.saturating_sub(base_requests.0),
-        watches.saturating_sub(base_requests.1)
-    );
+    rows.push(row(
+        "scaled",
+        &agent,
+        format!("replicas {} (ready {})", last.0, last.1),
+    ));
+
+    say("phase 4 — the vertical recommendation, and new pods carrying it");
+    let t = std::time::Instant::now();
+    let mut target = None;
+    while t.elapsed() < Duration::from_secs(60) && target.is_none() {
+        let d = rt.block_on(dpas.get("web"))?;
+        target = d
+            .data
+            .pointer("/status/vertical/target")
+            .filter(|v| !v.is_null())
+            .cloned();
+        if target.is_none() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    match &target {
+        Some(t) => println!("status.vertical.target: {t}"),
+        None => println!("no vertical recommendation after 60 s (see the agent log)"),
+    }
+    // A rollout (as `kubectl rollout restart` does) makes new pods, which the webhook patches.
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {"demo.lazyscale.io/restartedAt": format!("{:?}", std::time::SystemTime::now())}}}}});
+    rt.block_on(Api::<Deployment>::namespaced(client.clone(), "shop").patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&restart),
+    ))?;
+    let t = std::time::Instant::now();
+    let mut shown = Vec::new();
+    while t.elapsed() < Duration::from_secs(60) {
+        shown = pod_resources(&rt, &client, "shop", "web")?;
+        let patched = shown.iter().filter(|l| l.contains("patched")).count();
+        if patched >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for l in shown.iter().take(4) {
+        println!("  {l}");
+    }
+    let patched = shown.iter().filter(|l| l.contains("patched")).count();
+    rows.push(row("right-sized", &agent, format!("{patched} new pods patched")));
+
+    say("phase 5 — lazyscale explain shop/web");
+    let out = std::process::Command::new(&binary)
+        .args(["explain", "shop/web", "--admin-address"])
+        .arg(format!("127.0.0.1:{}", agent.admin_port))
+        .output()?;
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
 
     say(&format!(
-        "phase 3 — deleting the DPA; the stack stops after the {}s grace period",
+        "phase 6 — deleting the DPA; the stack stops after the {}s grace period",
         args.grace
     ));
     rt.block_on(dpas.delete("web", &DeleteParams::default()))?;
@@ -130,18 +324,35 @@ pub fn run(args: Args) -> Result<()> {
         m.get("lazyscale_gate_open").copied() == Some(0.0)
     })?;
     std::thread::sleep(Duration::from_secs(3));
-    let (rss, peak) = agent.rss();
+    rows.push(row(
+        "torn down",
+        &agent,
+        "pod watch stopped, cache released".into(),
+    ));
+
+    say("summary");
     println!(
-        "gate closed: pod watch stopped, cache released   cached pods: {}   agent RSS: {} (peak {})",
-        agent.metric("lazyscale_podcache_pods"),
-        mib(rss as f64),
-        mib(peak as f64)
+        "{:<12} {:>4} {:>11} {:>10} {:>14} {:>8}  note",
+        "phase", "gate", "cached pods", "agent RSS", "pod LIST/WATCH", "webhook"
     );
+    for r in &rows {
+        println!(
+            "{:<12} {:>4} {:>11} {:>10} {:>14} {:>8}  {}",
+            r.phase,
+            r.gate,
+            r.cached,
+            mib(r.rss as f64),
+            format!("{}/{}", r.lists, r.watches),
+            if r.webhook { "yes" } else { "no" },
+            r.note
+        );
+    }
+    println!("demo ran in {:.0}s", started.elapsed().as_secs_f64());
 
     say("everything keeps running: try kubectl (Ctrl-C to stop)");
     println!("export KUBECONFIG={}", kubeconfig.display());
     println!(
-        "kubectl get deploy,pods -A;  kubectl top pod -n shop;  curl -s 127.0.0.1:{}/metrics | grep lazyscale_",
+        "kubectl get deploy,rs,pods -n shop;  kubectl top pod -n shop;  curl -s 127.0.0.1:{}/metrics | grep lazyscale_",
         agent.admin_port
     );
     if !args.no_wait {

@@ -201,7 +201,7 @@ pub fn run(args: WebhookArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let agent = Agent::start(AgentOptions {
         binary: &binary,
-        kubeconfig: server.kubeconfig_path(),
+        kubeconfig: server.agent_kubeconfig_path(),
         args: vec!["--grace-period-seconds=0".into()],
         log: dir.join("agent-webhook.log"),
     })?;

@@ -76,8 +76,10 @@ async fn scales_up_within_two_periods_respects_max_and_scales_down_after_the_win
     .await;
     let fell = drop.elapsed();
     println!("e2e: load drop -> replicas fell after {fell:?} (window 8 s)");
+    // The window is counted from the last high recommendation, which the controller may have made up
+    // to one period before the load changed.
     assert!(
-        fell >= Duration::from_secs(8),
+        fell + PERIOD >= Duration::from_secs(8),
         "scaled down after {fell:?}, before the window"
     );
     assert!(

@@ -1,6 +1,8 @@
-//! The pod collection against a real API server (the `lazyscale-testenv` server): the cache sees adds,
+//! The pod collection against the real control plane (`lazyscale-testenv`): the cache sees adds,
 //! modifications and deletions, filters to the interest set, backfills workloads that join it, evicts
-//! those that leave, and clears itself when stopped.
+//! those that leave, and clears itself when stopped. The pods here are written by the test, owned by
+//! ReplicaSets that do not exist, so this control plane runs without the garbage collector (which would
+//! delete them).
 
 // The scenario lives in a helper shared by two `#[tokio::test]`s; a failed call there fails the test.
 #![allow(clippy::unwrap_used)]
@@ -28,7 +30,8 @@ fn pod(deployment: &str, hash: &str, suffix: &str) -> Pod {
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs,
                 "uid": "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d", "controller": true}]
         },
-        "spec": {"containers": [{"name": "app", "image": "nginx",
+        // No scheduler serves this name: the pod stays unbound, so kwok leaves its status to the test.
+        "spec": {"schedulerName": "lazyscale-test-unscheduled", "containers": [{"name": "app", "image": "nginx",
             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}}]}
     }))
     .unwrap()
@@ -49,8 +52,15 @@ where
     }
 }
 
+fn without_gc() -> lazyscale_testenv::ServerOptions {
+    lazyscale_testenv::ServerOptions {
+        disabled_controllers: vec!["garbage-collector-controller".to_string()],
+        ..Default::default()
+    }
+}
+
 async fn run_collection(config: Config) {
-    let env = TestEnv::shared();
+    let env = TestEnv::shared_with(without_gc);
     let client = env.client().await;
     let ns = env.namespace().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

@@ -28,7 +28,6 @@ async fn load_above_target_scales_up_to_max_replicas_and_explain_says_why() {
         client.clone(),
         SimConfig {
             namespaces: vec![ns.to_string()],
-            ready_delay: Duration::from_millis(200),
             metrics_interval: Duration::from_secs(1),
             resync: Duration::from_secs(2),
             ..SimConfig::default()

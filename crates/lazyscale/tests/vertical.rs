@@ -80,7 +80,6 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
         client.clone(),
         SimConfig {
             namespaces: vec![ns.to_string()],
-            ready_delay: Duration::from_millis(200),
             metrics_interval: Duration::from_secs(1),
             resync: Duration::from_secs(2),
             ..SimConfig::default()

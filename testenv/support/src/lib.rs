@@ -74,10 +74,19 @@ impl TestEnv {
     /// When the server is not built or cannot start: tests cannot run without it, and the message says
     /// what to do.
     pub fn shared() -> &'static TestEnv {
+        Self::shared_with(ServerOptions::default)
+    }
+
+    /// As [`TestEnv::shared`], started with the options `opts` returns (the first call of the process
+    /// decides them).
+    ///
+    /// # Panics
+    /// As [`TestEnv::shared`].
+    pub fn shared_with(opts: fn() -> ServerOptions) -> &'static TestEnv {
         SHARED.get_or_init(|| {
             // Started on a plain thread: callers are usually inside a tokio runtime, where blocking
             // on another runtime is not allowed.
-            let server = std::thread::spawn(|| Server::start(ServerOptions::default()))
+            let server = std::thread::spawn(move || Server::start(opts()))
                 .join()
                 .unwrap_or_else(|_| panic!("test environment start-up thread panicked"))
                 .unwrap_or_else(|e| panic!("cannot start the test API server: {}", error_chain(&e)));

@@ -44,6 +44,9 @@ pub struct ServerOptions {
     pub node_memory: String,
     /// Pods per fake node.
     pub node_pods: u32,
+    /// kube-controller-manager controllers to turn off besides the node ones (for tests that create
+    /// pods owned by objects that do not exist, `garbage-collector-controller`).
+    pub disabled_controllers: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -56,6 +59,7 @@ impl Default for ServerOptions {
             node_cpu: "32".to_string(),
             node_memory: "128Gi".to_string(),
             node_pods: 500,
+            disabled_controllers: Vec::new(),
         }
     }
 }
@@ -286,7 +290,13 @@ impl Server {
                 // Fake nodes renew no heartbeats under load: nothing may evict their pods.
                 arg(
                     "controllers",
-                    "*,-node-lifecycle-controller,-node-ipam-controller,-taint-eviction-controller",
+                    std::iter::once(
+                        "*,-node-lifecycle-controller,-node-ipam-controller,-taint-eviction-controller"
+                            .to_string(),
+                    )
+                    .chain(opts.disabled_controllers.iter().map(|c| format!("-{c}")))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 ),
                 arg("service-account-private-key-file", p(&pki.sa_key)),
                 arg("root-ca-file", p(&pki.ca_cert)),

@@ -71,7 +71,6 @@ pub async fn cluster() -> Cluster {
         client.clone(),
         SimConfig {
             namespaces: vec![ns.clone()],
-            ready_delay: Duration::from_millis(300),
             metrics_interval: Duration::from_millis(500),
             resync: Duration::from_secs(2),
             ..SimConfig::default()
