@@ -236,6 +236,15 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     // teardown: the webhook configuration goes with the stack
     dpas.delete("web", &DeleteParams::default()).await.unwrap();
     dpas.delete("preview", &DeleteParams::default()).await.unwrap();
+    // kube-controller-manager's garbage collector removes the checkpoint with its DPA
+    wait("the checkpoint garbage-collected", 60, || async {
+        cms.get_opt("lazyscale-checkpoint-web")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     agent
         .wait_metric("lazyscale_gate_open", 0.0, Duration::from_secs(30))
         .await;
