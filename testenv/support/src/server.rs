@@ -277,16 +277,27 @@ impl Server {
         self.wait_apiserver(Duration::from_secs(90))?;
 
         let kc = d("components.kubeconfig");
-        self.spawn_process(
-            "kube-controller-manager",
-            &bins.kube_controller_manager,
-            vec![
+        // What kube-controller-manager and kube-scheduler share: identity, loopback serving, no leader
+        // election, a high client rate (bulk loads), modest logs.
+        let common = |extra: Vec<String>| -> Result<Vec<String>> {
+            let mut v = vec![
                 arg("kubeconfig", &kc),
                 arg("authentication-kubeconfig", &kc),
                 arg("authorization-kubeconfig", &kc),
                 arg("bind-address", "127.0.0.1"),
                 arg("secure-port", free_port()?),
                 arg("leader-elect", false),
+                arg("kube-api-qps", 1000),
+                arg("kube-api-burst", 2000),
+                arg("v", 1),
+            ];
+            v.extend(extra);
+            Ok(v)
+        };
+        self.spawn_process(
+            "kube-controller-manager",
+            &bins.kube_controller_manager,
+            common(vec![
                 // Fake nodes renew no heartbeats under load: nothing may evict their pods.
                 arg(
                     "controllers",
@@ -302,29 +313,12 @@ impl Server {
                 arg("root-ca-file", p(&pki.ca_cert)),
                 arg("cluster-signing-cert-file", p(&pki.ca_cert)),
                 arg("cluster-signing-key-file", p(&pki.ca_key)),
-                arg("kube-api-qps", 1000),
-                arg("kube-api-burst", 2000),
                 arg("concurrent-deployment-syncs", 10),
                 arg("concurrent-replicaset-syncs", 10),
                 arg("concurrent-statefulset-syncs", 10),
-                arg("v", 1),
-            ],
+            ])?,
         )?;
-        self.spawn_process(
-            "kube-scheduler",
-            &bins.kube_scheduler,
-            vec![
-                arg("kubeconfig", &kc),
-                arg("authentication-kubeconfig", &kc),
-                arg("authorization-kubeconfig", &kc),
-                arg("bind-address", "127.0.0.1"),
-                arg("secure-port", free_port()?),
-                arg("leader-elect", false),
-                arg("kube-api-qps", 1000),
-                arg("kube-api-burst", 2000),
-                arg("v", 1),
-            ],
-        )?;
+        self.spawn_process("kube-scheduler", &bins.kube_scheduler, common(Vec::new())?)?;
         self.spawn_process(
             "kwok",
             &bins.kwok,
