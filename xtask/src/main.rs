@@ -186,7 +186,7 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
             "warnings",
         ]))?;
     }
-    eprintln!("== cargo test (unit, property, integration on the test API server, CRD drift)");
+    eprintln!("== cargo test (unit, property, integration on the test control plane, CRD drift)");
     let mut c = cargo();
     c.args(["test", "--workspace", "--locked"]);
     if !extra.is_empty() {
