@@ -242,8 +242,8 @@ pub async fn run(client: Client, opts: &BenchOptions) -> Result<BenchReport, Err
                         phase: PodPhase::Running,
                         deleting: false,
                         ready: true,
-                        ready_changed_at: Some(now - 3_590_000),
-                        started_at: Some(now - 3_600_000),
+                        ready_changed_at: Some(now - Duration::from_secs(3_590)),
+                        started_at: Some(now - Duration::from_secs(3_600)),
                         containers: vec![ContainerRequests {
                             name: "app".into(),
                             cpu_millis: Some(500),

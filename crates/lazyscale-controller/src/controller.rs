@@ -275,7 +275,7 @@ impl Shared {
                     d.metadata
                         .creation_timestamp
                         .as_ref()
-                        .map_or(i64::MAX, time::from_time),
+                        .map_or(i64::MAX, |t| time::unix_millis(time::from_time(t))),
                     d.namespace().unwrap_or_default(),
                     d.name_any(),
                 )

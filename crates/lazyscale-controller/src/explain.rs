@@ -13,8 +13,6 @@ use lazyscale_core::horizontal::recommender::{
     Adjustment, Objective, ObjectiveValue, Recommendation, ResourceName,
 };
 
-use crate::time::{self, Millis};
-
 /// What one reconcile saw and decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
@@ -23,7 +21,7 @@ pub struct Explanation {
     /// DPA name.
     pub name: String,
     /// When the reconcile ran.
-    pub at: Millis,
+    pub at: SystemTime,
     /// `apiVersion kind name` of the target.
     pub target: String,
     /// `Apply` or `Preview`.
@@ -35,7 +33,7 @@ pub struct Explanation {
     /// Pods of the target in the pod source.
     pub pods: usize,
     /// When the namespace's PodMetrics were listed.
-    pub metrics_listed_at: Option<Millis>,
+    pub metrics_listed_at: Option<SystemTime>,
     /// The engine's recommendation, or why there is none, when one was asked for.
     pub recommendation: Option<Result<Recommendation, String>>,
     /// Objectives the local recommender cannot compute.
@@ -46,8 +44,8 @@ pub struct Explanation {
     pub outcome: String,
 }
 
-fn age(now: Millis, t: Millis) -> String {
-    let s = (now - t).max(0) as f64 / 1000.0;
+fn age(now: SystemTime, t: SystemTime) -> String {
+    let s = now.duration_since(t).unwrap_or_default().as_secs_f64();
     if s < 120.0 {
         format!("{s:.1}s ago")
     } else {
@@ -56,7 +54,7 @@ fn age(now: Millis, t: Millis) -> String {
 }
 
 /// Renders an explanation as text, with ages relative to `now`.
-pub fn render(e: &Explanation, now: Millis) -> String {
+pub fn render(e: &Explanation, now: SystemTime) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "DatadogPodAutoscaler {}/{}", e.namespace, e.name);
     let _ = writeln!(s, "  evaluated: {}", age(now, e.at));
@@ -166,8 +164,8 @@ pub fn render(e: &Explanation, now: Millis) -> String {
     s
 }
 
-fn age_of(now: Millis, t: SystemTime) -> String {
-    age(now, time::of_system(t))
+fn age_of(now: SystemTime, t: SystemTime) -> String {
+    age(now, t)
 }
 
 fn objective(o: &Objective) -> String {
@@ -199,6 +197,7 @@ fn value(o: &Objective, v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time;
     use lazyscale_core::horizontal::policy::{self, History, Policy};
     use lazyscale_core::horizontal::recommender::{
         ContainerMetrics, Input, PodMetrics, PodPhase, ReadyCondition, Recommender, Sample,
@@ -206,7 +205,7 @@ mod tests {
 
     #[test]
     fn renders_the_engine_steps() {
-        let at = |ms: Millis| time::to_system(ms);
+        let at = time::from_unix_millis;
         let pods: Vec<PodMetrics> = (0..3)
             .map(|i| PodMetrics {
                 name: format!("p{i}"),
@@ -258,19 +257,19 @@ mod tests {
         let e = Explanation {
             namespace: "ns".into(),
             name: "web".into(),
-            at: 1_000_000,
+            at: at(1_000_000),
             target: "apps/v1 Deployment web".into(),
             mode: "Apply".into(),
             blocked: None,
             current_replicas: Some(3),
             pods: 3,
-            metrics_listed_at: Some(998_000),
+            metrics_listed_at: Some(at(998_000)),
             recommendation: Some(Ok(r)),
             unusable_objectives: vec!["CustomQuery objectives cannot be computed locally".into()],
             decision: Some(d),
             outcome: "scaled 3 -> 5".into(),
         };
-        let text = render(&e, 1_002_000);
+        let text = render(&e, at(1_002_000));
         for want in [
             "DatadogPodAutoscaler ns/web",
             "current replicas: 3",

@@ -202,8 +202,8 @@ pub fn pods(pods: &[PodSample], usage: &HashMap<String, PodUsage>) -> Vec<PodMet
     pods.iter()
         .map(|p| {
             let sample = usage.get(&p.name);
-            let began = sample.map(|s| time::to_system(s.timestamp - s.window));
-            let started = p.started_at.map(time::to_system);
+            let began = sample.map(|s| s.timestamp.checked_sub(s.window).unwrap_or(s.timestamp));
+            let started = p.started_at;
             PodMetrics {
                 name: p.name.clone(),
                 phase: p.phase,
@@ -213,7 +213,6 @@ pub fn pods(pods: &[PodSample], usage: &HashMap<String, PodUsage>) -> Vec<PodMet
                 // in: a Ready pod counts, a pod not Ready past its start never became Ready.
                 ready: p
                     .ready_changed_at
-                    .map(time::to_system)
                     .or(started)
                     .map(|last_transition| ReadyCondition {
                         ready: p.ready,
@@ -258,7 +257,7 @@ pub fn restore_history(status: &HorizontalStatus) -> History {
         .flatten()
         .filter_map(|r| {
             Some(TimedRecommendation {
-                at: time::system_of(r.generated_at.as_ref()?),
+                at: time::from_time(r.generated_at.as_ref()?),
                 replicas: to_u32(r.desired_replicas),
             })
         })
@@ -269,7 +268,7 @@ pub fn restore_history(status: &HorizontalStatus) -> History {
         .iter()
         .flatten()
         .map(|a| ScalingAction {
-            time: time::system_of(&a.time),
+            time: time::from_time(&a.time),
             from_replicas: to_u32(a.from_replicas),
             to_replicas: to_u32(a.to_replicas),
             recommended_replicas: a.recommended_replicas.map_or(0, to_u32),
@@ -303,7 +302,7 @@ pub fn status_recommendations(
         .filter(|(i, (_, last))| *i + 1 == n || (!window.is_zero() && *last > cutoff))
         .map(|(_, (first, _))| HorizontalRecommendation {
             source: Some(value_sources::LOCAL.to_owned()),
-            generated_at: Some(time::from_system(first.at)),
+            generated_at: Some(time::to_time(first.at)),
             desired_replicas: to_i32(first.replicas),
         })
         .collect();
@@ -320,7 +319,7 @@ pub fn status_actions(history: &History) -> Vec<HorizontalAction> {
         .actions()
         .skip(n.saturating_sub(MAX_ACTIONS))
         .map(|a| HorizontalAction {
-            time: time::from_system(a.time),
+            time: time::to_time(a.time),
             from_replicas: to_i32(a.from_replicas),
             to_replicas: to_i32(a.to_replicas),
             recommended_replicas: Some(to_i32(a.recommended_replicas)),
@@ -388,7 +387,7 @@ mod tests {
             deleting: false,
             ready: true,
             ready_changed_at: None,
-            started_at: Some(1_000),
+            started_at: Some(time::from_unix_millis(1_000)),
             containers: vec![ContainerRequests {
                 name: "app".into(),
                 cpu_millis: Some(500),
@@ -398,8 +397,8 @@ mod tests {
         let usage = HashMap::from([(
             "a".to_owned(),
             PodUsage {
-                timestamp: 100_000,
-                window: 15_000,
+                timestamp: time::from_unix_millis(100_000),
+                window: Duration::from_secs(15),
                 containers: vec![ContainerUsage {
                     name: "app".into(),
                     cpu: 0.25,
@@ -411,13 +410,13 @@ mod tests {
         assert_eq!(
             p.containers[0].cpu,
             [Sample {
-                at: time::to_system(85_000),
+                at: time::from_unix_millis(85_000),
                 value: 250.0
             }]
         );
         assert_eq!(
             p.ready.map(|r| r.last_transition),
-            Some(time::to_system(1_000)),
+            Some(time::from_unix_millis(1_000)),
             "the start time stands in for an unknown transition"
         );
         let none = pods(

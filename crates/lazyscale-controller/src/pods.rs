@@ -16,9 +16,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::RwLock;
 
-use crate::time::Millis;
 use lazyscale_api::quantity;
 use lazyscale_podcache::slim::{WorkloadKind, resolve_workload};
+use std::time::SystemTime;
 
 pub use lazyscale_core::horizontal::recommender::PodPhase;
 
@@ -44,10 +44,10 @@ pub struct PodSample {
     pub deleting: bool,
     /// The `Ready` condition is `True`.
     pub ready: bool,
-    /// `lastTransitionTime` of the `Ready` condition (unix milliseconds), when known.
-    pub ready_changed_at: Option<Millis>,
-    /// `status.startTime` (unix milliseconds), when known.
-    pub started_at: Option<Millis>,
+    /// `lastTransitionTime` of the `Ready` condition, when known.
+    pub ready_changed_at: Option<SystemTime>,
+    /// `status.startTime`, when known.
+    pub started_at: Option<SystemTime>,
     /// Requests of the regular containers.
     pub containers: Vec<ContainerRequests>,
 }
@@ -210,10 +210,10 @@ pub fn sample_of(pod: &Pod) -> PodSample {
         ready: ready_cond.is_some_and(|c| c.status == "True"),
         ready_changed_at: ready_cond
             .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| t.0.as_millisecond()),
+            .map(crate::time::from_time),
         started_at: status
             .and_then(|s| s.start_time.as_ref())
-            .map(|t| t.0.as_millisecond()),
+            .map(crate::time::from_time),
         containers: pod
             .spec
             .as_ref()

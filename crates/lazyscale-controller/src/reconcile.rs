@@ -186,7 +186,6 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let policy = horizontal::policy(&dpa.spec);
     let objectives = horizontal::objectives(&dpa.spec);
     let current_u = u32::try_from(current).unwrap_or(0);
-    let now_sys = time::to_system(now);
     let recommendation: Result<Recommendation, String> = if !dpa.spec.fallback.horizontal.enabled {
         Err("fallback.horizontal.enabled is false: no recommendation source".to_owned())
     } else if objectives.usable.is_empty() {
@@ -196,7 +195,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         shared
             .recommender
             .recommend(&recommender::Input {
-                now: now_sys,
+                now,
                 current_replicas: current_u,
                 objectives: &objectives.usable,
                 pods: &engine_pods,
@@ -238,13 +237,13 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             &policy,
             &history,
             &policy::Input {
-                now: now_sys,
+                now,
                 current_replicas: current_u,
                 recommended_replicas: r.replicas,
                 source: r.source,
             },
         );
-        history.record_recommendation(now_sys, r.replicas);
+        history.record_recommendation(now, r.replicas);
         match (d.limit, &d.limited_reason) {
             (Some(l), reason) => conds.push(
                 Cond::yes(conditions::HORIZONTAL_SCALING_LIMITED)
@@ -320,7 +319,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             };
         }
         let window = horizontal::longest_window(&policy);
-        let recent = horizontal::status_recommendations(&history, now_sys, window);
+        let recent = horizontal::status_recommendations(&history, now, window);
         horizontal.target = Some(HorizontalRecommendation {
             source: Some(r.source.to_string()),
             generated_at: recent.last().and_then(|x| x.generated_at.clone()),

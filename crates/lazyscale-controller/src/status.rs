@@ -8,7 +8,9 @@
 use lazyscale_api::DatadogPodAutoscalerCondition;
 use lazyscale_api::consts::conditions::{self, DPA_CONDITION_TYPES};
 
-use crate::time::{Millis, to_time};
+use std::time::SystemTime;
+
+use crate::time::to_time;
 
 /// The condition types this controller owns; others (vertical) are carried over untouched.
 pub const OWNED: [&str; 5] = [
@@ -67,7 +69,7 @@ impl Cond {
 pub fn merge_conditions(
     old: &[DatadogPodAutoscalerCondition],
     new: &[Cond],
-    now: Millis,
+    now: SystemTime,
 ) -> Vec<DatadogPodAutoscalerCondition> {
     let build = |c: &Cond| {
         let prev = old.iter().find(|o| o.type_ == c.type_);
@@ -117,15 +119,26 @@ mod tests {
 
     #[test]
     fn transition_time_is_stable_while_status_holds() {
-        let first = merge_conditions(&[], &[Cond::yes(conditions::ACTIVE)], 10_000);
+        let first = merge_conditions(
+            &[],
+            &[Cond::yes(conditions::ACTIVE)],
+            crate::time::from_unix_millis(10_000),
+        );
         let again = merge_conditions(
             &first,
             &[Cond::yes(conditions::ACTIVE).because("X", "message changed")],
-            99_000,
+            crate::time::from_unix_millis(99_000),
         );
         assert_eq!(first[0].last_transition_time, again[0].last_transition_time);
-        let flipped = merge_conditions(&again, &[Cond::no(conditions::ACTIVE)], 99_000);
-        assert_eq!(flipped[0].last_transition_time, Some(to_time(99_000)));
+        let flipped = merge_conditions(
+            &again,
+            &[Cond::no(conditions::ACTIVE)],
+            crate::time::from_unix_millis(99_000),
+        );
+        assert_eq!(
+            flipped[0].last_transition_time,
+            Some(to_time(crate::time::from_unix_millis(99_000)))
+        );
     }
 
     #[test]
@@ -136,9 +149,13 @@ mod tests {
                 Cond::yes(conditions::HORIZONTAL_ABLE_TO_SCALE),
                 Cond::yes(conditions::VERTICAL_ABLE_TO_APPLY),
             ],
-            0,
+            crate::time::from_unix_millis(0),
         );
-        let new = merge_conditions(&old, &[Cond::no(conditions::ACTIVE)], 0);
+        let new = merge_conditions(
+            &old,
+            &[Cond::no(conditions::ACTIVE)],
+            crate::time::from_unix_millis(0),
+        );
         let types: Vec<&str> = new.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [conditions::ACTIVE, conditions::VERTICAL_ABLE_TO_APPLY]);
     }
@@ -152,7 +169,7 @@ mod tests {
                 Cond::yes(conditions::VERTICAL_ABLE_TO_RECOMMEND),
                 Cond::no(conditions::HORIZONTAL_SCALING_LIMITED),
             ],
-            0,
+            crate::time::from_unix_millis(0),
         );
         let types: Vec<String> = owned_conditions(&all).into_iter().map(|c| c.type_).collect();
         assert_eq!(

@@ -10,8 +10,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use serde::Deserialize;
 
-use crate::time::Millis;
 use lazyscale_api::quantity;
+use std::time::{Duration, SystemTime};
 
 /// Usage of one container in one sample.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -25,12 +25,12 @@ pub struct ContainerUsage {
 }
 
 /// One PodMetrics sample.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PodUsage {
-    /// When the sample was taken: the end of its window (unix milliseconds).
-    pub timestamp: Millis,
-    /// Window the sample covers, in milliseconds.
-    pub window: Millis,
+    /// When the sample was taken: the end of its window.
+    pub timestamp: SystemTime,
+    /// The window the sample covers.
+    pub window: Duration,
     /// Per-container usage.
     pub containers: Vec<ContainerUsage>,
 }
@@ -59,10 +59,10 @@ pub enum Error {
 }
 
 /// The PodMetrics of one namespace, by pod name.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NamespaceUsage {
-    /// When the list was fetched (unix milliseconds).
-    pub fetched_at: Millis,
+    /// When the list was fetched.
+    pub fetched_at: SystemTime,
     /// Samples by pod name.
     pub pods: HashMap<String, PodUsage>,
 }
@@ -105,7 +105,7 @@ struct Usage {
 }
 
 /// Lists the PodMetrics of `namespace` (`GET /apis/metrics.k8s.io/v1beta1/namespaces/NS/pods`).
-pub async fn list(client: &Client, namespace: &str, now: Millis) -> Result<NamespaceUsage, Error> {
+pub async fn list(client: &Client, namespace: &str, now: SystemTime) -> Result<NamespaceUsage, Error> {
     let req = http::Request::get(format!(
         "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"
     ))
@@ -121,7 +121,7 @@ pub async fn list(client: &Client, namespace: &str, now: Millis) -> Result<Names
     Ok(decode(list, now))
 }
 
-fn decode(list: List, now: Millis) -> NamespaceUsage {
+fn decode(list: List, now: SystemTime) -> NamespaceUsage {
     let pods = list
         .items
         .into_iter()
@@ -131,8 +131,8 @@ fn decode(list: List, now: Millis) -> NamespaceUsage {
                     .timestamp
                     .as_deref()
                     .and_then(|t| t.parse::<Timestamp>().ok())
-                    .map_or(now, |t| t.as_millisecond()),
-                window: i.window.as_deref().and_then(go_duration).unwrap_or(0),
+                    .map_or(now, |t| crate::time::from_unix_millis(t.as_millisecond())),
+                window: i.window.as_deref().and_then(go_duration).unwrap_or_default(),
                 containers: i
                     .containers
                     .into_iter()
@@ -163,7 +163,7 @@ fn decode(list: List, now: Millis) -> NamespaceUsage {
 }
 
 /// A Go duration (`15s`, `1m0.5s`, `250ms`) in milliseconds.
-pub fn go_duration(s: &str) -> Option<Millis> {
+pub fn go_duration(s: &str) -> Option<Duration> {
     let mut total = 0.0;
     let mut rest = s.trim();
     if rest.is_empty() {
@@ -190,7 +190,7 @@ pub fn go_duration(s: &str) -> Option<Millis> {
         total += value * factor;
         rest = &rest[u..];
     }
-    Some(total.round() as Millis)
+    Some(Duration::from_millis(total.max(0.0).round() as u64))
 }
 
 #[cfg(test)]
@@ -204,21 +204,23 @@ mod tests {
              "window":"15s","containers":[{"name":"app","usage":{"cpu":"250000000n","memory":"64Mi"}}]},
             {"metadata":{"name":"b"},"containers":[]}]}"#;
         let list: List = serde_json::from_str(json).unwrap_or(List { items: vec![] });
-        let u = decode(list, 7);
+        let now = crate::time::from_unix_millis(7);
+        let u = decode(list, now);
         let a = &u.pods["a"];
-        assert_eq!(a.window, 15_000);
-        assert_eq!(a.timestamp, 1_767_225_610_000);
+        assert_eq!(a.window, Duration::from_secs(15));
+        assert_eq!(a.timestamp, crate::time::from_unix_millis(1_767_225_610_000));
         assert!((a.containers[0].cpu - 0.25).abs() < 1e-9);
         assert_eq!(a.containers[0].memory, 64.0 * 1024.0 * 1024.0);
-        assert_eq!(u.pods["b"].timestamp, 7);
+        assert_eq!(u.pods["b"].timestamp, now);
     }
 
     #[test]
     fn parses_go_durations() {
-        assert_eq!(go_duration("15s"), Some(15_000));
-        assert_eq!(go_duration("1m0.5s"), Some(60_500));
-        assert_eq!(go_duration("250ms"), Some(250));
-        assert_eq!(go_duration("1h"), Some(3_600_000));
+        let ms = Duration::from_millis;
+        assert_eq!(go_duration("15s"), Some(ms(15_000)));
+        assert_eq!(go_duration("1m0.5s"), Some(ms(60_500)));
+        assert_eq!(go_duration("250ms"), Some(ms(250)));
+        assert_eq!(go_duration("1h"), Some(ms(3_600_000)));
         assert_eq!(go_duration("x"), None);
     }
 }

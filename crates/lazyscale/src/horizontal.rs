@@ -30,8 +30,8 @@ pub fn sample(pod: &SlimPod) -> PodSample {
         },
         deleting: pod.is_terminating(),
         ready: pod.is_ready(),
-        ready_changed_at: pod.ready_changed_at().map(|s| s.saturating_mul(1000)),
-        started_at: pod.start_time().map(|s| s.saturating_mul(1000)),
+        ready_changed_at: pod.ready_changed_at().map(seconds),
+        started_at: pod.start_time().map(seconds),
         containers: pod
             .containers()
             .iter()
@@ -42,6 +42,11 @@ pub fn sample(pod: &SlimPod) -> PodSample {
             })
             .collect(),
     }
+}
+
+/// Unix seconds (the pod cache's unit) as a `SystemTime` (the controller's).
+fn seconds(s: i64) -> std::time::SystemTime {
+    lazyscale_controller::time::from_unix_millis(s.saturating_mul(1000))
 }
 
 impl PodSource for CachePods {
