@@ -116,13 +116,15 @@ async fn horizontal_and_vertical_writers_never_revert_each_other() {
                      "owner": "Local"},
         })
     };
-    api.patch(
-        "web",
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(dpa("absent")),
-    )
-    .await
-    .expect("apply DPA");
+    let apply_dpa = |target: &str| {
+        let (api, body) = (api.clone(), dpa(target));
+        async move {
+            api.patch("web", &PatchParams::apply("test").force(), &Patch::Apply(body))
+                .await
+                .expect("apply DPA");
+        }
+    };
+    apply_dpa("absent").await;
 
     // The vertical writer first.
     apply_vertical(&api, &ns, "v1", "True").await;
@@ -163,13 +165,7 @@ async fn horizontal_and_vertical_writers_never_revert_each_other() {
     );
 
     // A new horizontal write (another missing target changes its message) keeps the vertical v2.
-    api.patch(
-        "web",
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(dpa("gone")),
-    )
-    .await
-    .expect("apply DPA");
+    apply_dpa("gone").await;
     let d = wait_for(20, "horizontal rewrite", || async {
         let d = api.get("web").await.ok()?;
         let s = d.status.as_ref()?.conditions.as_ref()?;
