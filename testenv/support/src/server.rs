@@ -172,9 +172,8 @@ impl Server {
             self.dir.join("pids"),
             self.children
                 .iter()
-                .map(|c| c.id().to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
+                .map(|c| format!("{}\n", c.id()))
+                .collect::<String>(),
         )
         .map_err(io("write pids"))
     }
@@ -343,7 +342,7 @@ impl Server {
     fn start_watchdog(&mut self) -> Result<()> {
         let pidfile = self.dir.join("pids");
         let script = format!(
-            "read -r _; pids=$(tac '{p}' 2>/dev/null); kill -TERM $pids 2>/dev/null; sleep 3; kill -KILL $pids 2>/dev/null; {}",
+            "read -r _; pids=$(cat '{p}' 2>/dev/null); kill -TERM $pids 2>/dev/null; sleep 3; kill -KILL $pids 2>/dev/null; {}",
             if self.remove_dir {
                 format!("rm -rf '{}'", self.dir.display())
             } else {

@@ -686,3 +686,49 @@ async fn the_audit_log_counts_only_the_agent_identity() {
         .unwrap();
     assert_eq!(env.agent_requests("LIST", "pods"), before + 1);
 }
+
+/// The owner process exits without dropping its server (as a test binary does with `TestEnv::shared()`):
+/// the watchdog stops all five processes.
+#[test]
+fn an_owner_that_exits_without_dropping_leaks_nothing() {
+    if std::env::var_os("LAZYSCALE_TESTENV_WATCHDOG_CHILD").is_some() {
+        let server = Server::start(ServerOptions::default()).unwrap();
+        let pids: Vec<String> = server.pids().iter().map(u32::to_string).collect();
+        println!("PIDS {}", pids.join(" "));
+        std::mem::forget(server);
+        #[allow(clippy::exit)]
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_owner_that_exits_without_dropping_leaks_nothing",
+            "--nocapture",
+        ])
+        .env("LAZYSCALE_TESTENV_WATCHDOG_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<u32> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PIDS "))
+        .expect("the child printed its pids")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    while pids.iter().any(alive) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes {:?} survived their owner",
+            pids.iter().filter(|p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
