@@ -176,20 +176,12 @@ struct Phase {
     value: Value,
 }
 
-fn measure(
-    name: &'static str,
-    agent: &Agent,
-    rt: &tokio::runtime::Runtime,
-    server: &Server,
-    client: &kube::Client,
-    base: (u64, u64),
-) -> Result<Phase> {
+fn measure(name: &'static str, agent: &Agent, server: &Server, base: (u64, u64)) -> Result<Phase> {
     let (rss, peak) = agent.rss();
     let m = agent.metrics()?;
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     let cached = get("lazyscale_podcache_pods");
     let cache_bytes = get("lazyscale_podcache_bytes");
-    let _ = (rt, client);
     let lists = server.agent_requests("LIST", "pods");
     let watches = server.agent_requests("WATCH", "pods");
     let value = json!({
@@ -246,17 +238,17 @@ fn lazy(a: LazyArgs) -> Result<()> {
     let dir = crate::workspace_root().join("target/bench");
     let kubeconfig = server.kubeconfig_path().to_path_buf();
     // The agent's own requests, from the audit log (the control plane lists and watches pods too).
-    let counts = |_: &tokio::runtime::Runtime| -> Result<(u64, u64)> {
-        Ok((
+    let counts = || -> (u64, u64) {
+        (
             server.agent_requests("LIST", "pods"),
             server.agent_requests("WATCH", "pods"),
-        ))
+        )
     };
     let settle = Duration::from_secs(5);
     let mut phases = Vec::new();
 
     progress("phase disabled: autoscaling.workload.enabled=false");
-    let base = counts(&rt)?;
+    let base = counts();
     let agent = Agent::start(AgentOptions {
         binary: &binary,
         kubeconfig: server.agent_kubeconfig_path(),
@@ -264,11 +256,11 @@ fn lazy(a: LazyArgs) -> Result<()> {
         log: dir.join("agent-disabled.log"),
     })?;
     std::thread::sleep(settle);
-    phases.push(measure("disabled", &agent, &rt, &server, &client, base)?);
+    phases.push(measure("disabled", &agent, &server, base)?);
     agent.stop()?;
 
     progress("phase idle: enabled, no autoscaler");
-    let base = counts(&rt)?;
+    let base = counts();
     let agent = Agent::start(AgentOptions {
         binary: &binary,
         kubeconfig: server.agent_kubeconfig_path(),
@@ -276,7 +268,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
         log: dir.join("agent.log"),
     })?;
     std::thread::sleep(settle);
-    phases.push(measure("idle", &agent, &rt, &server, &client, base)?);
+    phases.push(measure("idle", &agent, &server, base)?);
 
     progress("phase one_dpa: one DPA over a 10-pod deployment");
     let deployments = rt.block_on(
@@ -309,7 +301,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
         },
     )?;
     std::thread::sleep(settle);
-    phases.push(measure("one_dpa", &agent, &rt, &server, &client, base)?);
+    phases.push(measure("one_dpa", &agent, &server, base)?);
 
     progress(&format!("phase all_dpas: {} DPAs", targets.len()));
     reset_peak(agent.pid());
@@ -346,7 +338,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     })?;
     let all_sync = t.elapsed().as_secs_f64();
     std::thread::sleep(settle);
-    let mut p = measure("all_dpas", &agent, &rt, &server, &client, base)?;
+    let mut p = measure("all_dpas", &agent, &server, base)?;
     p.value["sync_seconds"] = json!(all_sync);
     phases.push(p);
 
@@ -363,7 +355,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
         m.get("lazyscale_gate_open").copied() == Some(0.0)
     })?;
     std::thread::sleep(settle);
-    phases.push(measure("after_teardown", &agent, &rt, &server, &client, base)?);
+    phases.push(measure("after_teardown", &agent, &server, base)?);
     agent.stop()?;
 
     let reference = if a.no_reference {

@@ -434,43 +434,45 @@ impl Server {
         }
     }
 
-    fn write_kubeconfigs(&self) -> Result<()> {
-        let pki = self.pki()?;
-        let write = |path: &Path, user: &str, cert: &Path, key: &Path| -> Result<()> {
-            let kubeconfig = format!(
-                "apiVersion: v1
+    /// Writes a kubeconfig at `path` for `user` with a client certificate and key (files).
+    fn write_kubeconfig(&self, path: &Path, user: &str, cert: &Path, key: &Path) -> Result<()> {
+        let kubeconfig = format!(
+            "apiVersion: v1
 kind: Config
 clusters:
 - name: lazyscale-testenv
   cluster:
     server: https://127.0.0.1:{port}
-    certificate-authority: {ca}
+    certificate-authority: '{ca}'
 users:
 - name: {user}
   user:
-    client-certificate: {cert}
-    client-key: {key}
+    client-certificate: '{cert}'
+    client-key: '{key}'
 contexts:
 - name: lazyscale-testenv
   context: {{cluster: lazyscale-testenv, user: {user}}}
 current-context: lazyscale-testenv
 ",
-                port = self.port,
-                ca = pki.ca_cert.display(),
-                cert = cert.display(),
-                key = key.display(),
-            );
-            std::fs::write(path, kubeconfig).map_err(io(format!("write {}", path.display())))
-        };
-        write(&self.kubeconfig, pki::ADMIN_USER, &pki.admin_cert, &pki.admin_key)?;
-        write(
+            port = self.port,
+            ca = self.pki()?.ca_cert.display(),
+            cert = cert.display(),
+            key = key.display(),
+        );
+        std::fs::write(path, kubeconfig).map_err(io(format!("write {}", path.display())))
+    }
+
+    fn write_kubeconfigs(&self) -> Result<()> {
+        let pki = self.pki()?;
+        self.write_kubeconfig(&self.kubeconfig, pki::ADMIN_USER, &pki.admin_cert, &pki.admin_key)?;
+        self.write_kubeconfig(
             &self.agent_kubeconfig,
             pki::AGENT_USER,
             &pki.agent_cert,
             &pki.agent_key,
         )?;
         // The components run as administrators too (one identity keeps the set-up small).
-        write(
+        self.write_kubeconfig(
             &self.dir.join("components.kubeconfig"),
             pki::ADMIN_USER,
             &pki.admin_cert,
@@ -505,26 +507,7 @@ current-context: lazyscale-testenv
         std::fs::write(&cert_path, cert).map_err(io("write a user certificate"))?;
         std::fs::write(&key_path, key).map_err(io("write a user key"))?;
         let path = self.dir.join(format!("user-{safe}.kubeconfig"));
-        let text = format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: lazyscale-testenv
-  cluster: {{server: 'https://127.0.0.1:{}', certificate-authority: '{}'}}
-users:
-- name: {user}
-  user: {{client-certificate: '{}', client-key: '{}'}}
-contexts:
-- name: lazyscale-testenv
-  context: {{cluster: lazyscale-testenv, user: {user}}}
-current-context: lazyscale-testenv
-",
-            self.port,
-            pki.ca_cert.display(),
-            cert_path.display(),
-            key_path.display()
-        );
-        std::fs::write(&path, text).map_err(io("write a user kubeconfig"))?;
+        self.write_kubeconfig(&path, user, &cert_path, &key_path)?;
         Ok(path)
     }
 
