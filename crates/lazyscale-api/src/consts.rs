@@ -19,6 +19,9 @@ pub mod field_managers {
     pub const HORIZONTAL: &str = "lazyscale-horizontal";
     /// The vertical writer: `status.vertical` and the `Vertical*` conditions.
     pub const VERTICAL: &str = "lazyscale-vertical";
+    /// The profile controller: the generated DPAs (metadata it sets and the whole spec), the built-in
+    /// ClusterProfiles and the ClusterProfile status.
+    pub const PROFILES: &str = "lazyscale-profiles";
 }
 
 /// `kind` of the DatadogPodAutoscaler.
@@ -26,6 +29,9 @@ pub const DPA_KIND: &str = "DatadogPodAutoscaler";
 
 /// `kind` of the DatadogPodAutoscalerClusterProfile.
 pub const CLUSTER_PROFILE_KIND: &str = "DatadogPodAutoscalerClusterProfile";
+
+/// Name of the one MutatingWebhookConfiguration the agent registers (and deletes when the stack stops).
+pub const WEBHOOK_CONFIGURATION: &str = "lazyscale-pod-autoscaling";
 
 /// Plural resource name of the DatadogPodAutoscaler.
 pub const DPA_PLURAL: &str = "datadogpodautoscalers";
@@ -116,9 +122,16 @@ pub mod conditions {
         pub const LIMITED_BY_CONSTRAINT: &str = "LimitedByConstraint";
         /// The action was limited by the scale-up/scale-down rules.
         pub const LIMITED_BY_SCALING_BEHAVIOR: &str = "LimitedByScalingBehavior";
+        /// The vertical recommendation cannot be applied to the pods: over what a node can give, or a
+        /// resize the API server or the kubelet refused as infeasible.
+        pub const RECOMMENDATION_INFEASIBLE: &str = "RecommendationInfeasible";
+        /// The vertical recommendation is being applied (rollout or in-place resizes under way).
+        pub const APPLYING: &str = "Applying";
+        /// Every pod runs with the vertical recommendation.
+        pub const APPLIED: &str = "Applied";
 
         /// Every reason above.
-        pub const ALL: [&str; 15] = [
+        pub const ALL: [&str; 18] = [
             INVALID_TARGET_REF,
             INVALID_TARGET,
             INVALID_SPEC,
@@ -134,6 +147,9 @@ pub mod conditions {
             ROLLOUT_FAILED,
             LIMITED_BY_CONSTRAINT,
             LIMITED_BY_SCALING_BEHAVIOR,
+            RECOMMENDATION_INFEASIBLE,
+            APPLYING,
+            APPLIED,
         ];
     }
 }
@@ -176,6 +192,12 @@ pub mod annotations {
     pub const FORCE_REPLICAS: &str = "autoscaling.datadoghq.com/force-replicas";
     /// DPA annotation: use a custom (external) recommender.
     pub const CUSTOM_RECOMMENDER: &str = "autoscaling.datadoghq.com/custom-recommender";
+    /// Pod annotation of the cluster autoscaler; `"false"` means the pod must never be evicted (the
+    /// vertical apply path resizes it in place or waits).
+    pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+    /// Pod annotation of Karpenter; `"true"` means the pod must never be disrupted (never evicted by the
+    /// vertical apply path).
+    pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 }
 
 /// Values of `status.horizontal.target.source`, `status.vertical.target.source` and
@@ -221,6 +243,10 @@ pub mod events {
     pub const FAILED_TO_EVICT: &str = "FailedToEvict";
     /// Pod event: the webhook applied a recommendation to the pod.
     pub const RECOMMENDATION_APPLIED: &str = "RecommendationApplied";
+    /// Workload event: no DPA is generated from its profile because a DPA of the user targets it.
+    pub const PROFILE_SKIPPED: &str = "ProfileSkipped";
+    /// Workload or namespace event: the value of the profile label is not a valid profile name.
+    pub const INVALID_PROFILE_LABEL: &str = "InvalidProfileLabel";
 }
 
 /// Names of the built-in ClusterProfiles.

@@ -26,7 +26,7 @@ pub use dpa::{
 };
 pub use profile::{
     DatadogPodAutoscalerClusterProfile, DatadogPodAutoscalerClusterProfileSpec,
-    DatadogPodAutoscalerClusterProfileStatus,
+    DatadogPodAutoscalerClusterProfileStatus, builtin_profiles, is_builtin, is_generated,
 };
 pub use schema::QUANTITY_PATTERN;
 pub use template::{
