@@ -703,7 +703,11 @@ impl SlimPod {
             (MetaSource::Annotation, meta.annotations.as_ref()),
         ] {
             for (k, v) in map.into_iter().flatten() {
-                if k.starts_with(AUTOSCALING_PREFIX) {
+                let keep = match source {
+                    MetaSource::Label => k.starts_with(AUTOSCALING_PREFIX),
+                    MetaSource::Annotation => crate::wire::keep_annotation(k),
+                };
+                if keep {
                     extras.push((source, interner.str(k), interner.str(v)));
                 }
             }
@@ -906,7 +910,8 @@ impl SlimPod {
         self.shape.extras.as_ref()?.get(MetaSource::Label, key)
     }
 
-    /// A kept `autoscaling.datadoghq.com/*` annotation.
+    /// A kept annotation (`autoscaling.datadoghq.com/*`, or one of the two that forbid eviction, see
+    /// [`crate::wire::keep_annotation`]).
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.shape.extras.as_ref()?.get(MetaSource::Annotation, key)
     }

@@ -52,9 +52,13 @@ pub fn keep_label(key: &str) -> bool {
         || key.starts_with(AUTOSCALING_PREFIX)
 }
 
-/// Whether an annotation is kept by the decoder.
+/// Whether an annotation is kept by the decoder: the autoscaler's own, and the two that forbid evicting
+/// the pod (`cluster-autoscaler.kubernetes.io/safe-to-evict`, `karpenter.sh/do-not-disrupt`), which the
+/// vertical apply path honours.
 pub fn keep_annotation(key: &str) -> bool {
     key.starts_with(AUTOSCALING_PREFIX)
+        || key == lazyscale_api::consts::annotations::SAFE_TO_EVICT
+        || key == lazyscale_api::consts::annotations::DO_NOT_DISRUPT
 }
 
 /// Errors of the convenience decoders [`decode_pod`] and [`decode_pod_list`].

@@ -696,8 +696,9 @@ pub fn vertical_target(
     }
 }
 
-/// [`vertical_target`] for a DPA: its constraints and burstable setting (`agent_burstable` when the DPA
-/// does not set one), source `Local`.
+/// [`vertical_target`] for a DPA: its effective constraints ([`crate::apply::effective_constraints`]: the
+/// H+V memory-only default) and burstable setting (`agent_burstable` when the DPA does not set one), source
+/// `Local`.
 pub fn dpa_vertical_target(
     dpa: &DatadogPodAutoscaler,
     recommendation: Option<&WorkloadRecommendation>,
@@ -706,7 +707,7 @@ pub fn dpa_vertical_target(
 ) -> VerticalTargetOutcome {
     vertical_target(
         recommendation,
-        dpa.spec.constraints.as_ref(),
+        crate::apply::effective_constraints(dpa).as_ref(),
         effective_burstable(dpa, agent_burstable),
         lazyscale_api::consts::value_sources::LOCAL,
         generated_at,

@@ -14,14 +14,22 @@
 //!   `VerticalAbleToRecommend` and `VerticalScalingLimited` conditions.
 //! - [`mutate`]: the pod admission decision: AdmissionReview bytes and a lookup of autoscalers in, an
 //!   [`Outcome`] with an RFC 6902 JSON patch out; never panics.
+//! - [`apply`]: what reaches running pods: the mode matrix, the H+V memory-only default, the CPU coupling
+//!   rule, a container's resources under a plan and the in-place resize body.
+//! - [`rollout`]: when to trigger, wait for or re-trigger a rollout of the workload.
+//! - [`resize`]: the in-place path: pods to resize or evict under the disruption budget and the eviction
+//!   rate limit, the rollout fallback, infeasible attempts.
 //! - [`quantity`]: exact parsing and formatting of Kubernetes quantities (`lazyscale-api`'s).
 
 pub mod adaptive;
+pub mod apply;
 pub mod constraints;
 pub mod histogram;
 pub mod mutate;
 pub use lazyscale_api::quantity;
 pub mod recommender;
+pub mod resize;
+pub mod rollout;
 
 pub use constraints::{
     ConditionInput, ConstraintError, ContainerPlan, DesiredContainer, LimitAction, Resource, Resources,

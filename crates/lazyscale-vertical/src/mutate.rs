@@ -31,6 +31,7 @@ use lazyscale_api::{ApplyMode, DatadogPodAutoscaler, UpdateStrategy};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::apply::mul_div_ceil;
 use crate::constraints::{
     ContainerPlan, DesiredContainer, LimitAction, Resource, VerticalPlan, apply_constraints,
     effective_burstable,
@@ -116,12 +117,7 @@ impl Autoscaler {
             &spec.target_ref.kind,
             &spec.target_ref.name,
         );
-        let paused = dpa
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(annotations::PAUSE))
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let paused = crate::apply::paused(dpa);
         let disabled = paused
             || spec.apply_policy.update.as_ref().and_then(|u| u.strategy) == Some(UpdateStrategy::Disabled);
         let status_target = dpa
@@ -135,7 +131,7 @@ impl Autoscaler {
                 let plan = DesiredContainer::from_status(&t.desired_resources).and_then(|d| {
                     apply_constraints(
                         &d,
-                        spec.constraints.as_ref(),
+                        crate::apply::effective_constraints(dpa).as_ref(),
                         effective_burstable(dpa, agent_burstable),
                     )
                 });
@@ -585,15 +581,6 @@ fn object_member<'a>(
         Some(Value::Object(o)) => Ok(Some(o)),
         Some(_) => Err(malformed(format!("{base}/{key} is not an object"))),
     }
-}
-
-/// `ceil(a × b / c)`, saturating.
-fn mul_div_ceil(a: u64, b: u64, c: u64) -> u64 {
-    if c == 0 {
-        return u64::MAX;
-    }
-    let v = (u128::from(a) * u128::from(b)).div_ceil(u128::from(c));
-    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 /// Appends the operations for one container; returns whether `GOMEMLIMIT` was set.
