@@ -31,12 +31,12 @@
 //! The pure parts ([`horizontal`], [`status`], [`validate`], [`explain`]) have no I/O and are
 //! tested on their own.
 
-pub mod bench;
 mod controller;
 pub mod explain;
 pub mod horizontal;
 pub mod lease;
 pub mod pods;
+pub mod profiles;
 mod reconcile;
 pub mod scale;
 pub mod status;
