@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod cluster;
 mod demo;
+mod helm;
 mod webhook_bench;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,13 @@ enum Cmd {
     Demo(demo::Args),
     /// Benchmarks (JSON on stdout).
     Bench(bench::Args),
+    /// helm built from Go modules (`testenv/helm`): `cargo xtask helm -- template x deploy/helm/lazyscale`;
+    /// without arguments, the chart checks of `cargo xtask test` (lint and template).
+    Helm {
+        /// Arguments for helm.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,7 +82,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Testenv { cmd } => match cmd {
-            TestenvCmd::Build => testenv_build().map(|_| ()),
+            TestenvCmd::Build => testenv_build().and_then(|_| helm::build()).map(|_| ()),
             TestenvCmd::Up => testenv_up(),
             TestenvCmd::Down => {
                 let n = Server::stop_recorded(&up_dir())?;
@@ -93,6 +101,8 @@ fn main() -> Result<()> {
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Helm { args } if args.is_empty() => helm::check(),
+        Cmd::Helm { args } => helm::passthrough(&args),
     }
 }
 
@@ -172,6 +182,8 @@ pub(crate) fn cargo() -> Command {
 fn test(no_lint: bool, extra: &[String]) -> Result<()> {
     let t = Instant::now();
     testenv_build()?;
+    eprintln!("== helm lint and helm template (deploy/helm/lazyscale)");
+    helm::check()?;
     if !no_lint {
         eprintln!("== cargo fmt --check");
         run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -186,7 +198,9 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
             "warnings",
         ]))?;
     }
-    eprintln!("== cargo test (unit, property, integration on the test control plane, CRD drift)");
+    eprintln!(
+        "== cargo test (unit, property, integration on the test control plane, CRD drift, chart dry run)"
+    );
     let mut c = cargo();
     c.args(["test", "--workspace", "--locked"]);
     if !extra.is_empty() {

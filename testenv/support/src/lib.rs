@@ -10,6 +10,7 @@
 //!   clients bound to the caller's runtime and a fresh namespace per test.
 
 pub mod audit;
+pub mod helm;
 pub mod metrics;
 pub mod pki;
 pub mod recipe;
