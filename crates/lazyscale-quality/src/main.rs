@@ -68,13 +68,6 @@ fn main() -> Result<()> {
         "vpa" => EstimationMethod::Vpa,
         other => bail!("--lazyscale-method: unknown method `{other}` (adaptive, vpa)"),
     };
-    let config = match &args.lazyscale_config {
-        Some(json) => serde_json::from_str::<Config>(json).context("--lazyscale-config")?,
-        None => Config {
-            method,
-            ..Config::vpa_compatible()
-        },
-    };
     let minutes = |h: f64, flag: &str| -> Result<usize> {
         if !(h.is_finite() && h >= 0.0) {
             bail!("{flag} must be a non-negative number of hours");
@@ -85,6 +78,16 @@ fn main() -> Result<()> {
         min_update_interval_minutes: minutes(args.min_update_interval_hours, "--min-update-interval-hours")?,
         change_threshold: args.change_threshold,
         score_from_minutes: minutes(args.score_from_hours, "--score-from-hours")?,
+    };
+    // The harness re-applies recommendations every update interval at most: that is the horizon an
+    // applied CPU request lives for (used by the adaptive method only).
+    let config = match &args.lazyscale_config {
+        Some(json) => serde_json::from_str::<Config>(json).context("--lazyscale-config")?,
+        None => Config {
+            method,
+            cpu_horizon_seconds: u64::try_from(policy.min_update_interval_minutes * 60).unwrap_or(0),
+            ..Config::vpa_compatible()
+        },
     };
     let node = NodeModel {
         seed: args.seed,

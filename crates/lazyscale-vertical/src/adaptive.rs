@@ -1,9 +1,9 @@
 //! The adaptive estimation method ([`crate::EstimationMethod::Adaptive`]): what it adds to the decaying
 //! histograms, and the rules that turn it into targets.
 //!
-//! Per container it keeps one [`HourStat`] per hour for the last 8 days (192 entries, 16 bytes each,
-//! about 3 KB; allocated only for the adaptive method): the exact memory peak (largest sample of any pod)
-//! and the largest CPU sample of the hour.
+//! Per container it keeps one [`HourStat`] per hour for the last 8 days (192 entries, 48 bytes each,
+//! about 9 KB; allocated only for the adaptive method): the exact memory peak (largest sample of any pod),
+//! the largest CPU sample of the hour, and the count, sum and sum of squares of its CPU samples.
 //!
 //! **Memory.** The VPA requests the p90 of daily peaks, reported as the end of a 5 % bucket, plus 15 %:
 //! on a steady workload that is 15–20 % above anything ever used. The adaptive target is the exact
@@ -21,6 +21,16 @@
 //! After a step down (the last 48 hours peaked, +10 %, below 60 % of that target) the target is the
 //! recent peak + 10 %: the decaying histogram would keep the old level for about three days. Weekends
 //! (30 % less traffic) do not trigger it.
+//!
+//! **CPU by the hours of the day** (only with [`crate::Config::cpu_horizon_seconds`] set, i.e. when the
+//! request is re-applied at least that often, by in-place updates): an applied request only has to
+//! cover the hours until the next update. Each hour has a level `mean + 2·sd` of its samples; per hour
+//! of the day the level is the median over the 8 days (a spike or a JVM warm-up on one day does not
+//! count) or the latest day's when higher (a step up is seen after a day). The target is the highest
+//! level of the hours of the day the horizon spans, when that is below 85 % of the whole day's (a
+//! saving larger than the usual 10 % change threshold of an updater, so a request is not left at the
+//! night's level for the afternoon), and it never exceeds the histogram's target: the hours of the day
+//! only lower a request, for the night. The step-down rule still applies on top.
 //!
 //! Both keep the recommender's minimums and its OOM floor.
 
@@ -47,9 +57,18 @@ pub const CPU_PERCENTILE: f64 = 0.98;
 const CPU_RECENT_HOURS: i64 = 48;
 const CPU_STEP_RATIO: f64 = 0.6;
 const CPU_STEP_MARGIN: f64 = 0.10;
+/// Fewest CPU samples that make an hour's level.
+pub const CPU_HOUR_MIN_SAMPLES: u32 = 10;
+/// `z` of an hour's CPU level `mean + z·sd`.
+pub const CPU_HOUR_Z: f64 = 2.0;
+/// The hours ahead get their own level only when it is below this fraction of the whole day's (a
+/// saving the update policy's change threshold lets through); else the whole day's level.
+const CPU_HORIZON_MIN_SAVING: f64 = 0.85;
+/// History needed before the CPU target follows the hours of the day (two full days).
+const CPU_HORIZON_MIN_HOURS: i64 = 48;
 
-/// The largest samples of one hour.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The largest samples of one hour, and the moments of its CPU samples.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct HourStat {
     /// Unix seconds / 3600.
     pub hour: i64,
@@ -57,6 +76,26 @@ pub struct HourStat {
     pub memory_peak: f64,
     /// Largest CPU sample, millicores.
     pub cpu_max: f64,
+    /// Number of CPU samples (any pod).
+    pub cpu_count: u32,
+    /// Sum of the CPU samples, millicores.
+    pub cpu_sum: f64,
+    /// Sum of the squared CPU samples.
+    pub cpu_sum_sq: f64,
+}
+
+impl HourStat {
+    /// `mean + z·sd` of the hour's CPU samples (millicores), never above the hour's largest sample;
+    /// `None` with fewer than [`CPU_HOUR_MIN_SAMPLES`].
+    pub fn cpu_level(&self, z: f64) -> Option<f64> {
+        if self.cpu_count < CPU_HOUR_MIN_SAMPLES {
+            return None;
+        }
+        let n = f64::from(self.cpu_count);
+        let mean = self.cpu_sum / n;
+        let var = (self.cpu_sum_sq / n - mean * mean).max(0.0);
+        Some((mean + z * var.sqrt()).min(self.cpu_max))
+    }
 }
 
 /// Hourly maxima of one container over the last [`WINDOW_HOURS`].
@@ -92,8 +131,7 @@ impl AdaptiveState {
             _ => {
                 self.hours.push_back(HourStat {
                     hour,
-                    memory_peak: 0.0,
-                    cpu_max: 0.0,
+                    ..HourStat::default()
                 });
                 let oldest = hour - WINDOW_HOURS as i64 + 1;
                 while self.hours.front().is_some_and(|h| h.hour < oldest) {
@@ -108,6 +146,9 @@ impl AdaptiveState {
     pub fn add_cpu(&mut self, millicores: f64, at: i64) {
         if let Some(h) = self.hour_mut(at) {
             h.cpu_max = h.cpu_max.max(millicores);
+            h.cpu_count = h.cpu_count.saturating_add(1);
+            h.cpu_sum += millicores;
+            h.cpu_sum_sq += millicores * millicores;
         }
     }
 
@@ -207,6 +248,47 @@ impl AdaptiveState {
         (slope > 0.0 && r2 >= TREND_MIN_R2).then_some(slope)
     }
 
+    /// The CPU level of the hours of the day that the next `horizon_hours` span (the current hour
+    /// included): the largest `mean + 2·sd` ([`HourStat::cpu_level`]) of those hours of the day over
+    /// the window (8 days, so a quiet weekend does not lower a Monday). `None` when `horizon_hours` is not
+    /// in `1..24`, with less than 48 hours of history, or when one of those hours of the day has no
+    /// level yet.
+    pub fn cpu_horizon(&self, horizon_hours: i64) -> Option<f64> {
+        let span = usize::try_from(horizon_hours)
+            .ok()
+            .filter(|h| (1..24).contains(h))?;
+        if self.span_hours() < CPU_HORIZON_MIN_HOURS {
+            return None;
+        }
+        let newest = self.hours.back()?.hour;
+        // Per hour of the day (0 = the current one): every day's level, and the latest day's.
+        let mut by_hour: Vec<(Vec<f64>, f64)> = vec![(Vec::new(), 0.0); 24];
+        for h in &self.hours {
+            let ahead = usize::try_from((h.hour - newest).rem_euclid(24)).unwrap_or(usize::MAX);
+            if let (Some(l), Some((all, latest))) = (h.cpu_level(CPU_HOUR_Z), by_hour.get_mut(ahead)) {
+                all.push(l);
+                // Hours come oldest first: the last one seen is the latest day's.
+                *latest = l;
+            }
+        }
+        let mut levels = Vec::with_capacity(24);
+        for (mut all, latest) in by_hour {
+            if all.is_empty() {
+                return None;
+            }
+            all.sort_by(f64::total_cmp);
+            let median = all.get(all.len() / 2).copied().unwrap_or(0.0);
+            levels.push(median.max(latest));
+        }
+        let day = levels.iter().copied().fold(0.0f64, f64::max);
+        let window = levels.iter().take(span).copied().fold(0.0f64, f64::max);
+        Some(if window < CPU_HORIZON_MIN_SAVING * day {
+            window
+        } else {
+            day
+        })
+    }
+
     /// The CPU target after a step down: `Some(recent peak + 10 %)` when that is below 60 % of
     /// `histogram_target` and 48 hours are known, else `None` (keep the histogram's target).
     pub fn cpu_step_down(&self, histogram_target: f64) -> Option<f64> {
@@ -287,6 +369,70 @@ mod tests {
         assert!((cap - 330.0).abs() < 1e-9);
         // A weekend-sized dip (30 %) is not a step down.
         assert_eq!(s.cpu_step_down(450.0), None);
+    }
+
+    /// A diurnal CPU load: 100 millicores at night (hours 0-11), 1000 in the afternoon (12-23).
+    fn diurnal(m: i64) -> f64 {
+        if (m / 60).rem_euclid(24) < 12 {
+            100.0 + (m % 7) as f64
+        } else {
+            1000.0 + (m % 7) as f64
+        }
+    }
+
+    #[test]
+    fn the_horizon_covers_only_the_hours_ahead() {
+        let mut s = AdaptiveState::new();
+        // Three days and an hour, ending at 00:59: the next 12 hours are the night.
+        feed(&mut s, 73, 0, |_| MIB, diurnal);
+        let night = s.cpu_horizon(12).unwrap_or_default();
+        assert!((100.0..=110.0).contains(&night), "{night}");
+        // Twelve more hours, ending at 12:59: the next 12 hours are the afternoon.
+        feed(&mut s, 12, 73, |_| MIB, diurnal);
+        let day = s.cpu_horizon(12).unwrap_or_default();
+        assert!((1000.0..=1010.0).contains(&day), "{day}");
+        // Off, out of range, or too little history.
+        assert_eq!(s.cpu_horizon(0), None);
+        assert_eq!(s.cpu_horizon(24), None);
+        let mut young = AdaptiveState::new();
+        feed(&mut young, 40, 0, |_| MIB, diurnal);
+        assert_eq!(young.cpu_horizon(12), None);
+    }
+
+    #[test]
+    fn a_small_daily_swing_keeps_the_whole_day() {
+        let mut s = AdaptiveState::new();
+        // The night is only 10 % quieter: not worth a change, keep the day's level.
+        feed(
+            &mut s,
+            72,
+            0,
+            |_| MIB,
+            |m| if (m / 60) % 24 < 12 { 900.0 } else { 1000.0 },
+        );
+        let t = s.cpu_horizon(12).unwrap_or_default();
+        assert!((t - 1000.0).abs() < 1e-6, "{t}");
+    }
+
+    #[test]
+    fn one_day_with_a_spike_does_not_raise_the_night() {
+        let mut s = AdaptiveState::new();
+        // A warm-up burst at 02:00 of the first day only.
+        feed(
+            &mut s,
+            97,
+            0,
+            |_| MIB,
+            |m| {
+                if (60 * 2..60 * 2 + 10).contains(&m) {
+                    5000.0
+                } else {
+                    diurnal(m)
+                }
+            },
+        );
+        let night = s.cpu_horizon(12).unwrap_or_default();
+        assert!(night <= 110.0, "{night}");
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub struct Config {
     pub memory_first_bucket_bytes: f64,
     /// Value from which all memory samples share the last bucket, in bytes. Default 1 TiB.
     pub memory_max_bytes: f64,
+    /// Adaptive method only: how long an applied CPU request stays in force before the next update
+    /// (the cadence of in-place updates). When between 1 hour and 23 hours, the CPU target covers only
+    /// the hours of the day that this horizon spans (see [`crate::adaptive`]), so a request applied in
+    /// the evening is not sized for the afternoon peak. Default 0: the whole day (right when a request
+    /// may stay for days, e.g. applied only at pod creation).
+    pub cpu_horizon_seconds: u64,
     /// Containers without any sample for this long are dropped by [`Recommender::garbage_collect`].
     /// Default 691200 (8 days).
     pub container_ttl_seconds: u64,
@@ -116,6 +122,7 @@ impl Default for Config {
             cpu_max_millicores: 1_000_000.0,
             memory_first_bucket_bytes: (10 * MIB) as f64,
             memory_max_bytes: (1024 * 1024 * MIB) as f64,
+            cpu_horizon_seconds: 0,
             container_ttl_seconds: 8 * DAY_SECS,
             checkpoint_interval_seconds: 600,
         }
@@ -448,7 +455,12 @@ impl Recommender {
         );
         if let (EstimationMethod::Adaptive, Some(a)) = (cfg.method, c.adaptive.as_deref()) {
             if let (Some(e), Some(p)) = (cpu.as_mut(), c.cpu.percentile(adaptive::CPU_PERCENTILE)) {
-                let target = a.cpu_step_down(p).unwrap_or(p);
+                let horizon = i64::try_from(cfg.cpu_horizon_seconds / 3600).unwrap_or(0);
+                // The hours ahead only ever lower the histogram's target.
+                let mut target = a.cpu_horizon(horizon).map_or(p, |h| h.min(p));
+                if let Some(low) = a.cpu_step_down(p) {
+                    target = target.min(low);
+                }
                 e.set_target(to_u64(target).max(cfg.min_cpu_millicores));
             }
             if let (Some(e), Some(t)) = (memory.as_mut(), a.memory_target()) {

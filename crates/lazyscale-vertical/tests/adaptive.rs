@@ -87,8 +87,71 @@ fn the_oom_floor_still_applies() {
     assert!(mem >= 500 * MIB, "{}", mem / MIB);
 }
 
+/// Hour of the day (UTC) of minute `m` as [`feed`] stamps it.
+fn hour_of_day(m: i64) -> usize {
+    usize::try_from((1_700_000_000 + m * 60) / 3600 % 24).unwrap()
+}
+
+/// The first minute from `from` whose hour of the day is `hour`.
+fn next_hour(from: i64, hour: usize) -> i64 {
+    (from..).find(|m| hour_of_day(*m) == hour).unwrap()
+}
+
+#[test]
+fn with_a_horizon_the_night_request_is_lower_and_the_afternoon_one_covers_the_peak() {
+    let night_day = |m: i64| if hour_of_day(m) < 12 { 150.0 } else { 900.0 };
+    let mut whole = Recommender::new(Config::adaptive()).unwrap();
+    let mut horizon = Recommender::new(Config {
+        cpu_horizon_seconds: 12 * 3600,
+        ..Config::adaptive()
+    })
+    .unwrap();
+    // Three days, ending within the hour 00:00-00:59: the next 12 hours are the night.
+    let end = next_hour(3 * 1440, 0) + 30;
+    for r in [&mut whole, &mut horizon] {
+        feed(r, 0, end, night_day, |_| 500 * MIB);
+    }
+    let (whole_cpu, _) = targets(&whole);
+    let (night_cpu, _) = targets(&horizon);
+    assert!(whole_cpu >= 900, "{whole_cpu}");
+    assert!((150..=170).contains(&night_cpu), "{night_cpu}");
+    // Twelve hours later the next 12 hours are the afternoon: the whole day's target.
+    for r in [&mut whole, &mut horizon] {
+        feed(r, end, 12 * 60, night_day, |_| 500 * MIB);
+    }
+    let (day_cpu, _) = targets(&horizon);
+    assert!(day_cpu >= 900 && day_cpu <= targets(&whole).0, "{day_cpu}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The hours of the day only ever lower the CPU target, and never below what the next hours used
+    /// on the latest day.
+    #[test]
+    fn the_horizon_never_raises_cpu_and_covers_the_latest_day(
+        levels in prop::collection::vec(0.0f64..4000.0, 24),
+        days in 2i64..6,
+        extra in 0i64..24,
+        horizon_hours in 1u64..24,
+    ) {
+        let mut whole = Recommender::new(Config::adaptive()).unwrap();
+        let mut shaped = Recommender::new(Config { cpu_horizon_seconds: horizon_hours * 3600, ..Config::adaptive() }).unwrap();
+        let minutes = days * 1440 + extra * 60;
+        let cpu = |m: i64| levels[hour_of_day(m)] + (m % 3) as f64;
+        for r in [&mut whole, &mut shaped] {
+            feed(r, 0, minutes, cpu, |_| 300 * MIB);
+        }
+        let (w, _) = targets(&whole);
+        let (s, _) = targets(&shaped);
+        prop_assert!(s <= w, "{s} > {w}");
+        // The latest day's largest level over the hours the horizon spans (the current hour first).
+        let now_hour = hour_of_day(minutes - 1);
+        let needed = (0..usize::try_from(horizon_hours).unwrap())
+            .map(|k| levels[(now_hour + k) % 24])
+            .fold(0.0f64, f64::max);
+        prop_assert!(s as f64 >= needed.min(w as f64) - 1.0, "{s} < {needed}");
+    }
 
     #[test]
     fn bounds_stay_ordered_and_minimums_hold(
