@@ -241,6 +241,9 @@ pub mod events {
     pub const IN_PLACE_EVICTED: &str = "InPlaceEvicted";
     /// A pod could not be evicted.
     pub const FAILED_TO_EVICT: &str = "FailedToEvict";
+    /// An in-place resize was refused as infeasible (over what the node can give); not retried until
+    /// the recommendation drops below it.
+    pub const FAILED_RESIZE: &str = "FailedResize";
     /// Pod event: the webhook applied a recommendation to the pod.
     pub const RECOMMENDATION_APPLIED: &str = "RecommendationApplied";
     /// Workload event: no DPA is generated from its profile because a DPA of the user targets it.

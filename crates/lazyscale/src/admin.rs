@@ -26,6 +26,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// The horizontal controller while the stack runs.
     pub controller: Arc<std::sync::RwLock<Option<lazyscale_controller::Handle>>>,
+    /// The vertical loop's last decision per DPA.
+    pub vertical: crate::vertical::Decisions,
 }
 
 async fn explain(
@@ -33,19 +35,33 @@ async fn explain(
     Path((namespace, name)): Path<(String, String)>,
 ) -> impl IntoResponse {
     let handle = s.controller.read().ok().and_then(|h| h.clone());
+    let vertical = s
+        .vertical
+        .read()
+        .ok()
+        .and_then(|d| d.get(&format!("{namespace}/{name}")).cloned());
     match handle {
         None => (
             StatusCode::NOT_FOUND,
             "the autoscaling stack is not running (no autoscaler in the cluster)".to_string(),
         ),
-        Some(h) => match h.explain(&namespace, &name) {
-            Some(text) => (StatusCode::OK, text),
-            None => (
+        Some(h) => match (h.explain(&namespace, &name), vertical) {
+            (None, None) => (
                 StatusCode::NOT_FOUND,
                 format!(
                     "no decision recorded yet for {namespace}/{name} (unknown DPA, or not reconciled yet)"
                 ),
             ),
+            (horizontal, vertical) => {
+                let mut text = horizontal.unwrap_or_default();
+                if let Some(v) = vertical {
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    text.push_str(&format!("vertical apply: {v}\n"));
+                }
+                (StatusCode::OK, text)
+            }
         },
     }
 }
@@ -170,6 +186,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             ready: ready.clone(),
             controller: Arc::default(),
+            vertical: Arc::default(),
         };
         let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
         let call = |path: &'static str| tokio::task::spawn_blocking(move || get(addr, path));

@@ -111,6 +111,10 @@ pub struct VerticalFile {
     /// safetyMargin, oomBumpUpRatio, ...); every key is optional and defaults as documented there.
     #[serde(default)]
     pub recommender: lazyscale_vertical::Config,
+    /// How recommendations reach running pods (`inPlace`, `disruptionBudgetPercent`,
+    /// `evictionsPerMinute`, `evictionBurst`).
+    #[serde(default)]
+    pub apply: crate::vertical_apply::ApplySettings,
 }
 
 /// `autoscaling.workload:`.
@@ -224,6 +228,8 @@ pub struct Settings {
     pub vertical_period: Duration,
     /// The vertical recommender's tunables.
     pub vertical_recommender: lazyscale_vertical::Config,
+    /// How vertical recommendations reach running pods.
+    pub vertical_apply: crate::vertical_apply::ApplySettings,
     /// Period of the horizontal controller.
     pub horizontal_period: Duration,
     /// Namespace of the leader-election Lease.
@@ -275,6 +281,10 @@ pub struct RunArgs {
     /// Seconds between vertical recommendation rounds (reading PodMetrics).
     #[arg(long, env = "LAZYSCALE_VERTICAL_PERIOD_SECONDS")]
     pub vertical_period_seconds: Option<u64>,
+    /// autoscaling.vertical.apply.inPlace: `false` = rollouts only; `true` or unset = in-place resizes
+    /// wherever the API server serves `pods/resize`.
+    #[arg(long, env = "LAZYSCALE_VERTICAL_IN_PLACE")]
+    pub vertical_in_place: Option<bool>,
     /// Seconds between horizontal recommendation rounds.
     #[arg(long, env = "LAZYSCALE_HORIZONTAL_PERIOD_SECONDS")]
     pub horizontal_period_seconds: Option<u64>,
@@ -381,6 +391,12 @@ pub fn merge(
             .or_else(|| pod_namespace.filter(|s| !s.is_empty()).map(str::to_owned))
             .unwrap_or_else(|| "default".into()),
         vertical_recommender: file.autoscaling.vertical.recommender.clone(),
+        vertical_apply: crate::vertical_apply::ApplySettings {
+            in_place: flags
+                .vertical_in_place
+                .or(file.autoscaling.vertical.apply.in_place),
+            ..file.autoscaling.vertical.apply.clone()
+        },
         vertical_period: period(
             flags.vertical_period_seconds,
             file.autoscaling.vertical.period_seconds,
@@ -419,6 +435,11 @@ mod tests {
         let c = FileConfig::parse(Path::new("c.yaml"), text).unwrap();
         assert_eq!(c.autoscaling.vertical.recommender.half_life_seconds, 3600);
         assert!((c.autoscaling.vertical.recommender.safety_margin - 0.3).abs() < 1e-9);
+        let apply = "autoscaling:\n  vertical:\n    apply:\n      inPlace: false\n      disruptionBudgetPercent: 25\n";
+        let c = FileConfig::parse(Path::new("c.yaml"), apply).unwrap();
+        assert_eq!(c.autoscaling.vertical.apply.in_place, Some(false));
+        assert_eq!(c.autoscaling.vertical.apply.disruption_budget_percent, 25);
+        assert_eq!(c.autoscaling.vertical.apply.evictions_per_minute, 10);
         let bad = "autoscaling:\n  vertical:\n    recommender:\n      halfLife: 3600\n";
         assert!(FileConfig::parse(Path::new("c.yaml"), bad).is_err());
     }

@@ -13,4 +13,5 @@ pub mod memory;
 pub mod stack;
 pub mod telemetry;
 pub mod vertical;
+pub mod vertical_apply;
 pub mod webhook;

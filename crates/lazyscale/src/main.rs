@@ -137,6 +137,7 @@ async fn run(settings: Settings) -> Result<()> {
     let metrics = Arc::new(telemetry::Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let controller_handle: Arc<std::sync::RwLock<Option<lazyscale_controller::Handle>>> = Arc::default();
+    let vertical_decisions: lazyscale::vertical::Decisions = Arc::default();
 
     let mut admin = tokio::spawn(
         admin::serve(
@@ -145,6 +146,7 @@ async fn run(settings: Settings) -> Result<()> {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
                 controller: controller_handle.clone(),
+                vertical: vertical_decisions.clone(),
             },
             stop.clone(),
         )
@@ -211,6 +213,7 @@ async fn run(settings: Settings) -> Result<()> {
         horizontal_period: settings.horizontal_period,
         lease_namespace: settings.lease_namespace.clone(),
         controller: controller_handle.clone(),
+        vertical_decisions,
     })
     .instrument(tracing::info_span!("stack"));
     tokio::pin!(stack);

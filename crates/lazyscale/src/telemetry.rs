@@ -104,6 +104,14 @@ pub enum VerticalOp {
     MetricsError,
     /// Two autoscalers on one workload were reported (event).
     Conflict,
+    /// A rollout was triggered to apply a vertical recommendation.
+    RolloutTriggered,
+    /// A pod was resized in place (`pods/resize`).
+    Resize,
+    /// A pod was evicted because it could not be resized in place.
+    Eviction,
+    /// A rollout, resize or eviction failed.
+    ApplyError,
 }
 
 /// Label set of vertical operations.

@@ -10,6 +10,11 @@
 //!
 //! The recommender's memory is per tracked container and is freed when its DPA goes away.
 //!
+//! The leader then brings running pods to the stored recommendation ([`crate::vertical_apply`]: rollout
+//! or in-place resize per the DPA's mode) and writes `status.vertical.lastAction`, the target's
+//! `scaled`/`evicted` counts and `VerticalAbleToApply` in the same apply. In H+V mode with CPU opted in,
+//! the CPU target follows the coupling rule of [`lazyscale_vertical::apply::couple_cpu`].
+//!
 //! Histograms are checkpointed (at most once per 10 minutes per DPA, by the leader) into a ConfigMap
 //! `lazyscale-checkpoint-<dpa>` next to the DPA, owned by it: the garbage collector deletes it with the
 //! DPA, RBAC for ConfigMaps is ordinary, and a checkpoint (a few KB) fits easily. When the loop first sees
@@ -179,7 +184,14 @@ pub struct LoopConfig {
     pub recommender: lazyscale_vertical::Config,
     /// Where the loop's operations are counted.
     pub metrics: Arc<Metrics>,
+    /// The apply path's settings.
+    pub apply: crate::vertical_apply::ApplySettings,
+    /// The last vertical decision per DPA (`namespace/name`), for `explain`.
+    pub decisions: Decisions,
 }
+
+/// The last vertical decision per DPA (`namespace/name` → one line), shared with the admin server.
+pub type Decisions = Arc<std::sync::RwLock<BTreeMap<String, String>>>;
 
 /// Runs the recommendation loop until `stop`.
 pub async fn run(
@@ -200,6 +212,8 @@ pub async fn run(
     let mut seen_ooms = std::collections::HashSet::new();
     let mut tracked: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
     let mut restored: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
+    let mut applier =
+        crate::vertical_apply::Applier::new(client.clone(), config.apply.clone(), config.metrics.clone());
     let mut tick = tokio::time::interval(config.period);
     loop {
         tokio::select! {
@@ -219,6 +233,17 @@ pub async fn run(
             restored.remove(gone);
         }
         tracked = live;
+        let names: std::collections::HashSet<(String, String)> = dpas
+            .iter()
+            .filter_map(|d| Some((d.metadata.namespace.clone()?, d.metadata.name.clone()?)))
+            .collect();
+        applier.retain(&names);
+        if let Ok(mut d) = config.decisions.write() {
+            d.retain(|k, _| {
+                k.split_once('/')
+                    .is_some_and(|(ns, n)| names.contains(&(ns.to_owned(), n.to_owned())))
+            });
+        }
         recommender.garbage_collect(Timestamp::now());
         // OOM kills already counted, bounded by the pods still cached (kept only for pods seen this round).
         let mut alive: std::collections::HashSet<u128> = std::collections::HashSet::new();
@@ -252,7 +277,22 @@ pub async fn run(
                 if restored.insert(key.clone()) {
                     restore(&client, &mut recommender, &dpa, &key).await;
                 }
-                for _ in 0..feed(&mut recommender, &mut seen_ooms, &mut alive, &pods, &key, &by_pod) {
+                let bump = dpa
+                    .spec
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.out_of_memory.as_ref())
+                    .and_then(|o| o.bump_up_ratio.as_ref())
+                    .and_then(|q| q.0.trim().parse::<f64>().ok());
+                for _ in 0..feed(
+                    &mut recommender,
+                    &mut seen_ooms,
+                    &mut alive,
+                    &pods,
+                    &key,
+                    &by_pod,
+                    bump,
+                ) {
                     config.metrics.vertical(VerticalOp::OomRecorded);
                 }
                 if *config.leader.borrow()
@@ -262,11 +302,45 @@ pub async fn run(
                     config.metrics.vertical(VerticalOp::Checkpoint);
                 }
                 let rec = recommender.recommend(&key);
+                let rec = match lazyscale_vertical::apply::mode(&dpa).scaling {
+                    lazyscale_vertical::apply::Scaling::HorizontalAndVertical => rec.map(|r| {
+                        lazyscale_vertical::apply::couple_cpu(
+                            &r,
+                            &current_cpu(&pods, &key),
+                            lazyscale_vertical::apply::horizontal_position(&dpa),
+                        )
+                    }),
+                    _ => rec,
+                };
                 let out =
                     lazyscale_vertical::dpa_vertical_target(&dpa, rec.as_ref(), false, Timestamp::now());
-                let conditions = conditions_of(&dpa, &[&out.able_to_recommend, &out.scaling_limited]);
+                let applied = if *config.leader.borrow() {
+                    Some(applier.step(&dpa, &pods, &by_pod).await)
+                } else {
+                    None
+                };
+                let mut inputs = vec![&out.able_to_recommend, &out.scaling_limited];
+                if let Some(a) = &applied {
+                    inputs.push(&a.condition);
+                    if let Ok(mut d) = config.decisions.write() {
+                        d.insert(
+                            format!("{ns}/{}", dpa.metadata.name.as_deref().unwrap_or_default()),
+                            a.decision.clone(),
+                        );
+                    }
+                }
+                let conditions = conditions_of(&dpa, &inputs);
                 let target = out
                     .target
+                    .map(|mut t| {
+                        if let Some(a) = &applied
+                            && a.version.as_deref() == Some(t.version.as_str())
+                        {
+                            t.scaled = a.scaled;
+                            t.evicted = a.evicted;
+                        }
+                        t
+                    })
                     .and_then(|t| serde_json::to_value(&t).ok())
                     .map(|mut v| {
                         if let Some(o) = v.as_object_mut() {
@@ -275,10 +349,23 @@ pub async fn run(
                         v
                     });
                 // what decides a write: the target without its time, and the conditions without theirs
-                let comparable = json!({"target": target.as_ref().map(strip_time), "conditions": strip_condition_times(&conditions)});
+                let last_action = applied
+                    .as_ref()
+                    .and_then(|a| a.last_action.as_ref())
+                    .or_else(|| {
+                        dpa.status
+                            .as_ref()
+                            .and_then(|s| s.vertical.as_ref())
+                            .and_then(|v| v.last_action.as_ref())
+                    })
+                    .and_then(|a| serde_json::to_value(a).ok());
+                let comparable = json!({"target": target.as_ref().map(strip_time), "lastAction": last_action,
+                    "conditions": strip_condition_times(&conditions)});
+                let stored = dpa.status.as_ref().and_then(|s| s.vertical.as_ref());
                 let current = json!({
-                    "target": dpa.status.as_ref().and_then(|s| s.vertical.as_ref()).and_then(|v| v.target.as_ref())
+                    "target": stored.and_then(|v| v.target.as_ref())
                         .and_then(|t| serde_json::to_value(t).ok()).map(|v| strip_time(&v)),
+                    "lastAction": stored.and_then(|v| v.last_action.as_ref()).and_then(|a| serde_json::to_value(a).ok()),
                     "conditions": strip_condition_times(&current_conditions(&dpa)),
                 });
                 let id = (ns.clone(), dpa.metadata.name.clone().unwrap_or_default());
@@ -289,6 +376,9 @@ pub async fn run(
                 let mut status = json!({"conditions": conditions});
                 if let Some(t) = target {
                     status["vertical"] = json!({"target": t});
+                }
+                if let Some(a) = last_action {
+                    status["vertical"]["lastAction"] = a;
                 }
                 let body = json!({"apiVersion": consts::API_VERSION, "kind": consts::DPA_KIND,
                     "metadata": {"name": id.1, "namespace": ns}, "status": status});
@@ -339,6 +429,23 @@ fn strip_time(v: &serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// The CPU request per container of the workload's first live pod (the coupling rule's "current").
+fn current_cpu(pods: &PodStore, key: &WorkloadKey) -> HashMap<String, u64> {
+    let workload = PodWorkload::new(&key.namespace, WorkloadKind::from_kind(&key.kind), &key.name);
+    let mut out = HashMap::new();
+    pods.for_each_pod_of(&workload, |pod| {
+        if !out.is_empty() || pod.is_terminating() {
+            return;
+        }
+        for c in pod.containers() {
+            if let Some(cpu) = c.resources.requests.cpu_millis {
+                out.insert(c.name.to_string(), cpu);
+            }
+        }
+    });
+    out
+}
+
 fn feed(
     recommender: &mut Recommender,
     seen_ooms: &mut std::collections::HashSet<(u128, usize, u32)>,
@@ -346,6 +453,7 @@ fn feed(
     pods: &PodStore,
     key: &WorkloadKey,
     metrics: &HashMap<&str, &DynamicObject>,
+    bump_up_ratio: Option<f64>,
 ) -> usize {
     let workload = PodWorkload::new(&key.namespace, WorkloadKind::from_kind(&key.kind), &key.name);
     let now = Timestamp::now();
@@ -361,7 +469,7 @@ fn feed(
                 let r = &c.resources;
                 let limit = r.limits.memory_bytes.or(r.requests.memory_bytes).unwrap_or(0);
                 if limit > 0 {
-                    recommender.record_oom(key, c.name.as_str(), limit, now, None);
+                    recommender.record_oom(key, c.name.as_str(), limit, now, bump_up_ratio);
                     ooms += 1;
                 }
             }
@@ -399,7 +507,8 @@ fn feed(
     ooms
 }
 
-/// The vertical conditions of a DPA as stored (`VerticalAbleToRecommend`, `VerticalScalingLimited`).
+/// The vertical conditions of a DPA as stored (`VerticalAbleToRecommend`, `VerticalScalingLimited`,
+/// `VerticalAbleToApply`).
 fn current_conditions(dpa: &DatadogPodAutoscaler) -> Vec<serde_json::Value> {
     dpa.status
         .as_ref()
@@ -409,6 +518,7 @@ fn current_conditions(dpa: &DatadogPodAutoscaler) -> Vec<serde_json::Value> {
                 .filter(|c| {
                     c.type_ == consts::conditions::VERTICAL_ABLE_TO_RECOMMEND
                         || c.type_ == consts::conditions::VERTICAL_SCALING_LIMITED
+                        || c.type_ == consts::conditions::VERTICAL_ABLE_TO_APPLY
                 })
                 .filter_map(|c| serde_json::to_value(c).ok())
                 .collect()
