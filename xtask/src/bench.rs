@@ -71,15 +71,15 @@ fn reconcile(dpas: usize) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(async {
         let client = server.client().await?;
-        crate::cluster::install_crds(&client).await?;
+        lazyscale_testenv::install_crds(&client).await?;
         progress(&format!(
             "creating {dpas} Deployments, DPAs and PodMetrics; then two passes"
         ));
-        let opts = lazyscale_controller::bench::BenchOptions {
+        let opts = crate::reconcile_bench::BenchOptions {
             dpas,
             ..Default::default()
         };
-        anyhow::Ok(lazyscale_controller::bench::run(client, &opts).await?)
+        anyhow::Ok(crate::reconcile_bench::run(client, &opts).await?)
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     drop(rt);
@@ -234,7 +234,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     };
     let server = populated_server(&spec, &rt)?;
     let client = rt.block_on(server.client())?;
-    rt.block_on(crate::cluster::install_crds(&client))?;
+    rt.block_on(lazyscale_testenv::install_crds(&client))?;
     let dir = crate::workspace_root().join("target/bench");
     let kubeconfig = server.kubeconfig_path().to_path_buf();
     // The agent's own requests, from the audit log (the control plane lists and watches pods too).
@@ -249,24 +249,22 @@ fn lazy(a: LazyArgs) -> Result<()> {
 
     progress("phase disabled: autoscaling.workload.enabled=false");
     let base = counts();
-    let agent = Agent::start(AgentOptions {
-        binary: &binary,
-        kubeconfig: server.agent_kubeconfig_path(),
-        args: vec!["--workload-autoscaling-enabled=false".into()],
-        log: dir.join("agent-disabled.log"),
-    })?;
+    let agent = Agent::start(
+        AgentOptions::new(&binary, server.agent_kubeconfig_path())
+            .args(["--workload-autoscaling-enabled=false".to_string()])
+            .log_to(dir.join("agent-disabled.log")),
+    )?;
     std::thread::sleep(settle);
     phases.push(measure("disabled", &agent, &server, base)?);
     agent.stop()?;
 
     progress("phase idle: enabled, no autoscaler");
     let base = counts();
-    let agent = Agent::start(AgentOptions {
-        binary: &binary,
-        kubeconfig: server.agent_kubeconfig_path(),
-        args: vec!["--grace-period-seconds=5".into()],
-        log: dir.join("agent.log"),
-    })?;
+    let agent = Agent::start(
+        AgentOptions::new(&binary, server.agent_kubeconfig_path())
+            .args(["--grace-period-seconds=5".to_string()])
+            .log_to(dir.join("agent.log")),
+    )?;
     std::thread::sleep(settle);
     phases.push(measure("idle", &agent, &server, base)?);
 
@@ -285,13 +283,13 @@ fn lazy(a: LazyArgs) -> Result<()> {
         .cloned()
         .context("the populated cluster has no deployment")?;
     let apply = |ns: &str, d: &str| -> Result<()> {
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &crate::cluster::dpa_resource());
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &lazyscale_testenv::fixtures::dpa_resource());
         rt.block_on(api.patch(d, &PatchParams::apply("bench"), &Patch::Apply(dpa(ns, d))))?;
         Ok(())
     };
     reset_peak(agent.pid());
     apply(&ns0, &d0)?;
-    agent.wait_for(
+    agent.wait_metrics(
         "the first DPA's pods in the cache",
         Duration::from_secs(300),
         |m| {
@@ -314,7 +312,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
                 let api = Api::<DynamicObject>::namespaced_with(
                     client.clone(),
                     ns,
-                    &crate::cluster::dpa_resource(),
+                    &lazyscale_testenv::fixtures::dpa_resource(),
                 );
                 async move {
                     api.patch(d, &PatchParams::apply("bench"), &Patch::Apply(dpa(ns, d)))
@@ -333,7 +331,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
         t.elapsed().as_secs_f64()
     ));
     let expected = f64::from(a.pods);
-    agent.wait_for("every pod in the cache", Duration::from_secs(900), |m| {
+    agent.wait_metrics("every pod in the cache", Duration::from_secs(900), |m| {
         m.get("lazyscale_podcache_pods").copied().unwrap_or(0.0) >= expected
     })?;
     let all_sync = t.elapsed().as_secs_f64();
@@ -348,10 +346,10 @@ fn lazy(a: LazyArgs) -> Result<()> {
         .map(|(n, d)| (n.clone(), d.clone()))
         .collect::<std::collections::BTreeSet<_>>()
     {
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &crate::cluster::dpa_resource());
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &lazyscale_testenv::fixtures::dpa_resource());
         rt.block_on(api.delete_collection(&DeleteParams::default(), &ListParams::default()))?;
     }
-    agent.wait_for("the gate to close", Duration::from_secs(120), |m| {
+    agent.wait_metrics("the gate to close", Duration::from_secs(120), |m| {
         m.get("lazyscale_gate_open").copied() == Some(0.0)
     })?;
     std::thread::sleep(settle);

@@ -2,41 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::wait::{await_condition, conditions};
-
-/// The DatadogPodAutoscaler resource.
-pub fn dpa_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("datadoghq.com", "v1alpha2", "DatadogPodAutoscaler"),
-        "datadogpodautoscalers",
-    )
-}
-
-/// Installs lazyscale's CRDs (as `lazyscale crds` prints them) and waits until they are established.
-pub async fn install_crds(client: &kube::Client) -> Result<()> {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in lazyscale_api::crds() {
-        let name = crd.metadata.name.clone().context("a CRD without a name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply("lazyscale-xtask").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("install CRD {name}"))?;
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(api.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .with_context(|| format!("CRD {name} not established"))??;
-    }
-    Ok(())
-}
+use anyhow::Result;
 
 /// The running simulated cluster of the demo.
 pub struct DemoCluster {

@@ -143,7 +143,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(server.client())?;
-    rt.block_on(crate::cluster::install_crds(&client))?;
+    rt.block_on(lazyscale_testenv::install_crds(&client))?;
     say(
         "the demo cluster: 3 namespaces, 5 Deployments and a StatefulSet, run by kube-controller-manager and kwok; the simulator adds load and PodMetrics",
     );
@@ -169,17 +169,16 @@ pub fn run(args: Args) -> Result<()> {
         )
     };
     say("starting the agent");
-    let agent = Agent::start(AgentOptions {
-        binary: &binary,
-        kubeconfig: server.agent_kubeconfig_path(),
-        args: vec![
+    let agent = Agent::start(
+        AgentOptions::new(&binary, server.agent_kubeconfig_path())
+            .args([
             format!("--grace-period-seconds={}", args.grace),
             "--horizontal-period-seconds=5".to_string(),
             "--vertical-period-seconds=5".to_string(),
-        ],
-        log: dir.join("agent.log"),
-    })?;
-    println!("agent log: {}", agent.log.display());
+        ])
+            .log_to(dir.join("agent.log")),
+    )?;
+    println!("agent log: {}", agent.log().map(|p| p.display().to_string()).unwrap_or_default());
     let mut rows = Vec::new();
     let row = |phase: &'static str, agent: &Agent, note: String| -> Row {
         std::thread::sleep(Duration::from_millis(500));
@@ -220,7 +219,7 @@ pub fn run(args: Args) -> Result<()> {
             json!({"cpu": {"type": "constant", "value": "1500m"}, "memory": {"base": "96Mi"}}),
         )?,
     );
-    let dpas = Api::<DynamicObject>::namespaced_with(client.clone(), "shop", &crate::cluster::dpa_resource());
+    let dpas = Api::<DynamicObject>::namespaced_with(client.clone(), "shop", &lazyscale_testenv::fixtures::dpa_resource());
     let dpa = json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "owner": "Local",
@@ -229,11 +228,11 @@ pub fn run(args: Args) -> Result<()> {
             "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}});
     rt.block_on(dpas.patch("web", &PatchParams::apply("demo"), &Patch::Apply(&dpa)))
         .context("apply the DPA")?;
-    agent.wait_for("the gate to open", Duration::from_secs(30), |m| {
+    agent.wait_metrics("the gate to open", Duration::from_secs(30), |m| {
         m.get("lazyscale_gate_open").copied() == Some(1.0)
     })?;
     println!("gate open: the agent started its pod collection and registered its webhook");
-    agent.wait_for("the pod collection to sync", Duration::from_secs(60), |m| {
+    agent.wait_metrics("the pod collection to sync", Duration::from_secs(60), |m| {
         m.get("lazyscale_pod_collection_synced").copied() == Some(1.0)
     })?;
     rows.push(row("first DPA", &agent, "gate opens".into()));
@@ -320,7 +319,7 @@ pub fn run(args: Args) -> Result<()> {
         args.grace
     ));
     rt.block_on(dpas.delete("web", &DeleteParams::default()))?;
-    agent.wait_for("the gate to close", Duration::from_secs(args.grace + 30), |m| {
+    agent.wait_metrics("the gate to close", Duration::from_secs(args.grace + 30), |m| {
         m.get("lazyscale_gate_open").copied() == Some(0.0)
     })?;
     std::thread::sleep(Duration::from_secs(3));

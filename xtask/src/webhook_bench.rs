@@ -196,15 +196,14 @@ pub fn run(args: WebhookArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
     let rt = tokio::runtime::Runtime::new()?;
     let client = rt.block_on(server.client())?;
-    rt.block_on(crate::cluster::install_crds(&client))?;
+    rt.block_on(lazyscale_testenv::install_crds(&client))?;
     let dir = crate::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    let agent = Agent::start(AgentOptions {
-        binary: &binary,
-        kubeconfig: server.agent_kubeconfig_path(),
-        args: vec!["--grace-period-seconds=0".into()],
-        log: dir.join("agent-webhook.log"),
-    })?;
+    let agent = Agent::start(
+        AgentOptions::new(&binary, server.agent_kubeconfig_path())
+            .args(["--grace-period-seconds=0".to_string()])
+            .log_to(dir.join("agent-webhook.log")),
+    )?;
     let port = agent.webhook_port;
     let ns = "bench";
     let deployments: Vec<String> = (0..args.dpas).map(|i| format!("svc-{i:04}")).collect();
@@ -230,7 +229,7 @@ pub fn run(args: WebhookArgs) -> Result<()> {
         ns_api
             .patch(ns, &PatchParams::apply("bench"), &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})))
             .await?;
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &crate::cluster::dpa_resource());
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &lazyscale_testenv::fixtures::dpa_resource());
         futures::stream::iter(deployments.iter())
             .map(|d| {
                 let api = api.clone();
@@ -255,7 +254,7 @@ pub fn run(args: WebhookArgs) -> Result<()> {
         anyhow::Ok(())
     })?;
     let want = args.dpas as f64;
-    agent.wait_for("the stack with every DPA", Duration::from_secs(120), |m| {
+    agent.wait_metrics("the stack with every DPA", Duration::from_secs(120), |m| {
         m.get("lazyscale_gate_open").copied() == Some(1.0)
             && m.get("lazyscale_autoscalers{source=\"Dpa\"}").copied() == Some(want)
     })?;

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::wait_for;
+use common::{condition, wait_for};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -20,16 +20,6 @@ use lazyscale_controller::{Config, Controller, StaticPods};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-fn condition(d: &DatadogPodAutoscaler, type_: &str) -> Option<(String, Option<String>)> {
-    d.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
 
 fn vertical_version(d: &DatadogPodAutoscaler) -> Option<String> {
     Some(
@@ -104,7 +94,7 @@ async fn horizontal_and_vertical_writers_never_revert_each_other() {
     common::init_tracing();
     let env = lazyscale_testenv::TestEnv::shared();
     let client = env.client().await;
-    common::install_crds(&client).await;
+    lazyscale_testenv::install_crds(&client).await.unwrap();
     let ns = format!("ownership-{}", std::process::id());
     namespace(&client, &ns).await;
     let api: Api<DatadogPodAutoscaler> = Api::namespaced(client.clone(), &ns);

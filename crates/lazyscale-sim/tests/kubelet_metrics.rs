@@ -61,7 +61,7 @@ async fn resize_is_applied_deferred_infeasible_or_in_progress() {
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
     // Immediate: status resources follow the spec.
-    create_deployment(&client, &deployment_yaml(&ns, "imm", 1, "")).await;
+    create_deployment(&client, &deployment(&ns, "imm", 1, "").unwrap()).await;
     let p = one_ready_pod(&client, &ns, "imm").await;
     resize_cpu(&api, &p.name_any(), "200m").await;
     wait_for(20, "resize applied", || async {
@@ -75,7 +75,7 @@ async fn resize_is_applied_deferred_infeasible_or_in_progress() {
 
     // Deferred (asked through the template annotation), then released by the workload setting.
     let ann = "      annotations: {sim.lazyscale.io/resize: deferred}";
-    create_deployment(&client, &deployment_yaml(&ns, "def", 1, ann)).await;
+    create_deployment(&client, &deployment(&ns, "def", 1, ann).unwrap()).await;
     let p = one_ready_pod(&client, &ns, "def").await;
     resize_cpu(&api, &p.name_any(), "300m").await;
     let c = wait_for(20, "PodResizePending Deferred", || async {
@@ -91,7 +91,7 @@ async fn resize_is_applied_deferred_infeasible_or_in_progress() {
 
     // Infeasible: more CPU than the simulator's node model has (8 cores). Above the node's allocatable
     // (32) the API server itself refuses the resize with 403.
-    create_deployment(&client, &deployment_yaml(&ns, "inf", 1, "")).await;
+    create_deployment(&client, &deployment(&ns, "inf", 1, "").unwrap()).await;
     let p = one_ready_pod(&client, &ns, "inf").await;
     // (The API server rejects a request above the limit: raise both.)
     resize_cpu_and_limit(&api, &p.name_any(), "16").await;
@@ -105,7 +105,7 @@ async fn resize_is_applied_deferred_infeasible_or_in_progress() {
     // In progress for 2 s, then applied.
     let ann =
         "      annotations: {sim.lazyscale.io/resize: in-progress, sim.lazyscale.io/resize-duration: 2s}";
-    create_deployment(&client, &deployment_yaml(&ns, "prog", 1, ann)).await;
+    create_deployment(&client, &deployment(&ns, "prog", 1, ann).unwrap()).await;
     let p = one_ready_pod(&client, &ns, "prog").await;
     resize_cpu(&api, &p.name_any(), "250m").await;
     wait_for(10, "PodResizeInProgress", || async {
@@ -170,7 +170,7 @@ async fn metrics_follow_the_profile_and_scaling_and_oom_kills() {
             noise: 0.0,
         },
     );
-    create_deployment(&client, &deployment_yaml(&ns, "svc", 2, "")).await;
+    create_deployment(&client, &deployment(&ns, "svc", 2, "").unwrap()).await;
     wait_for(30, "2 ready", || async {
         let p = pods(&client, &ns, "app=svc").await;
         (p.len() == 2 && p.iter().all(running_ready)).then_some(())

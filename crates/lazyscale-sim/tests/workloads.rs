@@ -19,7 +19,7 @@ async fn deployment_creates_replicaset_and_pods_then_rolls_out() {
     let client = env.client().await;
     let ns = env.namespace().await;
     let sim = start(&client, &ns).await;
-    let d = create_deployment(&client, &deployment_yaml(&ns, "web", 3, "")).await;
+    let d = create_deployment(&client, &deployment(&ns, "web", 3, "").unwrap()).await;
     let duid = d.metadata.uid.clone().unwrap();
 
     let ready = wait_for(30, "3 ready pods", || async {
@@ -139,7 +139,7 @@ async fn scale_subresource_and_deleted_pods_are_replaced() {
     let client = env.client().await;
     let ns = env.namespace().await;
     let sim = start(&client, &ns).await;
-    create_deployment(&client, &deployment_yaml(&ns, "api", 2, "")).await;
+    create_deployment(&client, &deployment(&ns, "api", 2, "").unwrap()).await;
     let d_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     wait_for(30, "2 pods", || async {
         (pods(&client, &ns, "app=api").await.len() == 2).then_some(())
@@ -208,7 +208,7 @@ async fn statefulset_ordinals_scale_and_rolling_update() {
     let ns = env.namespace().await;
     let sim = start(&client, &ns).await;
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    api.create(&PostParams::default(), &statefulset_yaml(&ns, "db", 3))
+    api.create(&PostParams::default(), &statefulset(&ns, "db", 3).unwrap())
         .await
         .unwrap();
     let p = wait_for(40, "db-0..2 ready", || async {

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::telemetry::{Metrics, WebhookLabels, WebhookPath};
 
 /// The name of the MutatingWebhookConfiguration the agent owns.
-pub const CONFIGURATION_NAME: &str = "lazyscale-pod-autoscaling";
+pub const CONFIGURATION_NAME: &str = lazyscale_api::consts::WEBHOOK_CONFIGURATION;
 /// The webhook's name inside the configuration.
 pub const WEBHOOK_NAME: &str = "pods.autoscaling.lazyscale.dev";
 /// The path the webhook is served on.

@@ -16,13 +16,15 @@ use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
 use lazyscale_testenv::{Server, ServerOptions};
 use serde_json::json;
 
-use common::{Agent, dpa_api, install_crds};
+use common::start_agent;
+use lazyscale_testenv::fixtures::dpa_api;
+use lazyscale_testenv::install_crds;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn load_above_target_scales_up_to_max_replicas_and_explain_says_why() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
-    install_crds(&client).await;
+    install_crds(&client).await.unwrap();
     let ns = "default";
     let sim = Simulator::start(
         client.clone(),
@@ -54,7 +56,7 @@ async fn load_above_target_scales_up_to_max_replicas_and_explain_says_why() {
                 "spec": {"containers": [{"name": "app", "image": "x", "resources": {"requests": {"cpu": "200m", "memory": "64Mi"}}}]}}}}))
     .unwrap();
     deployments.create(&PostParams::default(), &d).await.unwrap();
-    let agent = Agent::start(
+    let agent = start_agent(
         &server,
         &["--horizontal-period-seconds=2", "--lease-namespace=default"],
     );
@@ -89,7 +91,7 @@ async fn load_above_target_scales_up_to_max_replicas_and_explain_says_why() {
     eprintln!("scaled 1 -> 4 in {:.1}s", started.elapsed().as_secs_f64());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazyscale"))
         .args(["explain", "default/api", "--admin-address"])
-        .arg(format!("127.0.0.1:{}", agent.admin))
+        .arg(format!("127.0.0.1:{}", agent.admin_port))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -13,7 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use lazyscale_testenv::{Server, ServerOptions};
 use serde_json::json;
 
-use common::{Agent, dpa_api, install_crds, pod_requests, webhook_configuration};
+use common::{pod_requests, start_agent};
+use lazyscale_testenv::fixtures::{dpa_api, webhook_configuration};
+use lazyscale_testenv::install_crds;
 
 fn dpa(name: &str) -> serde_json::Value {
     json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": name},
@@ -25,18 +27,18 @@ fn dpa(name: &str) -> serde_json::Value {
 async fn no_pod_request_until_the_first_dpa_then_teardown_and_reopen() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
-    install_crds(&client).await;
-    let agent = Agent::start(&server, &["--grace-period-seconds=2"]);
+    install_crds(&client).await.unwrap();
+    let agent = start_agent(&server, &["--grace-period-seconds=2"]);
     // idle: watching autoscalers for a while lists and watches no pod
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        pod_requests(&server, &client).await,
+        pod_requests(&server),
         (0, 0),
         "pod LIST/WATCH before any autoscaler"
     );
     assert_eq!(agent.metric("lazyscale_gate_open"), 0.0);
     assert!(
-        webhook_configuration(&client).await.is_none(),
+        webhook_configuration(&client).await.unwrap().is_none(),
         "no webhook while idle"
     );
 
@@ -51,10 +53,11 @@ async fn no_pod_request_until_the_first_dpa_then_teardown_and_reopen() {
     agent
         .wait_metric("lazyscale_pod_collection_synced", 1.0, Duration::from_secs(20))
         .await;
-    let (lists, watches) = pod_requests(&server, &client).await;
+    let (lists, watches) = pod_requests(&server);
     assert!(lists + watches >= 1, "the stack lists or watches pods once open");
     let hook = webhook_configuration(&client)
         .await
+        .unwrap()
         .expect("the webhook is registered while the stack is up");
     assert_eq!(
         hook.data["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
@@ -68,7 +71,7 @@ async fn no_pod_request_until_the_first_dpa_then_teardown_and_reopen() {
         .wait_metric("lazyscale_gate_open", 0.0, Duration::from_secs(20))
         .await;
     assert!(
-        webhook_configuration(&client).await.is_none(),
+        webhook_configuration(&client).await.unwrap().is_none(),
         "webhook removed on teardown"
     );
     assert_eq!(agent.metric("lazyscale_podcache_pods"), 0.0);
@@ -80,7 +83,7 @@ async fn no_pod_request_until_the_first_dpa_then_teardown_and_reopen() {
     agent
         .wait_metric("lazyscale_gate_open", 1.0, Duration::from_secs(20))
         .await;
-    let m = agent.metrics();
+    let m = agent.metrics().unwrap();
     assert_eq!(
         m.get("lazyscale_gate_transitions_total{to=\"Open\"}").copied(),
         Some(2.0)
@@ -95,7 +98,7 @@ async fn no_pod_request_until_the_first_dpa_then_teardown_and_reopen() {
 async fn a_profile_label_opens_the_gate_and_excluded_does_not() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
-    let agent = Agent::start(&server, &["--grace-period-seconds=1"]);
+    let agent = start_agent(&server, &["--grace-period-seconds=1"]);
     let deployments = Api::<Deployment>::namespaced(client.clone(), "default");
     let d: Deployment = serde_json::from_value(
         json!({"metadata": {"name": "app", "labels": {"autoscaling.datadoghq.com/profile": "excluded"}},
@@ -140,25 +143,25 @@ async fn a_profile_label_opens_the_gate_and_excluded_does_not() {
 async fn disabled_never_starts_and_the_webhook_fast_path_allows_without_decoding() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
-    install_crds(&client).await;
-    let agent = Agent::start(&server, &["--workload-autoscaling-enabled=false"]);
+    install_crds(&client).await.unwrap();
+    let agent = start_agent(&server, &["--workload-autoscaling-enabled=false"]);
     dpa_api(client.clone(), "default")
         .patch("web", &PatchParams::apply("test"), &Patch::Apply(dpa("web")))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(agent.metric("lazyscale_gate_open"), 0.0);
-    assert_eq!(pod_requests(&server, &client).await, (0, 0));
+    assert_eq!(pod_requests(&server), (0, 0));
 
     // the webhook answers over TLS; a pod of nonsense shape is not decoded, so it is allowed
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest_like_post(agent.webhook, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"abc","object":{"spec":7}}}"#);
+    let http = reqwest_like_post(agent.webhook_port, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"abc","object":{"spec":7}}}"#);
     let (code, body) = http.await;
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["response"]["uid"], "abc");
     assert_eq!(v["response"]["allowed"], true);
-    let (code, _) = reqwest_like_post(agent.webhook, b"not json").await;
+    let (code, _) = reqwest_like_post(agent.webhook_port, b"not json").await;
     assert_eq!(code, 400, "a malformed AdmissionReview is a 400, never a crash");
     assert_eq!(
         agent.metric("lazyscale_webhook_requests_total{path=\"Fast\"}"),
@@ -226,7 +229,7 @@ async fn works_with_the_official_crds_installed() {
         .unwrap()
         .unwrap();
     }
-    let agent = Agent::start(&server, &["--grace-period-seconds=2"]);
+    let agent = start_agent(&server, &["--grace-period-seconds=2"]);
     let full = std::fs::read_to_string(dir.join("dpa-full.yaml")).unwrap();
     let mut obj: serde_json::Value = serde_saphyr::from_str(&full).unwrap();
     obj["metadata"]["namespace"] = json!("default");
@@ -243,5 +246,5 @@ async fn works_with_the_official_crds_installed() {
         .wait_metric("lazyscale_pod_collection_synced", 1.0, Duration::from_secs(20))
         .await;
     assert_eq!(agent.metric("lazyscale_autoscalers{source=\"Dpa\"}"), 1.0);
-    assert!(webhook_configuration(&client).await.is_some());
+    assert!(webhook_configuration(&client).await.unwrap().is_some());
 }

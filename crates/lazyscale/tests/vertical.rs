@@ -17,7 +17,9 @@ use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
 use lazyscale_testenv::{Server, ServerOptions};
 use serde_json::json;
 
-use common::{Agent, dpa_api, install_crds, webhook_configuration};
+use common::start_agent;
+use lazyscale_testenv::fixtures::{dpa_api, webhook_configuration};
+use lazyscale_testenv::install_crds;
 
 fn deployment(name: &str) -> Deployment {
     serde_json::from_value(json!({"metadata": {"name": name},
@@ -67,7 +69,7 @@ fn cpu_millis(p: &Pod) -> u64 {
 async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_path() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
-    install_crds(&client).await;
+    install_crds(&client).await.unwrap();
     let ns = "shop";
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
         .create(
@@ -106,7 +108,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
             .await
             .unwrap();
     }
-    let agent = Agent::start(
+    let agent = start_agent(
         &server,
         &["--grace-period-seconds=2", "--vertical-period-seconds=1"],
     );
@@ -168,7 +170,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     );
 
     // the webhook selects only namespaces with autoscalers
-    let hook = webhook_configuration(&client).await.expect("registered");
+    let hook = webhook_configuration(&client).await.unwrap().expect("registered");
     assert_eq!(
         hook.data["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
         json!([ns])
@@ -248,7 +250,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     agent
         .wait_metric("lazyscale_gate_open", 0.0, Duration::from_secs(30))
         .await;
-    assert!(webhook_configuration(&client).await.is_none());
+    assert!(webhook_configuration(&client).await.unwrap().is_none());
     assert!(agent.metric("lazyscale_webhook_requests_total{path=\"Patched\"}") >= 2.0);
     sim.shutdown().await;
 }
@@ -257,9 +259,9 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
 async fn two_dpas_on_one_workload_patch_nothing_and_raise_an_event() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
-    install_crds(&client).await;
+    install_crds(&client).await.unwrap();
     let ns = "default";
-    let agent = Agent::start(&server, &["--grace-period-seconds=2"]);
+    let agent = start_agent(&server, &["--grace-period-seconds=2"]);
     let dpas = dpa_api(client.clone(), ns);
     for name in ["first", "second"] {
         let mut d = dpa("dup", "Apply");
@@ -280,7 +282,7 @@ async fn two_dpas_on_one_workload_patch_nothing_and_raise_an_event() {
         .await;
     // wait until the webhook configuration is in place, then create pods of the workload through the API
     wait("the webhook configuration", 20, || async {
-        webhook_configuration(&client).await
+        webhook_configuration(&client).await.unwrap()
     })
     .await;
     let pods = Api::<Pod>::namespaced(client.clone(), ns);

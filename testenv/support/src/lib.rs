@@ -9,15 +9,22 @@
 //! - [`TestEnv`] is the per-test-process shared server: [`TestEnv::shared`] starts it once, hands out
 //!   clients bound to the caller's runtime and a fresh namespace per test.
 
+pub mod agent;
 pub mod audit;
+pub mod crds;
+pub mod fixtures;
 pub mod helm;
 pub mod metrics;
 pub mod pki;
 pub mod recipe;
 mod server;
 pub mod tls;
+pub mod wait;
 
+pub use agent::{Agent, AgentOptions};
+pub use crds::install_crds;
 pub use server::{KWOK_NODE_ANNOTATION, NODE_PREFIX, Server, ServerOptions, node_json};
+pub use wait::{init_tracing, try_wait_for, wait_for};
 
 use std::path::Path;
 use std::sync::OnceLock;

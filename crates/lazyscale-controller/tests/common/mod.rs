@@ -1,18 +1,16 @@
 //! Shared helpers of the end-to-end tests: CRDs, a simulated namespace, a controller with a short
 //! recommendation period, and polling.
-#![allow(dead_code, missing_docs, clippy::expect_used, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use lazyscale_api::DatadogPodAutoscaler;
 use lazyscale_controller::{Config, Controller, Handle, WatchedPods};
@@ -23,36 +21,11 @@ use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use lazyscale_testenv::fixtures::{condition, horizontal_spec as spec};
+pub use lazyscale_testenv::{init_tracing, wait_for};
+
 /// The recommendation period of the tests.
 pub const PERIOD: Duration = Duration::from_secs(2);
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-/// Installs our CRDs once per server (idempotent) and waits until DPAs can be listed.
-pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in lazyscale_api::crds() {
-        match api.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => panic!("create CRD: {e}"),
-        }
-    }
-    let dpas: Api<DatadogPodAutoscaler> = Api::all(client.clone());
-    wait_for(30, "DPA CRD established", || {
-        let dpas = dpas.clone();
-        async move { dpas.list(&ListParams::default().limit(1)).await.ok() }
-    })
-    .await;
-}
 
 /// A test namespace with the simulator running in it.
 pub struct Cluster {
@@ -66,7 +39,9 @@ pub async fn cluster() -> Cluster {
     let env = lazyscale_testenv::TestEnv::shared();
     let client = env.client().await;
     let ns = env.namespace().await;
-    install_crds(&client).await;
+    lazyscale_testenv::install_crds(&client)
+        .await
+        .expect("CRDs installed");
     let sim = Simulator::start(
         client.clone(),
         SimConfig {
@@ -213,39 +188,4 @@ impl Running {
         let _ = self.task.await;
         self.pods_task.abort();
     }
-}
-
-/// A DPA spec over Deployment `target` keeping CPU at `utilization` %.
-pub fn spec(target: &str, utilization: i32, min: i32, max: i32) -> serde_json::Value {
-    serde_json::json!({
-        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-        "owner": "Local",
-        "constraints": {"minReplicas": min, "maxReplicas": max},
-        "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": utilization}}}],
-        "fallback": {"horizontal": {"direction": "All"}},
-    })
-}
-
-/// Polls `f` until it returns Some, or panics with `what` after `secs`.
-pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The condition `type_` of a DPA: (status, reason).
-pub fn condition(d: &DatadogPodAutoscaler, type_: &str) -> Option<(String, Option<String>)> {
-    d.status
-        .as_ref()?
-        .condition(type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
 }

@@ -22,9 +22,9 @@ use lazyscale_api::DatadogPodAutoscaler;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::controller::{Config, Controller, PassReport};
-use crate::pods::{ContainerRequests, PodPhase, PodSample, StaticPods};
-use crate::time;
+use lazyscale_controller::pods::{ContainerRequests, PodPhase, PodSample, StaticPods};
+use lazyscale_controller::time;
+use lazyscale_controller::{Config, Controller, PassReport};
 
 /// Errors of the benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -297,4 +297,32 @@ pub async fn run(client: Client, opts: &BenchOptions) -> Result<BenchReport, Err
         errors: first.counters.errors + second.counters.errors,
         setup_seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A small run on the test control plane: the first pass writes every status, an unchanged pass
+    /// writes nothing, nothing scales, and a pass costs one metrics list plus one scale read per DPA.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unchanged_pass_writes_nothing() {
+        lazyscale_testenv::init_tracing();
+        let env = lazyscale_testenv::TestEnv::shared();
+        let client = env.client().await;
+        lazyscale_testenv::install_crds(&client).await.unwrap();
+        let opts = BenchOptions {
+            dpas: 20,
+            namespace: format!("bench-small-{}", std::process::id()),
+            ..BenchOptions::default()
+        };
+        let r = run(client, &opts).await.unwrap();
+        assert_eq!(r.dpas, 20);
+        assert_eq!(r.errors, 0);
+        assert_eq!(r.status_writes_first_pass, 20);
+        assert_eq!(r.status_writes_unchanged_pass, 0);
+        assert_eq!(r.scale_writes, 0);
+        assert_eq!(r.api_requests_per_pass, 1 + 20);
+    }
 }

@@ -1,0 +1,160 @@
+//! Objects the tests, the demo and the benchmarks create: Deployments and StatefulSets of the shape the
+//! simulator drives, DPA specs, and typed handles on lazyscale's resources.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use lazyscale_api::DatadogPodAutoscaler;
+
+use crate::{Error, Result};
+
+/// The DatadogPodAutoscaler resource, for dynamic clients.
+pub fn dpa_resource() -> ApiResource {
+    ApiResource::erase::<DatadogPodAutoscaler>(&())
+}
+
+/// DPAs of a namespace through a dynamic client (tests that write fields the typed struct would drop).
+pub fn dpa_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, ns, &dpa_resource())
+}
+
+/// The agent's MutatingWebhookConfiguration, if registered.
+///
+/// # Errors
+/// When the API server cannot be read.
+pub async fn webhook_configuration(client: &kube::Client) -> Result<Option<DynamicObject>> {
+    let api = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &ApiResource::erase::<
+            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+        >(&()),
+    );
+    Ok(api
+        .get_opt(lazyscale_api::consts::WEBHOOK_CONFIGURATION)
+        .await?)
+}
+
+fn from_yaml<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_saphyr::from_str(text).map_err(|e| Error::NotReady(format!("fixture {what}: {e}")))
+}
+
+/// A Deployment `name` in `ns` with `replicas` pods of one container `app` (requests 100m / 64Mi,
+/// limits 500m / 128Mi), selected by `app: <name>`. `template_metadata` is inserted under the pod
+/// template's `metadata:` (YAML indented by 6 spaces, e.g. `"      annotations: {a: b}"`), or empty.
+///
+/// # Errors
+/// When `template_metadata` makes the YAML invalid.
+pub fn deployment(ns: &str, name: &str, replicas: i32, template_metadata: &str) -> Result<Deployment> {
+    from_yaml(
+        "deployment",
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+{template_metadata}
+    spec:
+      containers:
+        - name: app
+          image: example/app:1
+          resources:
+            requests: {{cpu: 100m, memory: 64Mi}}
+            limits: {{cpu: 500m, memory: 128Mi}}
+"#
+        ),
+    )
+}
+
+/// A StatefulSet `name` in `ns` with `replicas` pods of one container `db` (requests 100m / 64Mi).
+///
+/// # Errors
+/// Never for valid names; the YAML is fixed.
+pub fn statefulset(ns: &str, name: &str, replicas: i32) -> Result<StatefulSet> {
+    from_yaml(
+        "statefulset",
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  serviceName: {name}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+        - name: db
+          image: example/db:1
+          resources:
+            requests: {{cpu: 100m, memory: 64Mi}}
+"#
+        ),
+    )
+}
+
+/// A horizontal DPA spec over Deployment `target`: CPU utilization `utilization` %, between `min` and
+/// `max` replicas, recommendations computed locally.
+pub fn horizontal_spec(target: &str, utilization: i32, min: i32, max: i32) -> serde_json::Value {
+    serde_json::json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+        "owner": "Local",
+        "constraints": {"minReplicas": min, "maxReplicas": max},
+        "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": utilization}}}],
+        "fallback": {"horizontal": {"direction": "All"}},
+    })
+}
+
+/// A whole DPA object (`apiVersion`, `kind`, `metadata`, `spec`) for server-side apply.
+pub fn dpa_object(ns: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": lazyscale_api::consts::API_VERSION,
+        "kind": lazyscale_api::consts::DPA_KIND,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    })
+}
+
+/// The condition `type_` of a DPA: (status, reason).
+pub fn condition(d: &DatadogPodAutoscaler, type_: &str) -> Option<(String, Option<String>)> {
+    d.status
+        .as_ref()?
+        .condition(type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_fixture_decodes_with_template_metadata() {
+        let d = deployment("ns", "web", 3, "      annotations: {a: b}").unwrap();
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let meta = spec.template.metadata.unwrap();
+        assert_eq!(meta.annotations.unwrap()["a"], "b");
+        assert_eq!(meta.labels.unwrap()["app"], "web");
+    }
+
+    #[test]
+    fn statefulset_fixture_decodes() {
+        let s = statefulset("ns", "db", 2).unwrap();
+        assert_eq!(s.spec.unwrap().service_name.as_deref(), Some("db"));
+    }
+
+    #[test]
+    fn dpa_object_parses_as_a_dpa() {
+        let obj = dpa_object("ns", "web", horizontal_spec("web", 60, 1, 5));
+        let d: DatadogPodAutoscaler = serde_json::from_value(obj).unwrap();
+        assert_eq!(d.metadata.name.as_deref(), Some("web"));
+    }
+}
