@@ -13,6 +13,7 @@
 
 pub mod consts;
 pub mod dpa;
+pub mod pod;
 pub mod profile;
 pub mod quantity;
 mod schema;
@@ -24,6 +25,7 @@ pub use dpa::{
     HorizontalRecommendation, HorizontalStatus, StatusOptions, VerticalAction, VerticalRecommendation,
     VerticalStatus,
 };
+pub use pod::PodPhase;
 pub use profile::{
     DatadogPodAutoscalerClusterProfile, DatadogPodAutoscalerClusterProfileSpec,
     DatadogPodAutoscalerClusterProfileStatus, builtin_profiles, is_builtin, is_generated,

@@ -97,6 +97,18 @@ pub fn units(s: &str) -> Option<u64> {
     parse_units(s).ok()
 }
 
+/// Parses a quantity into its value in base units as a float (cores for CPU, bytes for memory),
+/// exact to the nanounit (`"100n"` is 1e-7), for code that models continuous usage (the simulator's
+/// load profiles, metrics). Values too large for nanounits in a `u64` (above ~18 G) are exact to the
+/// unit.
+pub fn parse_f64(s: &str) -> Result<f64, QuantityError> {
+    match parse_scaled(s, 9) {
+        Ok(nanos) => Ok(nanos as f64 / 1e9),
+        Err(QuantityError::Overflow) => parse_units(s).map(|u| u as f64),
+        Err(e) => Err(e),
+    }
+}
+
 /// Parses `s` and returns `ceil(value * 10^scale)`.
 fn parse_scaled(s: &str, scale: i32) -> Result<u64, QuantityError> {
     let s = s.trim();
@@ -243,6 +255,20 @@ fn shl(n: u128, bits: u32) -> Result<u128, QuantityError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_f64_is_exact_to_the_nanounit_and_to_the_unit_when_large() {
+        assert_eq!(parse_f64("250m"), Ok(0.25));
+        assert_eq!(parse_f64("2"), Ok(2.0));
+        assert_eq!(parse_f64("128Mi"), Ok(128.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_f64("1G"), Ok(1e9));
+        assert_eq!(parse_f64("1e3"), Ok(1000.0));
+        assert_eq!(parse_f64("123456789n"), Ok(0.123456789));
+        assert_eq!(parse_f64("100Gi"), Ok(100.0 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_f64("12Qi"), Err(QuantityError::BadSuffix));
+        assert_eq!(parse_f64(""), Err(QuantityError::Empty));
+        assert_eq!(parse_f64("-1"), Err(QuantityError::Negative));
+    }
+
     use super::*;
 
     #[test]

@@ -332,26 +332,8 @@ str_enum!(ResourceName, "a resource name", ResourceName::Other, {
 
 // === status ===
 
-/// `status.phase`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PodPhase {
-    /// Accepted, not all containers running yet.
-    Pending,
-    /// Bound to a node, at least one container running.
-    Running,
-    /// All containers terminated successfully.
-    Succeeded,
-    /// All containers terminated, at least one in failure.
-    Failed,
-    /// The phase string is `Unknown` or not recognised.
-    Unknown,
-}
-str_enum!(PodPhase, "a pod phase", PodPhase::Unknown, {
-    "Pending" => PodPhase::Pending,
-    "Running" => PodPhase::Running,
-    "Succeeded" => PodPhase::Succeeded,
-    "Failed" => PodPhase::Failed,
-});
+/// `status.phase`: the one pod phase type of lazyscale (unknown strings decode as `Unknown`).
+pub use lazyscale_api::PodPhase;
 
 /// The pod condition types the cache keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,43 +7,10 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// Parses a Kubernetes quantity into its value in base units (cores for CPU, bytes for memory).
+/// Parses a Kubernetes quantity into its value in base units (cores for CPU, bytes for memory), with
+/// the project's one quantity parser ([`lazyscale_api::quantity::parse_f64`]).
 pub fn parse_quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    // "1e3" is an exponent, not the suffix "e3" (there is no such suffix; "E" is exa).
-    if let Some(exp) = suffix.strip_prefix(['e', 'E']).filter(|e| !e.is_empty())
-        && let (Ok(n), Ok(e)) = (num.parse::<f64>(), exp.parse::<i32>())
-    {
-        return Some(n * 10f64.powi(e));
-    }
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        "Pi" => 1024.0f64.powi(5),
-        "Ei" => 1024.0f64.powi(6),
-        _ => return None,
-    };
-    Some(n * mult)
+    lazyscale_api::quantity::parse_f64(s).ok()
 }
 
 /// Formats CPU cores as metrics-server does: whole nanocores (`123456789n`).

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lazyscale_controller::pods::{ContainerRequests, PodPhase as EnginePhase};
+use lazyscale_controller::pods::ContainerRequests;
 use lazyscale_controller::{PodSample, PodSource};
 use lazyscale_podcache::slim::{SlimPod, WorkloadKey, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
@@ -21,13 +21,7 @@ pub struct CachePods {
 pub fn sample(pod: &SlimPod) -> PodSample {
     PodSample {
         name: pod.name().into_owned(),
-        phase: match pod.phase() {
-            Some(PodPhase::Pending) => EnginePhase::Pending,
-            Some(PodPhase::Running) => EnginePhase::Running,
-            Some(PodPhase::Succeeded) => EnginePhase::Succeeded,
-            Some(PodPhase::Failed) => EnginePhase::Failed,
-            _ => EnginePhase::Unknown,
-        },
+        phase: pod.phase().unwrap_or(PodPhase::Unknown),
         deleting: pod.is_terminating(),
         ready: pod.is_ready(),
         ready_changed_at: pod.ready_changed_at().map(seconds),

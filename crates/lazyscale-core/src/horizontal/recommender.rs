@@ -156,35 +156,8 @@ impl ContainerMetrics {
     }
 }
 
-/// A pod's lifecycle phase (`status.phase`), the one pod phase type of lazyscale outside the pod
-/// cache's wire decoding.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PodPhase {
-    /// Accepted, not all containers running yet.
-    Pending,
-    /// Bound and running.
-    #[default]
-    Running,
-    /// All containers terminated successfully.
-    Succeeded,
-    /// All containers terminated, at least one failed.
-    Failed,
-    /// State unknown.
-    Unknown,
-}
-
-impl PodPhase {
-    /// Parses `status.phase`; unknown values are [`PodPhase::Unknown`].
-    pub fn parse(s: &str) -> PodPhase {
-        match s {
-            "Pending" => PodPhase::Pending,
-            "Running" => PodPhase::Running,
-            "Succeeded" => PodPhase::Succeeded,
-            "Failed" => PodPhase::Failed,
-            _ => PodPhase::Unknown,
-        }
-    }
-}
+/// A pod's lifecycle phase: the one pod phase type of lazyscale, from its API crate.
+pub use lazyscale_api::PodPhase;
 
 /// A pod's `Ready` condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
