@@ -8,12 +8,15 @@
 //! - [`vpa`], [`dpa`]: the two baselines;
 //! - [`methods`]: every recommender behind [`replay::Method`];
 //! - [`replay`]: update policy, node model, scores;
-//! - [`report`]: the JSON report, the summary and the charts.
+//! - [`report`]: the JSON report, the summary and the charts;
+//! - [`horizontal`]: lazyscale's horizontal autoscaling against the real HPA on the test control plane
+//!   (the only part that needs a cluster; `--horizontal`).
 //!
-//! No cluster, no I/O except what the binary does with files.
+//! The vertical replay is pure: no cluster, no I/O except what the binary does with files.
 
 pub mod dpa;
 pub mod generate;
+pub mod horizontal;
 pub mod methods;
 pub mod replay;
 pub mod report;

@@ -6,7 +6,11 @@
 //! lazyscale-quality                                  # the standard synthetic set, 14 days, seed 1
 //! lazyscale-quality --trace exported.csv             # your own metrics (CSV format: see the README)
 //! lazyscale-quality --export-traces traces/          # write the synthetic set as CSV
+//! lazyscale-quality --horizontal --agent target/release/lazyscale   # + lazyscale vs the real HPA
 //! ```
+//!
+//! With `--horizontal` the report also holds `horizontal`: lazyscale's horizontal autoscaling against
+//! kube-controller-manager's HPA on a fresh test control plane (see `lazyscale_quality::horizontal`).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -56,6 +60,16 @@ struct Args {
     /// keys, camelCase); overrides `--lazyscale-method`.
     #[arg(long)]
     lazyscale_config: Option<String>,
+    /// Also compare lazyscale's horizontal autoscaling with the real HPA on a fresh test control plane
+    /// (needs the control plane's binaries: `cargo xtask testenv build`).
+    #[arg(long)]
+    horizontal: bool,
+    /// The agent binary for `--horizontal`.
+    #[arg(long, default_value = "target/release/lazyscale")]
+    agent: PathBuf,
+    /// Length of each horizontal scenario, in seconds.
+    #[arg(long, default_value_t = 240.0)]
+    horizontal_seconds: f64,
     /// Skip the HTML charts.
     #[arg(long)]
     no_charts: bool,
@@ -153,7 +167,21 @@ fn main() -> Result<()> {
         "lazyscaleConfig": serde_json::to_value(&config)?,
         "traces": traces.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
     });
-    let value = report::report(&rows, &policy, &node, settings);
+    let mut value = report::report(&rows, &policy, &node, settings);
+    if args.horizontal {
+        let mut o = lazyscale_quality::horizontal::HorizontalOptions::new(&args.agent);
+        o.seconds = args.horizontal_seconds;
+        o.agent_log = Some(out_dir.join("horizontal-agent.log"));
+        let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+        let h = rt
+            .block_on(lazyscale_quality::horizontal::run(&o, &|m| {
+                eprintln!("horizontal: {m}")
+            }))
+            .context("horizontal comparison")?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("horizontal".into(), serde_json::to_value(&h)?);
+        }
+    }
     let text = serde_json::to_string_pretty(&value)?;
     std::fs::write(&args.out, format!("{text}\n"))
         .with_context(|| format!("writing {}", args.out.display()))?;
