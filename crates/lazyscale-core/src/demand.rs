@@ -1,11 +1,13 @@
 //! The demand set: which autoscalers exist, and therefore whether the lazy stack must run.
 //!
-//! Three kinds of objects are demand: DatadogPodAutoscalers of any origin (local, remote, or generated
-//! from a profile), Deployments and StatefulSets labelled `autoscaling.datadoghq.com/profile=<name>`,
-//! and namespaces labelled the same way. The label value `excluded` opts an object out and an empty
-//! value names no profile, so neither counts. ClusterProfiles are never demand: the built-in profiles are
-//! created by the stack itself, so counting them would keep the gate open forever. There is no variant
-//! for them, and [`SourceKind::from_api_kind`] maps their kind to `None`.
+//! Three kinds of objects are demand: DatadogPodAutoscalers (local or remote; not those generated from a
+//! profile, which the caller leaves out: their labelled workload or namespace is the demand, so they
+//! never keep the stack alive by themselves), Deployments and StatefulSets labelled
+//! `autoscaling.datadoghq.com/profile=<name>`, and namespaces labelled the same way. The label value
+//! `excluded` opts an object out and an empty value names no profile, so neither counts. ClusterProfiles
+//! are never demand: the built-in profiles are created by the stack itself, so counting them would keep
+//! the gate open forever. There is no variant for them, and [`SourceKind::from_api_kind`] maps their kind
+//! to `None`.
 //!
 //! [`Demand`] is updated one observation at a time ([`Demand::apply`], [`Demand::apply_labelled`]) or one
 //! kind at a time after a relist ([`Demand::replace_kind`]); each update returns a [`Change`] that tells

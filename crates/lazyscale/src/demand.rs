@@ -5,7 +5,8 @@
 //! namespaces labelled
 //! `autoscaling.datadoghq.com/profile` (the label selector also excludes the value `excluded`, so the API
 //! server filters them and a workload that switches to `excluded` arrives as a deletion). ClusterProfiles
-//! are not watched: they never open the gate. No pod is listed or watched here.
+//! are not watched: they never open the gate. DPAs generated from a profile are marked
+//! ([`Target::generated`]) so that they do not count as demand. No pod is listed or watched here.
 
 use std::fmt::Debug;
 
@@ -36,6 +37,9 @@ pub struct Target {
     pub name: String,
     /// The DPA, typed.
     pub dpa: Option<std::sync::Arc<lazyscale_api::DatadogPodAutoscaler>>,
+    /// Whether the DPA was generated from a ClusterProfile ([`lazyscale_api::is_generated`]): it is
+    /// indexed and reconciled, but it is not demand by itself.
+    pub generated: bool,
 }
 
 /// A change to the set of autoscalers.
@@ -75,6 +79,7 @@ impl Observed for DynamicObject {
             kind: t.get("kind")?.as_str()?.to_string(),
             name: t.get("name")?.as_str()?.to_string(),
             dpa: crate::vertical::parse_dpa(self),
+            generated: lazyscale_api::is_generated(&self.metadata),
         })
     }
 }

@@ -81,6 +81,8 @@ struct Running {
     tasks: JoinSet<()>,
     /// DPA changes for the controller.
     dpa_changes: tokio::sync::mpsc::Sender<DpaChange>,
+    /// DPA changes for the profile controller.
+    profile_changes: tokio::sync::mpsc::Sender<DpaChange>,
     /// The controller, and its counters as last added to the metrics.
     controller: lazyscale_controller::Handle,
     flushed: lazyscale_controller::CounterSnapshot,
@@ -140,6 +142,11 @@ pub async fn run(mut deps: Deps) -> Result<(), StackError> {
     if !wait_for_api(&deps.client, &deps.stop).await {
         return Ok(());
     }
+    // The built-in ClusterProfiles exist from startup (one apply each; they never open the gate).
+    tokio::spawn(
+        lazyscale_controller::profiles::ensure_builtins_until_done(deps.client.clone(), deps.stop.clone())
+            .instrument(tracing::info_span!("builtin_profiles")),
+    );
     let mut updates = demand::spawn(
         deps.client.clone(),
         deps.metrics.demand_watch_errors.clone(),
@@ -178,6 +185,7 @@ pub async fn run(mut deps: Deps) -> Result<(), StackError> {
                 if let Some(r) = &running {
                     for c in changes {
                         // A full channel is fine: the controller's period reconciles every DPA anyway.
+                        let _ = r.profile_changes.try_send(c.clone());
                         let _ = r.dpa_changes.try_send(c);
                     }
                 }
@@ -292,10 +300,14 @@ fn apply(
             }
             let mut set = BTreeSet::new();
             for (s, t) in list {
+                // A DPA generated from a profile is not demand: its labelled workload is.
+                let generated = t.as_ref().is_some_and(|t| t.generated);
                 if let Some(t) = t {
                     targets.insert(s.clone(), t);
                 }
-                set.insert(s);
+                if !generated {
+                    set.insert(s);
+                }
             }
             let _ = demand.replace_kind(kind, set);
         }
@@ -306,6 +318,7 @@ fn apply(
                     s.name().to_owned(),
                 )));
             }
+            let generated = t.as_ref().is_some_and(|t| t.generated);
             match t {
                 Some(t) => {
                     if let Some(d) = &t.dpa {
@@ -315,7 +328,7 @@ fn apply(
                 }
                 None => targets.remove(&s),
             };
-            let _ = demand.apply(s, true);
+            let _ = demand.apply(s, !generated);
         }
         Update::Gone(s) => {
             if s.kind() == SourceKind::Dpa {
@@ -425,6 +438,25 @@ async fn start(
         changes,
     );
     let handle = controller.handle();
+    // The profile controller generates DPAs for labelled workloads (leader only); it reads the same index.
+    let (profile_changes, profile_rx) = tokio::sync::mpsc::channel(DPA_CHANGES);
+    if dpas_listed {
+        let _ = profile_changes.try_send(DpaChange::Synced);
+    }
+    let profiles = lazyscale_controller::profiles::ProfileController::with_dpas(
+        client.clone(),
+        lazyscale_controller::profiles::Config {
+            instance: Some(crate::horizontal::identity()),
+            ..Default::default()
+        },
+        deps.vertical.clone(),
+        profile_rx,
+    );
+    tasks.spawn(
+        profiles
+            .run(leader.clone(), cancel.clone())
+            .instrument(tracing::info_span!("profiles")),
+    );
     if let Ok(mut h) = deps.controller.write() {
         *h = Some(handle.clone());
     }
@@ -482,6 +514,7 @@ async fn start(
         cancel,
         tasks,
         dpa_changes,
+        profile_changes,
         controller: handle,
         flushed: lazyscale_controller::CounterSnapshot::default(),
         pods,

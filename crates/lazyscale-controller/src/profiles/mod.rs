@@ -127,10 +127,28 @@ pub struct CounterSnapshot {
 }
 
 impl CounterSnapshot {
+    /// What happened since `before`.
+    pub fn since(&self, before: &CounterSnapshot) -> CounterSnapshot {
+        CounterSnapshot {
+            passes: self.passes.saturating_sub(before.passes),
+            creates: self.creates.saturating_sub(before.creates),
+            updates: self.updates.saturating_sub(before.updates),
+            deletes: self.deletes.saturating_sub(before.deletes),
+            status_writes: self.status_writes.saturating_sub(before.status_writes),
+            builtin_resets: self.builtin_resets.saturating_sub(before.builtin_resets),
+            events: self.events.saturating_sub(before.events),
+            errors: self.errors.saturating_sub(before.errors),
+        }
+    }
+
     /// Writes of any kind (DPAs, statuses, built-ins, events).
     pub fn writes(&self) -> u64 {
         self.creates + self.updates + self.deletes + self.status_writes + self.builtin_resets + self.events
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Counters {
@@ -350,6 +368,32 @@ pub async fn ensure_builtins(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`ensure_builtins`] until it succeeds (the CRD may not be installed yet), retrying after 5 s,
+/// doubling up to 5 min; ends when `stop` is cancelled. One apply per built-in profile when the CRD
+/// is there: nothing periodic.
+pub async fn ensure_builtins_until_done(client: Client, stop: CancellationToken) {
+    let mut delay = Duration::from_secs(5);
+    let mut first = true;
+    loop {
+        match ensure_builtins(&client).await {
+            Ok(()) => {
+                tracing::info!("built-in profiles applied");
+                return;
+            }
+            Err(error) if first => {
+                tracing::warn!(error = ?error, "built-in profiles not applied yet; retrying with backoff");
+                first = false;
+            }
+            Err(error) => tracing::debug!(%error, "built-in profiles not applied yet; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(300));
+    }
+}
+
 async fn apply_builtin(client: &Client, p: &DatadogPodAutoscalerClusterProfile) -> Result<(), Error> {
     let api: Api<DatadogPodAutoscalerClusterProfile> = Api::all(client.clone());
     let name = p.name_any();
@@ -373,7 +417,6 @@ pub struct ProfileController {
     config: Config,
     dpas: Arc<dyn DpaSource>,
     changes: Option<mpsc::Receiver<DpaChange>>,
-    own_dpas: bool,
     counters: Arc<Counters>,
 }
 
@@ -411,7 +454,6 @@ impl ProfileController {
             config,
             dpas,
             changes: Some(changes),
-            own_dpas: false,
             counters: Arc::default(),
         }
     }
@@ -424,7 +466,6 @@ impl ProfileController {
             config,
             dpas: Arc::new(OwnDpas(store)),
             changes: None,
-            own_dpas: true,
             counters: Arc::default(),
         }
     }
@@ -435,11 +476,38 @@ impl ProfileController {
     }
 
     /// Runs until `stop` is cancelled; writes only while `leader` says so.
-    pub async fn run(mut self, mut leader: watch::Receiver<bool>, stop: CancellationToken) {
+    pub async fn run(self, mut leader: watch::Receiver<bool>, stop: CancellationToken) {
+        let period = self.config.period;
+        let debounce = self.config.debounce;
+        let mut driver = self.start(&stop);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = driver.state.notify.notified() => {}
+                c = driver.changes.recv() => match c {
+                    Some(c) => driver.note(&c),
+                    None => break,
+                },
+                _ = tick.tick() => {}
+                r = leader.changed() => if r.is_err() { break },
+            }
+            // collect what arrives together
+            tokio::time::sleep(debounce).await;
+            if driver.is_ready() && *leader.borrow() {
+                driver.pass().await;
+            }
+        }
+    }
+
+    /// Starts the watches and returns a [`Driver`] that runs passes when asked ([`ProfileController::run`]
+    /// asks on every change and every period; benchmarks ask themselves).
+    pub fn start(mut self, stop: &CancellationToken) -> Driver {
         let notify = Arc::new(Notify::new());
-        let mut dpa_changes = match self.changes.take() {
+        let changes = match self.changes.take() {
             Some(c) => c,
-            None => self.spawn_own_dpas(&stop),
+            None => self.spawn_own_dpas(stop),
         };
         let labelled = watcher::Config::default().labels(labels::PROFILE);
         let profiles = spawn_mirror(
@@ -451,7 +519,7 @@ impl ProfileController {
             .boxed(),
             profile_of,
             &notify,
-            &stop,
+            stop,
             "profiles",
         );
         let deployments = spawn_mirror(
@@ -461,7 +529,7 @@ impl ProfileController {
             ),
             deployment_of,
             &notify,
-            &stop,
+            stop,
             "deployments",
         );
         let stateful_sets = spawn_mirror(
@@ -471,7 +539,7 @@ impl ProfileController {
             ),
             stateful_set_of,
             &notify,
-            &stop,
+            stop,
             "statefulsets",
         );
         let namespaces = spawn_mirror(
@@ -481,10 +549,10 @@ impl ProfileController {
             ),
             namespace_of,
             &notify,
-            &stop,
+            stop,
             "namespaces",
         );
-        let mut state = State {
+        let state = State {
             client: self.client.clone(),
             recorder: Recorder::new(
                 self.client.clone(),
@@ -495,43 +563,18 @@ impl ProfileController {
             ),
             counters: self.counters.clone(),
             dpas: self.dpas.clone(),
-            dpas_synced: self.own_dpas,
+            dpas_synced: false,
             profiles,
             deployments,
             stateful_sets,
             namespaces,
             scoped: BTreeMap::new(),
-            notify: notify.clone(),
+            notify,
             stop: stop.clone(),
             recent: HashMap::new(),
             noticed: BTreeSet::new(),
         };
-        let mut tick = tokio::time::interval(self.config.period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = notify.notified() => {}
-                c = dpa_changes.recv() => match c {
-                    Some(DpaChange::Synced) => state.dpas_synced = true,
-                    Some(DpaChange::Changed(_)) => {}
-                    None => break,
-                },
-                _ = tick.tick() => {}
-                r = leader.changed() => if r.is_err() { break },
-            }
-            // collect what arrives together
-            tokio::time::sleep(self.config.debounce).await;
-            while let Ok(c) = dpa_changes.try_recv() {
-                if c == DpaChange::Synced {
-                    state.dpas_synced = true;
-                }
-            }
-            state.follow_namespaces();
-            if *leader.borrow() {
-                state.pass().await;
-            }
-        }
+        Driver { state, changes }
     }
 
     fn spawn_own_dpas(&mut self, stop: &CancellationToken) -> mpsc::Receiver<DpaChange> {
@@ -563,10 +606,72 @@ impl ProfileController {
                 let _ = tx.try_send(change);
             }
         });
-        // the own store is only synced once the reflector says so
-        self.own_dpas = false;
         rx
     }
+}
+
+/// The started controller: its watches run; [`Driver::pass`] plans and carries out one pass.
+pub struct Driver {
+    state: State,
+    changes: mpsc::Receiver<DpaChange>,
+}
+
+/// What one [`Driver::pass`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PassReport {
+    /// Workloads seen (labelled, or in a labelled namespace).
+    pub workloads: usize,
+    /// DPAs seen.
+    pub dpas: usize,
+    /// Writes the plan asked for (DPA creates, updates and deletes).
+    pub planned: usize,
+    /// Counters of the pass.
+    pub counters: CounterSnapshot,
+    /// Time spent planning (gathering inputs included).
+    pub plan_micros: u64,
+    /// Wall-clock time of the pass.
+    pub elapsed_micros: u64,
+}
+
+impl Driver {
+    fn note(&mut self, c: &DpaChange) {
+        if *c == DpaChange::Synced {
+            self.state.dpas_synced = true;
+        }
+    }
+
+    /// Whether every input has listed (DPAs, profiles, labelled objects, labelled namespaces'
+    /// workloads); follows the labelled namespaces first.
+    pub fn is_ready(&mut self) -> bool {
+        while let Ok(c) = self.changes.try_recv() {
+            self.note(&c);
+        }
+        self.state.follow_namespaces();
+        self.state.ready()
+    }
+
+    /// One pass (this replica must lead: nothing here checks the lease). `None` until
+    /// [`Driver::is_ready`].
+    pub async fn pass(&mut self) -> Option<PassReport> {
+        if !self.is_ready() {
+            return None;
+        }
+        Some(self.state.pass().await)
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.state.counters.snapshot()
+    }
+}
+
+/// A write the DPA source may not have seen yet.
+struct Recent {
+    at: Instant,
+    /// Resource version the source showed before the write (`None`: the DPA did not exist).
+    before: Option<String>,
+    /// The DPA as written, `None` when deleted.
+    written: Option<Arc<DatadogPodAutoscaler>>,
 }
 
 /// The namespace-scoped watches of one labelled namespace.
@@ -590,8 +695,9 @@ struct State {
     scoped: BTreeMap<String, Scoped>,
     notify: Arc<Notify>,
     stop: CancellationToken,
-    /// DPAs written (`Some`) or deleted (`None`) a moment ago, until the DPA source has them.
-    recent: HashMap<Key, (Instant, Option<Arc<DatadogPodAutoscaler>>)>,
+    /// DPAs written (`Some`) or deleted (`None`) a moment ago, with the resource version the source
+    /// had before (`None`: absent), until the source moves on from it.
+    recent: HashMap<Key, Recent>,
     /// Notices already published as events.
     noticed: BTreeSet<Notice>,
 }
@@ -659,17 +765,13 @@ impl State {
             .into_iter()
             .map(|d| ((d.namespace().unwrap_or_default(), d.name_any()), d))
             .collect();
-        self.recent.retain(|key, (at, written)| {
-            let current = all.get(key);
-            let caught_up = match (written.as_ref(), current) {
-                (Some(w), Some(c)) => w.metadata.resource_version == c.metadata.resource_version,
-                (None, None) => true,
-                _ => false,
-            };
-            if caught_up || at.elapsed() > RECENT {
+        self.recent.retain(|key, r| {
+            // The source still shows what was there before the write: it has not seen it yet.
+            let stale = all.get(key).and_then(|c| c.metadata.resource_version.clone()) == r.before;
+            if !stale || r.at.elapsed() > RECENT {
                 return false;
             }
-            match written {
+            match &r.written {
                 Some(w) => all.insert(key.clone(), w.clone()),
                 None => all.remove(key),
             };
@@ -678,12 +780,10 @@ impl State {
         all.into_values().collect()
     }
 
-    /// One pass: plan and carry out.
-    async fn pass(&mut self) {
-        if !self.ready() {
-            tracing::debug!("profile controller inputs not listed yet");
-            return;
-        }
+    /// One pass: plan and carry out (the caller checked [`State::ready`]).
+    async fn pass(&mut self) -> PassReport {
+        let started = Instant::now();
+        let before = self.counters.snapshot();
         inc(&self.counters.passes);
         let profile_objects: BTreeMap<String, ProfileObject> = self.profiles.items.lock().clone();
         for name in profile_objects
@@ -718,7 +818,17 @@ impl State {
             profiles: &profiles,
             dpas: &dpas,
         });
+        let planned = plan.writes.len() + plan.deletes.len();
+        let plan_micros = micros(started.elapsed());
         self.carry_out(plan, &profile_objects).await;
+        PassReport {
+            workloads: workloads.len(),
+            dpas: dpas.len(),
+            planned,
+            counters: self.counters.snapshot().since(&before),
+            plan_micros,
+            elapsed_micros: micros(started.elapsed()),
+        }
     }
 
     async fn reset_builtin(&mut self, name: &str) {
@@ -756,15 +866,26 @@ impl State {
                         Why::Update | Why::Drift => &self.counters.updates,
                     });
                     tracing::info!(namespace = %key.0, name = %key.1, why = ?w.why, "generated DPA written");
-                    self.recent.insert(key, (Instant::now(), Some(Arc::new(written))));
+                    self.recent.insert(
+                        key,
+                        Recent {
+                            at: Instant::now(),
+                            before: w.resource_version.clone(),
+                            written: Some(Arc::new(written)),
+                        },
+                    );
                 }
                 Err(error) => {
                     inc(&self.counters.errors);
-                    tracing::warn!(%error, namespace = %key.0, name = %key.1, "cannot write generated DPA");
+                    tracing::warn!(error = %crate::controller::error_chain(&error), namespace = %key.0, name = %key.1, "cannot write generated DPA");
                 }
             }
         }
         for (ns, name) in deletes {
+            let before = self
+                .dpas
+                .get(&ns, &name)
+                .and_then(|d| d.metadata.resource_version.clone());
             let api: Api<DatadogPodAutoscaler> = Api::namespaced(self.client.clone(), &ns);
             match api.delete(&name, &DeleteParams::default()).await {
                 Err(kube::Error::Api(s)) if s.code != 404 => {
@@ -774,7 +895,14 @@ impl State {
                 Ok(_) | Err(kube::Error::Api(_)) => {
                     inc(&self.counters.deletes);
                     tracing::info!(namespace = %ns, name = %name, "generated DPA deleted");
-                    self.recent.insert((ns, name), (Instant::now(), None));
+                    self.recent.insert(
+                        (ns, name),
+                        Recent {
+                            at: Instant::now(),
+                            before,
+                            written: None,
+                        },
+                    );
                 }
                 Err(error) => {
                     inc(&self.counters.errors);
