@@ -25,10 +25,15 @@ fn helm(args: &[&str]) -> helm::Output {
 
 /// `helm template lazyscale CHART --namespace NS EXTRA...`, as JSON objects.
 fn render(namespace: &str, extra: &[&str]) -> Vec<Value> {
+    render_release("lazyscale", namespace, extra)
+}
+
+/// `helm template RELEASE CHART --namespace NS EXTRA...`, as JSON objects.
+fn render_release(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
     let chart = chart();
     let mut args = vec![
         "template",
-        "lazyscale",
+        release,
         chart.to_str().unwrap(),
         "--namespace",
         namespace,
@@ -76,7 +81,9 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     let env = TestEnv::shared();
     let ns = env.namespace().await;
     let client = env.client().await;
-    let objects = render(&ns, &[]);
+    // Another release name than the test control plane's own agent identity (`lazyscale`, the same
+    // chart objects made by lazyscale_testenv::rbac), whose cluster-wide objects it would conflict with.
+    let objects = render_release("dryrun", &ns, &[]);
     let kinds: BTreeSet<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
     for k in [
         "CustomResourceDefinition",
@@ -95,7 +102,8 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     }
     dry_run(&client, &ns, &objects).await;
     // Without CRDs, webhook and budget: what remains is still a valid release.
-    let lean = render(
+    let lean = render_release(
+        "dryrun",
         &ns,
         &[
             "--set",

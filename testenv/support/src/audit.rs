@@ -2,9 +2,9 @@
 //!
 //! kube-apiserver's `/metrics` counts requests by verb and resource but not by client, and on the real
 //! control plane kube-controller-manager, the scheduler and kwok list and watch pods too. The audit
-//! policy written by [`policy`] logs (at `Metadata` level) only the requests of clients in
-//! [`crate::pki::MEASURED_GROUP`] — the agent's certificate, and peers measured by the benchmarks — so
-//! counts are exact per user and cost nothing for everyone else.
+//! policy written by [`policy`] logs (at `Metadata` level) only the requests of the agent's
+//! ServiceAccount ([`crate::rbac::agent_username`]) and of clients in [`crate::pki::MEASURED_GROUP`]
+//! (peers measured by the benchmarks), so counts are exact per user and cost nothing for everyone else.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,9 +20,12 @@ omitStages: [RequestReceived]
 rules:
 - level: Metadata
   userGroups: [\"{}\"]
+- level: Metadata
+  users: [\"{}\"]
 - level: None
 ",
-        crate::pki::MEASURED_GROUP
+        crate::pki::MEASURED_GROUP,
+        crate::rbac::agent_username()
     )
 }
 

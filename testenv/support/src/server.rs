@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::pki::{self, Pki};
 use crate::recipe::{self, Binaries};
-use crate::{Error, Result, audit};
+use crate::{Error, Result, audit, rbac};
 
 /// The annotation kwok manages nodes by.
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
@@ -334,7 +334,8 @@ impl Server {
                 arg("node-ip", "10.243.0.1"),
             ],
         )?;
-        self.bootstrap(opts, Duration::from_secs(90))
+        self.bootstrap(opts, Duration::from_secs(90))?;
+        self.authenticate_agent()
     }
 
     /// A shell that waits for its stdin to close (this process exiting or dropping the server), then
@@ -434,8 +435,17 @@ impl Server {
         }
     }
 
-    /// Writes a kubeconfig at `path` for `user` with a client certificate and key (files).
-    fn write_kubeconfig(&self, path: &Path, user: &str, cert: &Path, key: &Path) -> Result<()> {
+    /// Writes a kubeconfig at `path` for `user` with a client certificate and key (files), or with
+    /// `key` `None`, a bearer token file (`cert` is then the token file).
+    fn write_kubeconfig(&self, path: &Path, user: &str, cert: &Path, key: Option<&Path>) -> Result<()> {
+        let credentials = match key {
+            Some(key) => format!(
+                "client-certificate: '{}'\n    client-key: '{}'",
+                cert.display(),
+                key.display()
+            ),
+            None => format!("tokenFile: '{}'", cert.display()),
+        };
         let kubeconfig = format!(
             "apiVersion: v1
 kind: Config
@@ -447,8 +457,7 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate: '{cert}'
-    client-key: '{key}'
+    {credentials}
 contexts:
 - name: lazyscale-testenv
   context: {{cluster: lazyscale-testenv, user: {user}}}
@@ -456,28 +465,66 @@ current-context: lazyscale-testenv
 ",
             port = self.port,
             ca = self.pki()?.ca_cert.display(),
-            cert = cert.display(),
-            key = key.display(),
         );
         std::fs::write(path, kubeconfig).map_err(io(format!("write {}", path.display())))
     }
 
     fn write_kubeconfigs(&self) -> Result<()> {
         let pki = self.pki()?;
-        self.write_kubeconfig(&self.kubeconfig, pki::ADMIN_USER, &pki.admin_cert, &pki.admin_key)?;
         self.write_kubeconfig(
-            &self.agent_kubeconfig,
-            pki::AGENT_USER,
-            &pki.agent_cert,
-            &pki.agent_key,
+            &self.kubeconfig,
+            pki::ADMIN_USER,
+            &pki.admin_cert,
+            Some(&pki.admin_key),
         )?;
+        // The agent's kubeconfig is written by `authenticate_agent` once its ServiceAccount exists.
         // The components run as administrators too (one identity keeps the set-up small).
         self.write_kubeconfig(
             &self.dir.join("components.kubeconfig"),
             pki::ADMIN_USER,
             &pki.admin_cert,
-            &pki.admin_key,
+            Some(&pki.admin_key),
         )
+    }
+
+    /// Gives the agent its identity: the chart's ServiceAccount in [`rbac::AGENT_NAMESPACE`] under the
+    /// chart's rules, and `agent.kubeconfig` with a `TokenRequest` token of it.
+    fn authenticate_agent(&self) -> Result<()> {
+        let kubeconfig = self.kubeconfig.clone();
+        let handle = std::thread::spawn(move || -> Result<String> {
+            on_thread_runtime(async move {
+                let client = client_for(&kubeconfig).await?;
+                let ns = rbac::AGENT_NAMESPACE;
+                let sa = rbac::AGENT_SERVICE_ACCOUNT;
+                rbac::grant(&client, ns, sa, &rbac::Rules::chart()?).await?;
+                rbac::token(&client, ns, sa, rbac::TOKEN_SECONDS).await
+            })
+        });
+        let token = handle
+            .join()
+            .map_err(|_| Error::NotReady("agent identity thread panicked".into()))??;
+        self.write_token_kubeconfig(&self.agent_kubeconfig, &rbac::agent_username(), &token)
+    }
+
+    /// Writes `token` next to `path` (`PATH.token`) and a kubeconfig for `user` that reads it.
+    fn write_token_kubeconfig(&self, path: &Path, user: &str, token: &str) -> Result<()> {
+        let token_file = path.with_extension("token");
+        std::fs::write(&token_file, token).map_err(io(format!("write {}", token_file.display())))?;
+        self.write_kubeconfig(path, user, &token_file, None)
+    }
+
+    /// A kubeconfig (in the server's folder) for a token of the ServiceAccount `name` in `namespace`,
+    /// which must exist ([`rbac::grant`] makes one with the chart's objects).
+    pub async fn service_account_kubeconfig(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf> {
+        let token = rbac::token(client, namespace, name, rbac::TOKEN_SECONDS).await?;
+        let path = self.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));
+        self.write_token_kubeconfig(&path, &rbac::username(namespace, name), &token)?;
+        Ok(path)
     }
 
     /// The administrator's kubeconfig (tests, `kubectl`); it trusts the generated CA, nothing is skipped.
@@ -485,8 +532,8 @@ current-context: lazyscale-testenv
         &self.kubeconfig
     }
 
-    /// The agent's kubeconfig: a client certificate for user [`pki::AGENT_USER`] in
-    /// [`pki::MEASURED_GROUP`] (cluster-admin through RBAC), whose requests the audit log records (see
+    /// The agent's kubeconfig: a token of the Helm chart's ServiceAccount (`default/lazyscale`) under the
+    /// chart's ClusterRole and Role ([`rbac`]), whose requests the audit log records (see
     /// [`Server::agent_requests`]).
     pub fn agent_kubeconfig_path(&self) -> &Path {
         &self.agent_kubeconfig
@@ -507,7 +554,7 @@ current-context: lazyscale-testenv
         std::fs::write(&cert_path, cert).map_err(io("write a user certificate"))?;
         std::fs::write(&key_path, key).map_err(io("write a user key"))?;
         let path = self.dir.join(format!("user-{safe}.kubeconfig"));
-        self.write_kubeconfig(&path, user, &cert_path, &key_path)?;
+        self.write_kubeconfig(&path, user, &cert_path, Some(&key_path))?;
         Ok(path)
     }
 
@@ -519,7 +566,7 @@ current-context: lazyscale-testenv
     /// How many `verb` requests (`LIST`, `WATCH`, `GET`, ...) on `resource` (`pods`, `apps/deployments`)
     /// the agent's identity has made so far.
     pub fn agent_requests(&self, verb: &str, resource: &str) -> u64 {
-        audit::count(&self.requests(), pki::AGENT_USER, verb, resource)
+        audit::count(&self.requests(), &rbac::agent_username(), verb, resource)
     }
 
     /// The folder with data, logs, certificates and the kubeconfigs.
@@ -757,8 +804,9 @@ async fn apply_metrics_crds(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-/// Measured clients (the agent's identity, peers in benchmarks) are cluster administrators through
-/// RBAC, not through `system:masters`, so their requests are authorized like anyone's.
+/// Measured peers (benchmarks' other clients) are cluster administrators through RBAC, not through
+/// `system:masters`, so their requests are authorized like anyone's. The agent is not one of them: it
+/// runs as the chart's ServiceAccount under the chart's rules ([`rbac`]).
 async fn grant_measured_clients(client: &kube::Client) -> Result<()> {
     let api: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
     let crb = json!({
