@@ -32,9 +32,13 @@ enum Bench {
     Quality(quality::QualityArgs),
     /// One full recommendation + reconcile pass over N DPAs, each over a 10-pod Deployment.
     Reconcile {
-        /// DPAs (and Deployments).
+        /// DPAs (and Deployments); with `--profiles`, labelled Deployments.
         #[arg(long, default_value_t = 1000)]
         dpas: usize,
+        /// The ClusterProfile case: N labelled Deployments under one profile, the profile controller's
+        /// passes (generate, unchanged, after a profile edit).
+        #[arg(long)]
+        profiles: bool,
     },
 }
 
@@ -58,17 +62,31 @@ struct LazyArgs {
 pub fn run(args: Args) -> Result<()> {
     match args.bench {
         Bench::Lazy(a) => lazy(a),
-        Bench::Reconcile { dpas } => reconcile(dpas),
+        Bench::Reconcile { dpas, profiles } => reconcile(dpas, profiles),
         Bench::Webhook(a) => crate::webhook_bench::run(a),
         Bench::Quality(a) => quality::run(a),
     }
 }
 
-fn reconcile(dpas: usize) -> Result<()> {
+fn reconcile(dpas: usize, profiles: bool) -> Result<()> {
     crate::testenv_build()?;
     let server = Server::start(ServerOptions::default())
         .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
     let rt = tokio::runtime::Runtime::new()?;
+    if profiles {
+        let report = rt.block_on(async {
+            let client = server.client().await?;
+            lazyscale_testenv::install_crds(&client).await?;
+            progress(&format!(
+                "creating {dpas} labelled Deployments and a profile; then three passes"
+            ));
+            anyhow::Ok(crate::profile_bench::run(client, dpas).await?)
+        })?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        drop(rt);
+        server.stop();
+        return Ok(());
+    }
     let report = rt.block_on(async {
         let client = server.client().await?;
         lazyscale_testenv::install_crds(&client).await?;

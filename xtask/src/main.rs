@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod cluster;
 mod demo;
+mod profile_bench;
 mod reconcile_bench;
 mod helm;
 mod webhook_bench;

@@ -663,6 +663,11 @@ impl Driver {
     pub fn counters(&self) -> CounterSnapshot {
         self.state.counters.snapshot()
     }
+
+    /// How many DPAs the DPA source holds.
+    pub fn dpas_seen(&self) -> usize {
+        self.state.dpas.list().len()
+    }
 }
 
 /// A write the DPA source may not have seen yet.
