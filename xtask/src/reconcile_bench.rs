@@ -7,15 +7,12 @@
 //! every DPA): the first writes every status, the second finds nothing changed. CPU time is the
 //! process's user + system time during each pass, read from `/proc/self/stat`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, PodTemplateSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use lazyscale_api::DatadogPodAutoscaler;
@@ -111,50 +108,6 @@ pub fn process_cpu() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    let labels: BTreeMap<String, String> = [("app".to_owned(), name.to_owned())].into();
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(labels.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        image: Some("registry.k8s.io/pause:3.10".into()),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(
-                                [
-                                    ("cpu".to_owned(), Quantity("500m".into())),
-                                    ("memory".to_owned(), Quantity("256Mi".into())),
-                                ]
-                                .into(),
-                            ),
-                            ..ResourceRequirements::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
-    }
-}
-
 fn dpa(name: &str) -> Result<DatadogPodAutoscaler, serde_json::Error> {
     serde_json::from_value(json!({
         "apiVersion": "datadoghq.com/v1alpha2",
@@ -214,7 +167,7 @@ pub async fn run(client: Client, opts: &BenchOptions) -> Result<BenchReport, Err
                 stamp.clone(),
             );
             async move {
-                let d = deployment(&name, replicas);
+                let d = lazyscale_testenv::fixtures::app_deployment(&name, replicas, "500m", "256Mi");
                 match deployments.create(&PostParams::default(), &d).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 409 => {}

@@ -50,11 +50,7 @@ async fn load_above_target_scales_up_to_max_replicas_and_explain_says_why() {
         },
     );
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
-    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "api"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
-            "template": {"metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{"name": "app", "image": "x", "resources": {"requests": {"cpu": "200m", "memory": "64Mi"}}}]}}}}))
-    .unwrap();
+    let d = lazyscale_testenv::fixtures::app_deployment("api", 1, "200m", "64Mi");
     deployments.create(&PostParams::default(), &d).await.unwrap();
     let agent = start_agent(
         &server,

@@ -71,6 +71,57 @@ spec:
     )
 }
 
+/// A Deployment `name` (namespace left to the API handle) with `replicas` pods of one container `app`
+/// requesting `cpu` and `memory` (no limits), selected by `app: <name>`: the shape the horizontal and
+/// vertical tests and the reconcile benchmark autoscale.
+pub fn app_deployment(name: &str, replicas: i32, cpu: &str, memory: &str) -> Deployment {
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+    let labels: std::collections::BTreeMap<String, String> =
+        [("app".to_owned(), name.to_owned())].into();
+    let requests = [
+        ("cpu".to_owned(), Quantity(cpu.to_owned())),
+        ("memory".to_owned(), Quantity(memory.to_owned())),
+    ];
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some("registry.k8s.io/pause:3.10".into()),
+                        resources: Some(ResourceRequirements {
+                            requests: Some(requests.into()),
+                            ..ResourceRequirements::default()
+                        }),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
 /// A StatefulSet `name` in `ns` with `replicas` pods of one container `db` (requests 100m / 64Mi).
 ///
 /// # Errors
@@ -143,6 +194,18 @@ mod tests {
         let meta = spec.template.metadata.unwrap();
         assert_eq!(meta.annotations.unwrap()["a"], "b");
         assert_eq!(meta.labels.unwrap()["app"], "web");
+    }
+
+    #[test]
+    fn app_deployment_requests_what_it_is_told() {
+        let d = app_deployment("api", 2, "200m", "64Mi");
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let c = &spec.template.spec.unwrap().containers[0];
+        let req = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+        assert_eq!(req["cpu"].0, "200m");
+        assert_eq!(req["memory"].0, "64Mi");
+        assert_eq!(spec.selector.match_labels.unwrap()["app"], "api");
     }
 
     #[test]

@@ -2,15 +2,11 @@
 //! recommendation period, and polling.
 #![allow(dead_code, unused_imports, missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use lazyscale_api::DatadogPodAutoscaler;
 use lazyscale_controller::{Config, Controller, Handle, WatchedPods};
@@ -59,46 +55,7 @@ pub async fn cluster() -> Cluster {
 impl Cluster {
     /// Creates a Deployment with `replicas` pods requesting 500m CPU.
     pub async fn deployment(&self, name: &str, replicas: i32) {
-        let labels: BTreeMap<String, String> = [("app".to_owned(), name.to_owned())].into();
-        let d = Deployment {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(DeploymentSpec {
-                replicas: Some(replicas),
-                selector: LabelSelector {
-                    match_labels: Some(labels.clone()),
-                    ..LabelSelector::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(PodSpec {
-                        containers: vec![Container {
-                            name: "app".into(),
-                            image: Some("app:1".into()),
-                            resources: Some(ResourceRequirements {
-                                requests: Some(
-                                    [
-                                        ("cpu".to_owned(), Quantity("500m".into())),
-                                        ("memory".to_owned(), Quantity("128Mi".into())),
-                                    ]
-                                    .into(),
-                                ),
-                                ..ResourceRequirements::default()
-                            }),
-                            ..Container::default()
-                        }],
-                        ..PodSpec::default()
-                    }),
-                },
-                ..DeploymentSpec::default()
-            }),
-            status: None,
-        };
+        let d = lazyscale_testenv::fixtures::app_deployment(name, replicas, "500m", "128Mi");
         Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
             .create(&PostParams::default(), &d)
             .await
