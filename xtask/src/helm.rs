@@ -22,7 +22,7 @@ pub const VALUE_SETS: &[&[&str]] = &[
     &[],
     &[
         "--set",
-        "serviceMonitor.enabled=true,prometheusRule.enabled=true,webhook.certificate.source=certManager",
+        "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true,webhook.certificate.source=certManager",
     ],
     &[
         "--set",

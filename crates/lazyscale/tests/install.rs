@@ -107,7 +107,7 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
         &ns,
         &[
             "--set",
-            "crds.install=false,webhook.enabled=false,podDisruptionBudget.enabled=false",
+            "crds.install=false,webhook.enabled=false,podDisruptionBudget.enabled=false,dashboard.enabled=true",
         ],
     );
     assert!(of_kind(&lean, "CustomResourceDefinition").is_empty());
@@ -279,6 +279,61 @@ fn the_rbac_is_the_rules_file() {
             assert!(
                 !r[key].as_array().unwrap().iter().any(|v| v == "*"),
                 "wildcard in {r}"
+            );
+        }
+    }
+}
+
+/// The `lazyscale_*` metric names in `text` (base names: `_total` and label sets stripped).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("lazyscale_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        out.insert(name.clone());
+        rest = &rest[i + name.len()..];
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_and_alerts_query_only_metrics_the_agent_exports() {
+    let readme = std::fs::read_to_string(chart().join("../../../README.md")).unwrap();
+    let documented: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `lazyscale_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|n| format!("lazyscale_{n}"))
+        .collect();
+    assert!(documented.len() > 10, "{documented:?}");
+    let dashboard = std::fs::read_to_string(chart().join("files/dashboard.json")).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(parsed["panels"].as_array().unwrap().len() >= 8);
+    let objects = render(
+        "lazyscale",
+        &["--set", "dashboard.enabled=true,prometheusRule.enabled=true"],
+    );
+    let cm = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "lazyscale-dashboard")
+        .unwrap();
+    let shipped: Value = serde_json::from_str(cm["data"]["lazyscale.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        shipped, parsed,
+        "the ConfigMap holds deploy/dashboards/lazyscale.json"
+    );
+    let rules = serde_json::to_string(&of_kind(&objects, "PrometheusRule")[0]["spec"]).unwrap();
+    for (what, text) in [("dashboard", dashboard.as_str()), ("alerts", rules.as_str())] {
+        let used = metric_names(text);
+        assert!(used.len() >= 4, "{what}: {used:?}");
+        for name in used {
+            let base = name.strip_suffix("_total").unwrap_or(&name);
+            assert!(
+                documented.contains(&name) || documented.contains(base),
+                "the {what} queries {name}, which the README's metric table does not list"
             );
         }
     }
