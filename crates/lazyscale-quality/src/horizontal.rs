@@ -8,7 +8,9 @@
 //! each pod's usage. Both autoscalers get the same objective (CPU utilization of the requests), the same
 //! replica bounds, the same scale-down stabilization window (compressed time: 30 s instead of the
 //! HPA's 5 minutes) and the same period (the HPA's default sync period of 15 s: the agent runs with
-//! `--horizontal-period-seconds=15`); everything else is each one's default.
+//! `--horizontal-period-seconds=15`); the DPA allows its local recommendations both directions
+//! (`fallback.horizontal.direction: All`; the DPA default `ScaleUp` never scales down with
+//! `owner: Local`); everything else is each one's default.
 //!
 //! Every second the harness samples each Deployment (`status.replicas`, `status.readyReplicas`) and the
 //! profile's demand at that moment, and scores ([`score`], pure): **replica-minutes** (pods that
@@ -364,6 +366,9 @@ async fn create_workload(
             "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": DEPLOYMENT},
                 "owner": "Local",
                 "applyPolicy": {"scaleDown": {"stabilizationWindowSeconds": o.scale_down_window_seconds}},
+                // Local recommendations are the fallback of the DPA model, which scales up only by
+                // default; the HPA scales both ways.
+                "fallback": {"horizontal": {"direction": "All"}},
                 "constraints": {"minReplicas": o.min_replicas, "maxReplicas": o.max_replicas},
                 "objectives": [{"type": "PodResource", "podResource": {"name": "cpu",
                     "value": {"type": "Utilization", "utilization": o.target_percent}}}]}}))?;
