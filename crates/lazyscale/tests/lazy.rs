@@ -234,6 +234,9 @@ async fn works_with_the_official_crds_installed() {
     let mut obj: serde_json::Value = serde_saphyr::from_str(&full).unwrap();
     obj["metadata"]["namespace"] = json!("default");
     obj.as_object_mut().unwrap().remove("status");
+    // The fixture carries the profile-hash annotation of a generated DPA; generated DPAs are not demand
+    // (tests/profiles.rs), so drop it: this DPA is the user's own.
+    obj["metadata"].as_object_mut().unwrap().remove("annotations");
     let name = obj["metadata"]["name"].as_str().unwrap().to_string();
     dpa_api(client.clone(), "default")
         .patch(&name, &PatchParams::apply("test"), &Patch::Apply(&obj))
