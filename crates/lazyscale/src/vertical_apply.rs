@@ -9,7 +9,11 @@
 //!   `FailedTriggerRollout`;
 //! - in place: a strategic-merge patch of `pods/resize`, then a merge patch of the pod's `rec-id`
 //!   annotation; evictions through the Eviction API (stopping at the first refusal, a PDB's 429 included);
-//!   events `ResizeSuccessful`, `InPlaceEvicted`, `FailedToEvict`.
+//!   events `ResizeSuccessful`, `InPlaceEvicted`, `FailedToEvict`. A pod counts as at the recommendation
+//!   in place when its rec-id matches or its spec already has the plan's resources (applying a plan is
+//!   idempotent), so a failed annotation patch costs no eviction; a resize the API server rejects as
+//!   invalid for the pod (not 403) marks the pod for eviction: its replacement gets the values at
+//!   admission.
 //!
 //! The in-place path is used when the agent setting allows it (default: wherever the API server serves
 //! `pods/resize`, discovered once per 15 minutes), the DPA's strategy is `Auto`, and the change can be made
@@ -72,6 +76,9 @@ impl Default for ApplySettings {
         }
     }
 }
+
+/// How long one event or eviction call may take before the round moves on.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the `pods/resize` discovery is trusted.
 const DISCOVERY_TTL: Duration = Duration::from_secs(900);
@@ -182,6 +189,12 @@ fn applied(pod: &SlimPod) -> bool {
         .all(|c| c.status_resources.is_none_or(|s| s == c.resources))
 }
 
+/// Whether the pod's spec already has the plan's resources (a resize would change nothing). Applying a
+/// plan is idempotent, so this holds for a pod resized in place and for a pod the webhook patched.
+fn at_plan(pod: &SlimPod, plan: &lazyscale_vertical::VerticalPlan) -> bool {
+    apply::resize_targets(plan, &current_of(pod)).is_ok_and(|t| t.is_empty())
+}
+
 /// Memory usage by (pod, container) from a namespace's PodMetrics.
 pub type Usage<'a> = HashMap<&'a str, &'a DynamicObject>;
 
@@ -286,8 +299,10 @@ impl Applier {
             action: "ApplyVerticalRecommendation".into(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&ev, &reference).await {
-            tracing::debug!(%error, reason, "event not written");
+        match tokio::time::timeout(CALL_TIMEOUT, self.recorder.publish(&ev, &reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, reason, "event not written"),
+            Err(_) => tracing::warn!(reason, "event not written in time"),
         }
     }
 
@@ -653,7 +668,8 @@ impl Applier {
                 }
             });
             views.push(PodInPlace {
-                rec_id_matches: p.annotation(annotations::REC_ID) == Some(patch.rec_id.as_str()),
+                rec_id_matches: at_plan(p, &patch.plan)
+                    || p.annotation(annotations::REC_ID) == Some(patch.rec_id.as_str()),
                 applied: applied(p),
                 state: rs,
                 terminating: p.is_terminating(),
@@ -694,7 +710,7 @@ impl Applier {
                             s.fell_back = true;
                         }
                         refused = Some(format!("resize forbidden ({error}); falling back to a rollout"));
-                    } else if code(&error) == Some(403) || code(&error) == Some(422) {
+                    } else if code(&error) == Some(403) {
                         if let Some(s) = self.state.get_mut(key) {
                             s.infeasible.record(&patch.plan);
                         }
@@ -702,24 +718,25 @@ impl Applier {
                             "the API server refused the resize of pod {name}: {error}"
                         ));
                     } else {
-                        refused = Some(format!("resize of pod {name} failed: {error}"));
+                        // invalid for this pod (a QoS class change, say): the pod is evicted next round and
+                        // its replacement gets the values at admission
+                        if let Some(s) = self.state.get_mut(key) {
+                            s.patch_failed.insert(p.uid());
+                        }
+                        continue;
                     }
                     break;
                 }
                 self.metrics.vertical(VerticalOp::Resize);
             }
             let note = json!({"metadata": {"annotations": {annotations::REC_ID: patch.rec_id}}});
-            match pod_api
+            resized += 1;
+            // the pod's resources already say it is at the recommendation; the annotation tells others
+            if let Err(error) = pod_api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&note))
                 .await
             {
-                Ok(_) => resized += 1,
-                Err(error) => {
-                    tracing::warn!(pod = %name, %error, "rec-id not patched after the resize");
-                    if let Some(s) = self.state.get_mut(key) {
-                        s.patch_failed.insert(p.uid());
-                    }
-                }
+                tracing::warn!(pod = %name, %error, "rec-id not patched after the resize");
             }
         }
         if resized > 0 {
@@ -764,9 +781,27 @@ impl Applier {
             if !self.limiter.take(self.origin.elapsed()) {
                 break;
             }
-            match pod_api.evict(&name, &EvictParams::default()).await {
+            let answer =
+                tokio::time::timeout(CALL_TIMEOUT, pod_api.evict(&name, &EvictParams::default())).await;
+            let Ok(answer) = answer else {
+                // the client retries a PDB's 429 by itself: no answer in time is a refusal
+                self.metrics.vertical(VerticalOp::ApplyError);
+                tracing::info!(pod = %name, "eviction refused (no answer in time, a PodDisruptionBudget blocks it); stopping evictions for this round");
+                self.event(
+                    dpa,
+                    true,
+                    events::FAILED_TO_EVICT,
+                    format!(
+                        "pod {name} not evicted: refused (a PodDisruptionBudget allows no disruption now)"
+                    ),
+                )
+                .await;
+                break;
+            };
+            match answer {
                 Ok(_) => {
                     evicted += 1;
+                    tracing::info!(pod = %name, "evicted: its resize could not be done in place");
                     self.metrics.vertical(VerticalOp::Eviction);
                     self.event(
                         dpa,

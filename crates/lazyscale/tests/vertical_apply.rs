@@ -1,0 +1,450 @@
+//! The vertical apply path end to end on the real control plane: kube-controller-manager's Deployment,
+//! ReplicaSet, StatefulSet and disruption controllers, the API server's `pods/resize` and Eviction API,
+//! kwok as the kubelet, and the simulator for load and resize outcomes (Deferred).
+//!
+//! The DPAs pin the CPU target with `minAllowed = maxAllowed = 300m` (CPU only), so the recommendation
+//! is known as soon as the recommender has a sample and does not drift while pods are replaced.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
+use lazyscale_sim::units::{Bytes, Cpu};
+use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
+use lazyscale_testenv::{Server, ServerOptions, install_crds, try_wait_for, wait_for};
+use serde_json::{Value, json};
+
+const TARGET_CPU: &str = "300m";
+
+fn dpa_api(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
+    lazyscale_testenv::fixtures::dpa_api(client.clone(), ns)
+}
+
+fn template(name: &str, annotations: Value) -> Value {
+    json!({"metadata": {"labels": {"app": name}, "annotations": annotations},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "app", "image": "x",
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}}]}})
+}
+
+/// `resize`: the simulated kubelet's answer to resizes of its pods (`sim.lazyscale.io/resize`), if any.
+fn deployment(name: &str, replicas: i32, resize: Option<&str>) -> Deployment {
+    let notes = resize.map_or(json!({}), |r| json!({lazyscale_sim::RESIZE_ANNOTATION: r}));
+    serde_json::from_value(json!({"metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": template(name, notes)}}))
+    .unwrap()
+}
+
+fn statefulset(name: &str, replicas: i32) -> StatefulSet {
+    serde_json::from_value(json!({"metadata": {"name": name},
+        "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": name}}, "template": template(name, json!({}))}}))
+    .unwrap()
+}
+
+/// A vertical-only DPA (no objectives). `replicas` pins the horizontal part (`minReplicas = maxReplicas`):
+/// the horizontal controller applies its default 80 % CPU objective to DPAs without objectives.
+fn dpa(kind: &str, name: &str, replicas: i32, mode: &str, strategy: Option<&str>) -> Value {
+    let mut update = json!({"resizePendingPeriod": 2});
+    if let Some(s) = strategy {
+        update["strategy"] = json!(s);
+    }
+    json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": name},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": kind, "name": name}, "owner": "Local",
+            "applyPolicy": {"mode": mode, "update": update},
+            "constraints": {"minReplicas": replicas, "maxReplicas": replicas, "containers": [{"name": "*", "controlledResources": ["cpu"],
+                "minAllowed": {"cpu": TARGET_CPU}, "maxAllowed": {"cpu": TARGET_CPU}}]}}})
+}
+
+fn load() -> LoadProfile {
+    LoadProfile {
+        cpu: CpuProfile::Constant { value: Cpu(0.4) },
+        memory: MemoryProfile {
+            base: Bytes(40.0 * 1024.0 * 1024.0),
+            per_cpu: Bytes(0.0),
+            leak: Bytes(0.0),
+        },
+        noise: 0.0,
+    }
+}
+
+/// The chart's rules (which the test control plane gives the agent) do not yet grant `patch` on `pods`,
+/// which the in-place path needs for the pods' `rec-id` annotation after a resize; granted here on top.
+async fn grant_pod_patch(client: &kube::Client) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let name = "lazyscale-vertical-apply-pods";
+    let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]}))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({"metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": lazyscale_testenv::rbac::AGENT_SERVICE_ACCOUNT,
+            "namespace": lazyscale_testenv::rbac::AGENT_NAMESPACE}]}))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+struct Env {
+    client: kube::Client,
+    ns: String,
+    sim: Simulator,
+}
+
+async fn setup(server: &Server, ns: &str) -> Env {
+    let client = server.client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    grant_pod_patch(&client).await;
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let sim = Simulator::start(
+        client.clone(),
+        SimConfig {
+            namespaces: vec![ns.to_string()],
+            metrics_interval: Duration::from_secs(1),
+            resync: Duration::from_secs(1),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    Env {
+        client,
+        ns: ns.to_string(),
+        sim,
+    }
+}
+
+impl Env {
+    async fn dpa(&self, body: Value) {
+        let name = body["metadata"]["name"].as_str().unwrap().to_string();
+        dpa_api(&self.client, &self.ns)
+            .patch(&name, &PatchParams::apply("test"), &Patch::Apply(body))
+            .await
+            .unwrap();
+    }
+
+    async fn deployment(&self, name: &str, replicas: i32, resize: Option<&str>) {
+        let w = WorkloadRef::deployment(&self.ns, name);
+        self.sim.set_load(&w, load());
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &deployment(name, replicas, resize))
+            .await
+            .unwrap();
+    }
+
+    async fn pods(&self, app: &str) -> Vec<Pod> {
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
+    async fn live_running(&self, app: &str, n: usize) -> Option<Vec<Pod>> {
+        let pods: Vec<Pod> = self
+            .pods(app)
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let running = pods
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (pods.len() == n && running == n).then_some(pods)
+    }
+
+    async fn target_version(&self, name: &str) -> String {
+        let api = dpa_api(&self.client, &self.ns);
+        wait_for(90, &format!("{name}: a vertical target"), || async {
+            let d = api.get(name).await.ok()?;
+            d.data["status"]["vertical"]["target"]["version"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .await
+    }
+
+    async fn status(&self, name: &str) -> Value {
+        dpa_api(&self.client, &self.ns).get(name).await.unwrap().data["status"].clone()
+    }
+
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+}
+
+fn cpu_request(p: &Pod) -> Option<String> {
+    p.spec.as_ref()?.containers[0]
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("cpu")
+        .map(|q| q.0.clone())
+}
+
+fn rec_id(p: &Pod) -> Option<&str> {
+    p.metadata
+        .annotations
+        .as_ref()?
+        .get(lazyscale_api::consts::annotations::REC_ID)
+        .map(String::as_str)
+}
+
+fn at_target(p: &Pod, version: &str) -> bool {
+    rec_id(p) == Some(version) && cpu_request(p).as_deref() == Some(TARGET_CPU)
+}
+
+fn uids(pods: &[Pod]) -> BTreeSet<String> {
+    pods.iter().filter_map(|p| p.metadata.uid.clone()).collect()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployments_reach_the_recommendation_by_rollout_and_in_place_and_held_dpas_change_nothing() {
+    let server = Server::start(ServerOptions::default()).unwrap();
+    let env = setup(&server, "apply").await;
+    for name in ["roll", "inplace", "preview", "disabled"] {
+        env.deployment(name, 3, None).await;
+    }
+    let before_inplace = wait_for(60, "inplace pods running", || env.live_running("inplace", 3)).await;
+    let before_preview = wait_for(60, "preview pods running", || env.live_running("preview", 3)).await;
+    let before_disabled = wait_for(60, "disabled pods running", || env.live_running("disabled", 3)).await;
+    let _agent = common::start_agent(
+        &server,
+        &["--grace-period-seconds=0", "--vertical-period-seconds=1"],
+    );
+    env.dpa(dpa("Deployment", "roll", 3, "Apply", Some("TriggerRollout")))
+        .await;
+    env.dpa(dpa("Deployment", "inplace", 3, "Apply", Some("Auto")))
+        .await;
+    env.dpa(dpa("Deployment", "preview", 3, "Preview", Some("Auto")))
+        .await;
+    env.dpa(dpa("Deployment", "disabled", 3, "Apply", Some("Disabled")))
+        .await;
+
+    // rollout: the Deployment controller replaces every pod; the webhook gives the new ones the values
+    let version = env.target_version("roll").await;
+    let rolled = wait_for(120, "every roll pod at the recommendation", || async {
+        let pods = env.live_running("roll", 3).await?;
+        pods.iter().all(|p| at_target(p, &version)).then_some(pods)
+    })
+    .await;
+    assert_eq!(rolled.len(), 3);
+    let d = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+        .get("roll")
+        .await
+        .unwrap();
+    let notes = d.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(notes[lazyscale_api::consts::annotations::REC_ID], version);
+    assert!(notes.contains_key(lazyscale_api::consts::annotations::ROLLOUT_AT));
+    let status = wait_for(30, "roll: RolloutTriggered and Applied", || async {
+        let s = env.status("roll").await;
+        let applied = condition(&s, "VerticalAbleToApply").is_some_and(|c| c["reason"] == "Applied");
+        (s["vertical"]["lastAction"]["type"] == "RolloutTriggered" && applied).then_some(s)
+    })
+    .await;
+    assert_eq!(status["vertical"]["lastAction"]["version"], json!(version));
+    assert_eq!(status["vertical"]["target"]["scaled"], json!(3), "{status}");
+    assert!(!env.events("SuccessfulTriggerRollout").await.is_empty());
+
+    // in place: the same pods (same uids, no container restart) with the new requests
+    let version = env.target_version("inplace").await;
+    let resized = wait_for(90, "every inplace pod resized", || async {
+        let pods = env.live_running("inplace", 3).await?;
+        pods.iter().all(|p| at_target(p, &version)).then_some(pods)
+    })
+    .await;
+    assert_eq!(
+        uids(&resized),
+        uids(&before_inplace),
+        "pods were replaced instead of resized"
+    );
+    for p in &resized {
+        let cs = &p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+        assert_eq!(cs.restart_count, 0);
+        // proportional limit: 500m × 300/100
+        let limits = p.spec.as_ref().unwrap().containers[0]
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .clone()
+            .unwrap();
+        assert_eq!(
+            lazyscale_vertical::quantity::parse_millis(&limits["cpu"].0).unwrap(),
+            1500
+        );
+    }
+    let status = wait_for(30, "inplace: ResizeCompleted", || async {
+        let s = env.status("inplace").await;
+        (s["vertical"]["lastAction"]["type"] == "ResizeCompleted").then_some(s)
+    })
+    .await;
+    assert_eq!(status["vertical"]["target"]["scaled"], json!(3), "{status}");
+    assert!(!env.events("ResizeSuccessful").await.is_empty());
+
+    // Preview and Disabled: recommendations are written, nothing is applied
+    for (name, before) in [("preview", &before_preview), ("disabled", &before_disabled)] {
+        env.target_version(name).await;
+        let s = wait_for(30, &format!("{name}: VerticalAbleToApply"), || async {
+            let s = env.status(name).await;
+            condition(&s, "VerticalAbleToApply").cloned()
+        })
+        .await;
+        assert_eq!(s["status"], "False", "{s}");
+        assert_eq!(s["reason"], "PolicyRestricted", "{s}");
+        let now = env.live_running(name, 3).await.expect("still 3 running pods");
+        assert_eq!(uids(&now), uids(before), "{name}: pods replaced");
+        assert!(
+            now.iter()
+                .all(|p| cpu_request(p).as_deref() == Some("100m") && rec_id(p).is_none())
+        );
+        let d = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+            .get(name)
+            .await
+            .unwrap();
+        let notes = d
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap_or_default();
+        assert!(!notes.contains_key(lazyscale_api::consts::annotations::ROLLOUT_AT));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deferred_resizes_are_evicted_unless_a_pdb_blocks_and_statefulsets_roll_out() {
+    let server = Server::start(ServerOptions::default()).unwrap();
+    let env = setup(&server, "evict").await;
+    env.deployment("deferred", 2, Some("deferred")).await;
+    env.deployment("guarded", 2, Some("deferred")).await;
+    let sts = WorkloadRef::statefulset(&env.ns, "db");
+    env.sim.set_load(&sts, load());
+    Api::<StatefulSet>::namespaced(env.client.clone(), &env.ns)
+        .create(&PostParams::default(), &statefulset("db", 2))
+        .await
+        .unwrap();
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "guarded"},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "guarded"}}}}))
+    .unwrap();
+    Api::<PodDisruptionBudget>::namespaced(env.client.clone(), &env.ns)
+        .create(&PostParams::default(), &pdb)
+        .await
+        .unwrap();
+    let deferred_before = wait_for(60, "deferred pods running", || env.live_running("deferred", 2)).await;
+    let guarded_before = wait_for(60, "guarded pods running", || env.live_running("guarded", 2)).await;
+    wait_for(60, "db pods running", || env.live_running("db", 2)).await;
+    let _agent = common::start_agent(
+        &server,
+        &["--grace-period-seconds=0", "--vertical-period-seconds=1"],
+    );
+    env.dpa(dpa("Deployment", "deferred", 2, "Apply", Some("Auto")))
+        .await;
+    env.dpa(dpa("Deployment", "guarded", 2, "Apply", Some("Auto")))
+        .await;
+    env.dpa(dpa("StatefulSet", "db", 2, "Apply", Some("TriggerRollout")))
+        .await;
+
+    // Deferred for longer than resizePendingPeriod (2 s): evicted one at a time, replaced with the values
+    let version = env.target_version("deferred").await;
+    let replaced = try_wait_for(Duration::from_secs(120), || async {
+        let pods = env.live_running("deferred", 2).await?;
+        // resized in the spec at once, but Deferred: done only once both pods are replacements
+        let replaced = uids(&pods).is_disjoint(&uids(&deferred_before));
+        (replaced && pods.iter().all(|p| at_target(p, &version))).then_some(pods)
+    })
+    .await;
+    let Some(replaced) = replaced else {
+        let pods: Vec<Value> = env
+            .pods("deferred")
+            .await
+            .iter()
+            .map(|p| json!({"uid": p.metadata.uid, "annotations": p.metadata.annotations,
+                "cpu": cpu_request(p), "status": p.status.as_ref().map(|s| json!({"phase": s.phase, "conditions": s.conditions}))}))
+            .collect();
+        panic!(
+            "deferred pods not replaced at {version}: {} {}",
+            json!(pods),
+            env.status("deferred").await
+        );
+    };
+    assert!(
+        uids(&replaced).is_disjoint(&uids(&deferred_before)),
+        "not evicted"
+    );
+    assert!(!env.events("InPlaceEvicted").await.is_empty());
+    let s = env.status("deferred").await;
+    assert!(
+        s["vertical"]["target"]["evicted"].as_i64().unwrap_or(0) >= 2,
+        "{s}"
+    );
+
+    // a PDB that allows no disruption: the eviction is refused, reported, and the pods stay
+    env.target_version("guarded").await;
+    wait_for(60, "a FailedToEvict event", || async {
+        let e = env.events("FailedToEvict").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    let later = try_wait_for(Duration::from_secs(5), || async {
+        let pods = env.live_running("guarded", 2).await?;
+        (uids(&pods) != uids(&guarded_before)).then_some(pods)
+    })
+    .await;
+    assert!(later.is_none(), "a pod protected by its PDB was evicted");
+    let pods = env.live_running("guarded", 2).await.unwrap();
+    let pending = pods.iter().all(|p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "PodResizePending"))
+    });
+    assert!(pending, "the guarded pods' resizes are still deferred");
+
+    // StatefulSet rollout by the real StatefulSet controller
+    let version = env.target_version("db").await;
+    wait_for(120, "every db pod at the recommendation", || async {
+        let pods = env.live_running("db", 2).await?;
+        pods.iter().all(|p| at_target(p, &version)).then_some(pods)
+    })
+    .await;
+    let s = env.status("db").await;
+    assert_eq!(s["vertical"]["lastAction"]["type"], "RolloutTriggered", "{s}");
+}
