@@ -30,6 +30,8 @@ enum Bench {
     Webhook(crate::webhook_bench::WebhookArgs),
     /// Vertical recommendation quality against the VPA and the DPA method on replayed usage traces.
     Quality(quality::QualityArgs),
+    /// Time and API requests from a new vertical recommendation to every pod at it, rollout vs in place.
+    VerticalApply(crate::bench_vertical::VerticalApplyArgs),
     /// One full recommendation + reconcile pass over N DPAs, each over a 10-pod Deployment.
     Reconcile {
         /// DPAs (and Deployments); with `--profiles`, labelled Deployments.
@@ -65,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Reconcile { dpas, profiles } => reconcile(dpas, profiles),
         Bench::Webhook(a) => crate::webhook_bench::run(a),
         Bench::Quality(a) => quality::run(a),
+        Bench::VerticalApply(a) => crate::bench_vertical::run(a),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod bench_vertical;
 mod cluster;
 mod demo;
 mod profile_bench;
