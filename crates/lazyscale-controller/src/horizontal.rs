@@ -328,8 +328,37 @@ pub fn status_actions(history: &History) -> Vec<HorizontalAction> {
         .collect()
 }
 
+/// Whether the pod metrics listed at `metrics_at` were listed before the last scale action: then they
+/// describe the workload at its previous size, and a recommendation from them would scale again on the
+/// same load (one reconcile per own write doubling 1 → 2 → 4 → 8 within a second). The HPA avoids this
+/// by recommending once per sync period; lazyscale also reconciles on DPA changes, so it waits for a
+/// metrics list newer than its last action instead.
+pub fn metrics_predate_last_action(history: &History, metrics_at: SystemTime) -> bool {
+    history
+        .last_action()
+        .is_some_and(|a| metrics_at <= a.time)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn metrics_listed_before_the_last_action_are_stale() {
+        use lazyscale_core::horizontal::policy::ScalingAction;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut h = History::new();
+        assert!(!metrics_predate_last_action(&h, t0), "no action yet: any metrics count");
+        h.record_action(ScalingAction {
+            time: t0,
+            from_replicas: 1,
+            to_replicas: 2,
+            recommended_replicas: 2,
+            limited_reason: None,
+        });
+        assert!(metrics_predate_last_action(&h, t0 - Duration::from_secs(5)));
+        assert!(metrics_predate_last_action(&h, t0));
+        assert!(!metrics_predate_last_action(&h, t0 + Duration::from_millis(1)));
+    }
+
     use super::*;
     use crate::pods::{ContainerRequests, PodPhase};
     use crate::usage::ContainerUsage;

@@ -232,6 +232,14 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         let m = "target has 0 replicas: scaling disabled";
         conds.push(Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE).because(reasons::SCALING_DISABLED, m));
         ex.outcome = format!("nothing ({m})");
+    } else if let (Ok(r), Some(u)) = (&recommendation, &usage)
+        && horizontal::metrics_predate_last_action(&history, u.fetched_at)
+    {
+        conds.push(Cond::yes(conditions::HORIZONTAL_ABLE_TO_SCALE));
+        ex.outcome = format!(
+            "no change (recommends {} but the pod metrics predate the last scale; waiting for a newer list)",
+            r.replicas
+        );
     } else if let Ok(r) = &recommendation {
         let d = policy::evaluate(
             &policy,

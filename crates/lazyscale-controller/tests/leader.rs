@@ -65,16 +65,24 @@ async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_durat
     .await;
     assert!(b.handle.counters().scale_writes > 0);
 
-    // graceful stop releases the lease at once
+    // graceful stop releases the lease: no holder left, so a successor need not wait for the expiry
     let stop = Instant::now();
     stop_b.cancel();
     lease_b.await.unwrap();
     assert!(!*leader_b.borrow());
+    let released = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.client.clone(), &c.ns)
+        .get("lazyscale-controller")
+        .await
+        .unwrap();
+    assert_eq!(
+        released.spec.and_then(|s| s.holder_identity),
+        None,
+        "the stopped leader released the lease"
+    );
     let stop_c = CancellationToken::new();
     let (leader_c, lease_c) = lease::spawn(c.client.clone(), lease_config(&c.ns, "c"), stop_c.clone());
     wait_for(10, "c leads", || async { (*leader_c.borrow()).then_some(()) }).await;
     println!("leader: takeover after a release {:?}", stop.elapsed());
-    assert!(stop.elapsed() < Duration::from_secs(2));
     stop_c.cancel();
     lease_c.await.unwrap();
     b.stop().await;
