@@ -114,6 +114,9 @@ pub struct Objectives {
     pub usable: Vec<Objective>,
     /// Why the others cannot be computed (they hold back a scale-down, as a failed objective does).
     pub unusable: Vec<String>,
+    /// No objectives and vertical updates opted in: the mode matrix makes the DPA vertical only, and
+    /// the horizontal engine leaves its replicas alone.
+    pub vertical_only: bool,
 }
 
 fn objective(o: &ApiObjective) -> Result<Objective, String> {
@@ -173,7 +176,8 @@ fn objective(o: &ApiObjective) -> Result<Objective, String> {
     })
 }
 
-/// `fallback.horizontal.objectives`, else `objectives`, else [`DEFAULT_OBJECTIVE`].
+/// `fallback.horizontal.objectives`, else `objectives`, else — unless vertical updates are opted in,
+/// which makes the DPA vertical only (the mode matrix, `dpa-system.md` §8) — [`DEFAULT_OBJECTIVE`].
 pub fn objectives(spec: &DatadogPodAutoscalerSpec) -> Objectives {
     let list = spec
         .fallback
@@ -191,9 +195,18 @@ pub fn objectives(spec: &DatadogPodAutoscalerSpec) -> Objectives {
                 }
             }
         }
+        _ if vertical_updates(spec) => out.vertical_only = true,
         _ => out.usable.push(DEFAULT_OBJECTIVE),
     }
     out
+}
+
+/// Whether `applyPolicy.update.strategy` opts in to vertical updates (`Auto` or `TriggerRollout`).
+fn vertical_updates(spec: &DatadogPodAutoscalerSpec) -> bool {
+    matches!(
+        spec.apply_policy.update.as_ref().and_then(|u| u.strategy),
+        Some(lazyscale_api::UpdateStrategy::Auto | lazyscale_api::UpdateStrategy::TriggerRollout)
+    )
 }
 
 /// The engine's view of the target's pods: requests from the pod source, usage from the namespace's
@@ -341,6 +354,27 @@ pub fn metrics_predate_last_action(history: &History, metrics_at: SystemTime) ->
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn no_objectives_is_vertical_only_when_vertical_updates_are_opted_in() {
+        let spec = |update: serde_json::Value| -> DatadogPodAutoscalerSpec {
+            serde_json::from_value(serde_json::json!({
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "owner": "Local",
+                "applyPolicy": update,
+            }))
+            .unwrap()
+        };
+        let auto = objectives(&spec(serde_json::json!({"update": {"strategy": "Auto"}})));
+        assert!(auto.vertical_only && auto.usable.is_empty());
+        let rollout = objectives(&spec(serde_json::json!({"update": {"strategy": "TriggerRollout"}})));
+        assert!(rollout.vertical_only);
+        let plain = objectives(&spec(serde_json::json!({})));
+        assert!(!plain.vertical_only);
+        assert_eq!(plain.usable, vec![DEFAULT_OBJECTIVE]);
+        let disabled = objectives(&spec(serde_json::json!({"update": {"strategy": "Disabled"}})));
+        assert_eq!(disabled.usable, vec![DEFAULT_OBJECTIVE]);
+    }
+
     #[test]
     fn metrics_listed_before_the_last_action_are_stale() {
         use lazyscale_core::horizontal::policy::ScalingAction;

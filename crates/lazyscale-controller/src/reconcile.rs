@@ -188,6 +188,8 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let current_u = u32::try_from(current).unwrap_or(0);
     let recommendation: Result<Recommendation, String> = if !dpa.spec.fallback.horizontal.enabled {
         Err("fallback.horizontal.enabled is false: no recommendation source".to_owned())
+    } else if objectives.vertical_only {
+        Err("no objectives and update.strategy opts in to vertical updates: a vertical-only autoscaler, replicas are left alone".to_owned())
     } else if objectives.usable.is_empty() {
         Err(objectives.unusable.join("; "))
     } else if let Some(u) = &usage {
