@@ -12,4 +12,3 @@ pub fn build_agent() -> Result<PathBuf> {
     crate::run(crate::cargo().args(["build", "--release", "--quiet", "-p", "lazyscale"]))?;
     Ok(root.join("target/release/lazyscale"))
 }
-

@@ -304,7 +304,11 @@ fn lazy(a: LazyArgs) -> Result<()> {
         .cloned()
         .context("the populated cluster has no deployment")?;
     let apply = |ns: &str, d: &str| -> Result<()> {
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &lazyscale_testenv::fixtures::dpa_resource());
+        let api = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            ns,
+            &lazyscale_testenv::fixtures::dpa_resource(),
+        );
         rt.block_on(api.patch(d, &PatchParams::apply("bench"), &Patch::Apply(dpa(ns, d))))?;
         Ok(())
     };
@@ -367,7 +371,11 @@ fn lazy(a: LazyArgs) -> Result<()> {
         .map(|(n, d)| (n.clone(), d.clone()))
         .collect::<std::collections::BTreeSet<_>>()
     {
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &lazyscale_testenv::fixtures::dpa_resource());
+        let api = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            &ns,
+            &lazyscale_testenv::fixtures::dpa_resource(),
+        );
         rt.block_on(api.delete_collection(&DeleteParams::default(), &ListParams::default()))?;
     }
     agent.wait_metrics("the gate to close", Duration::from_secs(120), |m| {

@@ -172,13 +172,16 @@ pub fn run(args: Args) -> Result<()> {
     let agent = Agent::start(
         AgentOptions::new(&binary, server.agent_kubeconfig_path())
             .args([
-            format!("--grace-period-seconds={}", args.grace),
-            "--horizontal-period-seconds=5".to_string(),
-            "--vertical-period-seconds=5".to_string(),
-        ])
+                format!("--grace-period-seconds={}", args.grace),
+                "--horizontal-period-seconds=5".to_string(),
+                "--vertical-period-seconds=5".to_string(),
+            ])
             .log_to(dir.join("agent.log")),
     )?;
-    println!("agent log: {}", agent.log().map(|p| p.display().to_string()).unwrap_or_default());
+    println!(
+        "agent log: {}",
+        agent.log().map(|p| p.display().to_string()).unwrap_or_default()
+    );
     let mut rows = Vec::new();
     let row = |phase: &'static str, agent: &Agent, note: String| -> Row {
         std::thread::sleep(Duration::from_millis(500));
@@ -219,7 +222,11 @@ pub fn run(args: Args) -> Result<()> {
             json!({"cpu": {"type": "constant", "value": "1500m"}, "memory": {"base": "96Mi"}}),
         )?,
     );
-    let dpas = Api::<DynamicObject>::namespaced_with(client.clone(), "shop", &lazyscale_testenv::fixtures::dpa_resource());
+    let dpas = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "shop",
+        &lazyscale_testenv::fixtures::dpa_resource(),
+    );
     let dpa = json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "owner": "Local",

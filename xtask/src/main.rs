@@ -6,9 +6,9 @@ mod bench;
 mod bench_vertical;
 mod cluster;
 mod demo;
+mod helm;
 mod profile_bench;
 mod reconcile_bench;
-mod helm;
 mod webhook_bench;
 
 use std::path::{Path, PathBuf};

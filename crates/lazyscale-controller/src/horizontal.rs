@@ -347,9 +347,7 @@ pub fn status_actions(history: &History) -> Vec<HorizontalAction> {
 /// by recommending once per sync period; lazyscale also reconciles on DPA changes, so it waits for a
 /// metrics list newer than its last action instead.
 pub fn metrics_predate_last_action(history: &History, metrics_at: SystemTime) -> bool {
-    history
-        .last_action()
-        .is_some_and(|a| metrics_at <= a.time)
+    history.last_action().is_some_and(|a| metrics_at <= a.time)
 }
 
 #[cfg(test)]
@@ -366,7 +364,9 @@ mod tests {
         };
         let auto = objectives(&spec(serde_json::json!({"update": {"strategy": "Auto"}})));
         assert!(auto.vertical_only && auto.usable.is_empty());
-        let rollout = objectives(&spec(serde_json::json!({"update": {"strategy": "TriggerRollout"}})));
+        let rollout = objectives(&spec(
+            serde_json::json!({"update": {"strategy": "TriggerRollout"}}),
+        ));
         assert!(rollout.vertical_only);
         let plain = objectives(&spec(serde_json::json!({})));
         assert!(!plain.vertical_only);
@@ -380,7 +380,10 @@ mod tests {
         use lazyscale_core::horizontal::policy::ScalingAction;
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let mut h = History::new();
-        assert!(!metrics_predate_last_action(&h, t0), "no action yet: any metrics count");
+        assert!(
+            !metrics_predate_last_action(&h, t0),
+            "no action yet: any metrics count"
+        );
         h.record_action(ScalingAction {
             time: t0,
             from_replicas: 1,

@@ -70,10 +70,11 @@ async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_durat
     stop_b.cancel();
     lease_b.await.unwrap();
     assert!(!*leader_b.borrow());
-    let released = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.client.clone(), &c.ns)
-        .get("lazyscale-controller")
-        .await
-        .unwrap();
+    let released =
+        kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.client.clone(), &c.ns)
+            .get("lazyscale-controller")
+            .await
+            .unwrap();
     assert_eq!(
         released.spec.and_then(|s| s.holder_identity),
         None,

@@ -1,5 +1,11 @@
 //! Shared helpers of the integration tests.
-#![allow(dead_code, unused_imports, missing_docs, clippy::expect_used, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    missing_docs,
+    clippy::expect_used,
+    clippy::unwrap_used
+)]
 
 use std::time::Duration;
 

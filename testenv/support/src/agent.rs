@@ -110,16 +110,13 @@ impl Agent {
             .env("RUST_LOG", &o.rust_log)
             .stdin(Stdio::null());
         if let Some(path) = &o.log {
-            let file = std::fs::File::create(path)
-                .map_err(io(format!("create {}", path.display())))?;
+            let file = std::fs::File::create(path).map_err(io(format!("create {}", path.display())))?;
             let err = file
                 .try_clone()
                 .map_err(io(format!("reopen {}", path.display())))?;
             cmd.stdout(file).stderr(err);
         }
-        let child = cmd
-            .spawn()
-            .map_err(io(format!("start {}", o.binary.display())))?;
+        let child = cmd.spawn().map_err(io(format!("start {}", o.binary.display())))?;
         let mut agent = Agent {
             child,
             admin_port,
@@ -336,9 +333,7 @@ mod tests {
 
     #[test]
     fn parses_samples_with_labels_and_skips_comments() {
-        let m = parse_metrics(
-            "# HELP a x\n# TYPE a gauge\na 1\nb{kind=\"pod\"} 2.5\n\nc_total 3\n# EOF\n",
-        );
+        let m = parse_metrics("# HELP a x\n# TYPE a gauge\na 1\nb{kind=\"pod\"} 2.5\n\nc_total 3\n# EOF\n");
         assert_eq!(m.len(), 3);
         assert_eq!(m["a"], 1.0);
         assert_eq!(m["b{kind=\"pod\"}"], 2.5);

@@ -20,12 +20,8 @@ pub async fn install_crds(client: &kube::Client) -> Result<()> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     for crd in lazyscale_api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await?;
         tokio::time::timeout(
             Duration::from_secs(30),
             await_condition(api.clone(), &name, conditions::is_crd_established()),

@@ -25,13 +25,9 @@ pub fn dpa_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
 pub async fn webhook_configuration(client: &kube::Client) -> Result<Option<DynamicObject>> {
     let api = Api::<DynamicObject>::all_with(
         client.clone(),
-        &ApiResource::erase::<
-            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-        >(&()),
+        &ApiResource::erase::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(&()),
     );
-    Ok(api
-        .get_opt(lazyscale_api::consts::WEBHOOK_CONFIGURATION)
-        .await?)
+    Ok(api.get_opt(lazyscale_api::consts::WEBHOOK_CONFIGURATION).await?)
 }
 
 fn from_yaml<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
@@ -80,8 +76,7 @@ pub fn app_deployment(name: &str, replicas: i32, cpu: &str, memory: &str) -> Dep
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-    let labels: std::collections::BTreeMap<String, String> =
-        [("app".to_owned(), name.to_owned())].into();
+    let labels: std::collections::BTreeMap<String, String> = [("app".to_owned(), name.to_owned())].into();
     let requests = [
         ("cpu".to_owned(), Quantity(cpu.to_owned())),
         ("memory".to_owned(), Quantity(memory.to_owned())),

@@ -1,6 +1,12 @@
 //! Shared helpers of the end-to-end tests: CRDs, a simulated namespace, a controller with a short
 //! recommendation period, and polling.
-#![allow(dead_code, unused_imports, missing_docs, clippy::expect_used, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    missing_docs,
+    clippy::expect_used,
+    clippy::unwrap_used
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
