@@ -18,23 +18,17 @@
 //! requests above the objective plus 10 percentage points, e.g. above 70 % for a 60 % objective; no
 //! ready pod counts as above). The profiles are compressed in time (a few minutes per run).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::wait::{await_condition, conditions};
 use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile, Step};
 use lazyscale_sim::units::{Bytes, Cpu, Dur};
 use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
-use lazyscale_testenv::{Server, ServerOptions};
+use lazyscale_testenv::{Agent, AgentOptions, Server, ServerOptions};
 use serde::Serialize;
 use serde_json::json;
 
@@ -249,88 +243,16 @@ fn namespace(scenario: Scenario, who: &str) -> String {
 
 const DEPLOYMENT: &str = "web";
 
-fn dpa_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("datadoghq.com", "v1alpha2", "DatadogPodAutoscaler"),
-        "datadogpodautoscalers",
-    )
-}
-
-async fn install_crds(client: &kube::Client) -> Result<(), Error> {
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in lazyscale_api::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await?;
-        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        let _ = tokio::time::timeout(Duration::from_secs(30), established).await;
-    }
-    Ok(())
-}
-
-/// The agent as a child process, killed on drop.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, Error> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::Agent(format!("no free port: {e}")))
-}
-
-fn ready(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace().nth(1) == Some("200")
-}
-
-fn start_agent(server: &Server, o: &HorizontalOptions) -> Result<AgentProcess, Error> {
-    let (admin, webhook) = (free_port()?, free_port()?);
-    let mut cmd = Command::new(&o.agent);
-    cmd.arg("run")
-        .arg("--kubeconfig")
-        .arg(server.agent_kubeconfig_path())
-        .arg(format!("--admin-address=127.0.0.1:{admin}"))
-        .arg(format!("--webhook-address=127.0.0.1:{webhook}"))
-        .arg("--self-signed")
-        .arg(format!("--webhook-url=https://127.0.0.1:{webhook}"))
-        .arg(format!("--horizontal-period-seconds={}", o.period_seconds))
-        .arg("--lease-namespace=default")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
+fn start_agent(server: &Server, o: &HorizontalOptions) -> Result<Agent, Error> {
+    let mut opts = AgentOptions::new(&o.agent, server.agent_kubeconfig_path()).args([
+        format!("--horizontal-period-seconds={}", o.period_seconds),
+        "--lease-namespace=default".to_owned(),
+    ]);
+    opts.ready_timeout = Duration::from_secs(60);
     if let Some(log) = &o.agent_log {
-        let f = std::fs::File::create(log).map_err(|e| Error::Agent(format!("{}: {e}", log.display())))?;
-        let g = f
-            .try_clone()
-            .map_err(|e| Error::Agent(format!("{}: {e}", log.display())))?;
-        cmd.stdout(f).stderr(g);
+        opts = opts.log_to(log);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Agent(format!("{}: {e}", o.agent.display())))?;
-    let agent = AgentProcess(child);
-    let started = Instant::now();
-    while !ready(admin) {
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(Error::Agent("not ready within 60 s".into()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(agent)
+    Ok(Agent::start(opts)?)
 }
 
 async fn create_workload(
@@ -372,9 +294,13 @@ async fn create_workload(
                 "constraints": {"minReplicas": o.min_replicas, "maxReplicas": o.max_replicas},
                 "objectives": [{"type": "PodResource", "podResource": {"name": "cpu",
                     "value": {"type": "Utilization", "utilization": o.target_percent}}}]}}))?;
-        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &dpa_resource())
-            .patch(DEPLOYMENT, &PatchParams::apply(MANAGER), &Patch::Apply(&dpa))
-            .await?;
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            ns,
+            &lazyscale_testenv::fixtures::dpa_resource(),
+        )
+        .patch(DEPLOYMENT, &PatchParams::apply(MANAGER), &Patch::Apply(&dpa))
+        .await?;
     } else {
         let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
             "metadata": {"name": DEPLOYMENT},
@@ -414,7 +340,7 @@ pub async fn run_on(
     progress: &dyn Fn(&str),
 ) -> Result<HorizontalReport, Error> {
     let client = server.client().await?;
-    install_crds(&client).await?;
+    lazyscale_testenv::install_crds(&client).await?;
     let mut namespaces = Vec::new();
     for s in &o.scenarios {
         for who in ["lazyscale", "hpa"] {
