@@ -40,6 +40,19 @@ pub struct Request {
     pub resource: String,
     /// The subresource (`status`, `scale`, ...), empty for none.
     pub subresource: String,
+    /// The object's namespace, empty for none.
+    pub namespace: String,
+    /// The object's name, empty for collections.
+    pub name: String,
+    /// The response status code (0 when the log has none yet).
+    pub code: u16,
+}
+
+impl Request {
+    /// Whether the API server answered with a 2xx status.
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
 }
 
 /// Reads every distinct request of the audit log at `path` (a request logged at several stages counts
@@ -77,9 +90,43 @@ pub fn parse(text: &str) -> Vec<Request> {
                 format!("{group}/{resource}")
             },
             subresource: s("/objectRef/subresource"),
+            namespace: s("/objectRef/namespace"),
+            name: s("/objectRef/name"),
+            code: v
+                .pointer("/responseStatus/code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
         });
     }
     out
+}
+
+/// How many watches of `user` in the audit-log text `text` have started (`ResponseStarted`) and not
+/// ended (no `ResponseComplete` or `Panic` stage yet): the user's open watches, when `text` begins
+/// after the last restart of the API server (watches cut by a crash never complete).
+pub fn open_watches(text: &str, user: &str) -> u64 {
+    let mut open = HashSet::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default();
+        if s("/verb") != "watch" || s("/user/username") != user {
+            continue;
+        }
+        let id = s("/auditID").to_string();
+        match s("/stage") {
+            "ResponseStarted" => {
+                open.insert(id);
+            }
+            "ResponseComplete" | "Panic" => {
+                open.remove(&id);
+            }
+            _ => {}
+        }
+    }
+    open.len() as u64
 }
 
 /// How many requests `user` made with `verb` on `resource` (`pods`, `apps/deployments`; subresource
@@ -106,14 +153,21 @@ mod tests {
 {"auditID":"a","stage":"ResponseComplete","verb":"watch","user":{"username":"lazyscale-agent"},"objectRef":{"resource":"pods","apiVersion":"v1"}}
 {"auditID":"b","stage":"ResponseComplete","verb":"list","user":{"username":"lazyscale-agent"},"objectRef":{"resource":"pods","apiVersion":"v1"}}
 {"auditID":"c","stage":"ResponseComplete","verb":"list","user":{"username":"peer"},"objectRef":{"resource":"pods","apiVersion":"v1"}}
-{"auditID":"d","stage":"ResponseComplete","verb":"patch","user":{"username":"lazyscale-agent"},"objectRef":{"resource":"deployments","apiGroup":"apps","subresource":"scale"}}
+{"auditID":"d","stage":"ResponseComplete","verb":"patch","user":{"username":"lazyscale-agent"},"objectRef":{"resource":"deployments","apiGroup":"apps","subresource":"scale","namespace":"ns","name":"web"},"responseStatus":{"code":200}}
 not json
 "#;
         let r = parse(log);
         assert_eq!(r.len(), 4);
+        assert_eq!(open_watches(log, "lazyscale-agent"), 0);
+        let first = log.lines().next().unwrap_or_default();
+        assert_eq!(open_watches(first, "lazyscale-agent"), 1);
+        assert_eq!(open_watches(first, "peer"), 0);
         assert_eq!(count(&r, "lazyscale-agent", "WATCH", "pods"), 1);
         assert_eq!(count(&r, "lazyscale-agent", "LIST", "pods"), 1);
         assert_eq!(count(&r, "peer", "list", "pods"), 1);
         assert_eq!(count(&r, "lazyscale-agent", "patch", "apps/deployments"), 0);
+        let scale = &r[3];
+        assert_eq!((scale.namespace.as_str(), scale.name.as_str()), ("ns", "web"));
+        assert!(scale.succeeded() && !r[0].succeeded());
     }
 }

@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod helm;
 pub mod metrics;
 pub mod pki;
+pub mod proxy;
 pub mod rbac;
 pub mod recipe;
 mod server;

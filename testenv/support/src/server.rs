@@ -83,6 +83,8 @@ pub struct Server {
     agent_kubeconfig: PathBuf,
     pki: Option<Pki>,
     children: Vec<Child>,
+    /// How each child was started (binary, arguments), for [`Server::restart_component`].
+    commands: Vec<(PathBuf, Vec<String>)>,
     /// Held open while this value lives; the watchdog stops the servers when it closes.
     watchdog: Option<(Child, ChildStdin)>,
 }
@@ -137,6 +139,7 @@ impl Server {
             etcd_port: 0,
             pki: None,
             children: Vec::new(),
+            commands: Vec::new(),
             watchdog: None,
         };
         if let Some(snap) = &opts.etcd_snapshot {
@@ -156,15 +159,70 @@ impl Server {
     }
 
     fn spawn_process(&mut self, name: &str, bin: &Path, args: Vec<String>) -> Result<()> {
-        let child = Command::new(bin)
+        let child = self.spawn_command(name, bin, &args)?;
+        self.children.push(child);
+        self.commands.push((bin.to_path_buf(), args));
+        self.write_pids()
+    }
+
+    fn spawn_command(&self, name: &str, bin: &Path, args: &[String]) -> Result<Child> {
+        Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log_file(&self.dir, &format!("{name}.log"))?)
             .stderr(log_file(&self.dir, &format!("{name}.log"))?)
             .spawn()
-            .map_err(io(format!("start {}", bin.display())))?;
-        self.children.push(child);
-        self.write_pids()
+            .map_err(io(format!("start {}", bin.display())))
+    }
+
+    fn component_index(&self, name: &str) -> Result<usize> {
+        PROCESSES
+            .iter()
+            .position(|p| *p == name)
+            .filter(|i| *i < self.children.len())
+            .ok_or_else(|| Error::NotReady(format!("no component {name}")))
+    }
+
+    /// Kills one component (`etcd`, `kube-apiserver`, ... as in [`Server::pids`]) with SIGKILL, as a
+    /// crash would; [`Server::restart_component`] starts it again. Fault tests only.
+    ///
+    /// # Errors
+    /// When there is no such component or it cannot be waited on.
+    pub fn kill_component(&mut self, name: &str) -> Result<()> {
+        let i = self.component_index(name)?;
+        let child = &mut self.children[i];
+        if child
+            .try_wait()
+            .map_err(io(format!("wait for {name}")))?
+            .is_none()
+        {
+            child.kill().map_err(io(format!("kill {name}")))?;
+        }
+        child.wait().map_err(io(format!("wait for {name}")))?;
+        Ok(())
+    }
+
+    /// Starts a component stopped by [`Server::kill_component`] again with its original arguments (same
+    /// ports, same data), killing it first if it still runs; for `kube-apiserver`, waits until `/readyz`
+    /// answers again (up to 90 s).
+    ///
+    /// # Errors
+    /// When it cannot start or the API server does not become ready.
+    pub fn restart_component(&mut self, name: &str) -> Result<()> {
+        self.kill_component(name)?;
+        let i = self.component_index(name)?;
+        let (bin, args) = self.commands[i].clone();
+        self.children[i] = self.spawn_command(name, &bin, &args)?;
+        self.write_pids()?;
+        if name == "kube-apiserver" {
+            self.wait_apiserver(Duration::from_secs(90))?;
+        }
+        Ok(())
+    }
+
+    /// etcd's client URL (plain HTTP on loopback; its JSON gateway serves `/v3/kv/...`).
+    pub fn etcd_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.etcd_port)
     }
 
     fn write_pids(&self) -> Result<()> {
@@ -617,6 +675,7 @@ current-context: lazyscale-testenv
             let _ = c.wait();
         }
         self.children.clear();
+        self.commands.clear();
         if let Some((mut child, stdin)) = self.watchdog.take() {
             drop(stdin);
             let _ = child.wait();
