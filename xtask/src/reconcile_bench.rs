@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use lazyscale_controller::pods::{ContainerRequests, PodPhase, PodSample, StaticPods};
-use lazyscale_controller::time;
+use lazyscale_api::time;
 use lazyscale_controller::{Config, Controller, PassReport};
 
 /// Errors of the benchmark.

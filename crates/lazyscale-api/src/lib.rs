@@ -2,7 +2,7 @@
 //! custom resources [`DatadogPodAutoscaler`] (namespaced, `dpa`) and
 //! [`DatadogPodAutoscalerClusterProfile`] (cluster-scoped, `dpacp`), the well-known strings of the API
 //! ([`consts`]: condition types and reasons, labels, annotations, the field managers), exact resource
-//! quantities ([`quantity`]) and the generation of
+//! quantities ([`quantity`]), the one wall-clock time type ([`time`]) and the generation of
 //! our CustomResourceDefinitions ([`crds`], [`crds_yaml`]).
 //!
 //! The types are wire-compatible with the official CRDs shipped by the Datadog Operator: every object
@@ -18,6 +18,7 @@ pub mod profile;
 pub mod quantity;
 mod schema;
 pub mod template;
+pub mod time;
 
 pub use dpa::{
     ContainerResources, ContainerRuntime, DatadogPodAutoscaler, DatadogPodAutoscalerCondition,

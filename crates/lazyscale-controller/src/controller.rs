@@ -37,7 +37,7 @@ use crate::horizontal;
 use crate::pods::PodSource;
 use crate::reconcile::{self, Requeue};
 use crate::scale::Resolver;
-use crate::time;
+use lazyscale_api::time;
 use crate::usage::{self, NamespaceUsage};
 use crate::validate::{self, SelfTarget};
 

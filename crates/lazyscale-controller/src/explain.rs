@@ -5,8 +5,8 @@
 //! it (stabilization, rules, constraints, fallback direction, mode) and the final decision.
 //! [`render`] is a pure function of it and the current time.
 
+use lazyscale_api::time::{self as wall, Timestamp};
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
 use lazyscale_core::horizontal::policy::Decision;
 use lazyscale_core::horizontal::recommender::{
@@ -21,7 +21,7 @@ pub struct Explanation {
     /// DPA name.
     pub name: String,
     /// When the reconcile ran.
-    pub at: SystemTime,
+    pub at: Timestamp,
     /// `apiVersion kind name` of the target.
     pub target: String,
     /// `Apply` or `Preview`.
@@ -33,7 +33,7 @@ pub struct Explanation {
     /// Pods of the target in the pod source.
     pub pods: usize,
     /// When the namespace's PodMetrics were listed.
-    pub metrics_listed_at: Option<SystemTime>,
+    pub metrics_listed_at: Option<Timestamp>,
     /// The engine's recommendation, or why there is none, when one was asked for.
     pub recommendation: Option<Result<Recommendation, String>>,
     /// Objectives the local recommender cannot compute.
@@ -44,8 +44,8 @@ pub struct Explanation {
     pub outcome: String,
 }
 
-fn age(now: SystemTime, t: SystemTime) -> String {
-    let s = now.duration_since(t).unwrap_or_default().as_secs_f64();
+fn age(now: Timestamp, t: Timestamp) -> String {
+    let s = wall::since(now, t).as_secs_f64();
     if s < 120.0 {
         format!("{s:.1}s ago")
     } else {
@@ -54,7 +54,7 @@ fn age(now: SystemTime, t: SystemTime) -> String {
 }
 
 /// Renders an explanation as text, with ages relative to `now`.
-pub fn render(e: &Explanation, now: SystemTime) -> String {
+pub fn render(e: &Explanation, now: Timestamp) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "DatadogPodAutoscaler {}/{}", e.namespace, e.name);
     let _ = writeln!(s, "  evaluated: {}", age(now, e.at));
@@ -164,7 +164,7 @@ pub fn render(e: &Explanation, now: SystemTime) -> String {
     s
 }
 
-fn age_of(now: SystemTime, t: SystemTime) -> String {
+fn age_of(now: Timestamp, t: Timestamp) -> String {
     age(now, t)
 }
 
@@ -197,7 +197,7 @@ fn value(o: &Objective, v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time;
+    use lazyscale_api::time;
     use lazyscale_core::horizontal::policy::{self, History, Policy};
     use lazyscale_core::horizontal::recommender::{
         ContainerMetrics, Input, PodMetrics, PodPhase, ReadyCondition, Recommender, Sample,

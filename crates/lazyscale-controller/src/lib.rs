@@ -40,7 +40,6 @@ pub mod profiles;
 mod reconcile;
 pub mod scale;
 pub mod status;
-pub mod time;
 pub mod usage;
 pub mod validate;
 

@@ -17,8 +17,8 @@ use kube::{Api, Client, ResourceExt};
 use parking_lot::RwLock;
 
 use lazyscale_api::quantity;
+use lazyscale_api::time::Timestamp;
 use lazyscale_podcache::slim::{WorkloadKind, resolve_workload};
-use std::time::SystemTime;
 
 pub use lazyscale_core::horizontal::recommender::PodPhase;
 
@@ -45,9 +45,9 @@ pub struct PodSample {
     /// The `Ready` condition is `True`.
     pub ready: bool,
     /// `lastTransitionTime` of the `Ready` condition, when known.
-    pub ready_changed_at: Option<SystemTime>,
+    pub ready_changed_at: Option<Timestamp>,
     /// `status.startTime`, when known.
-    pub started_at: Option<SystemTime>,
+    pub started_at: Option<Timestamp>,
     /// Requests of the regular containers.
     pub containers: Vec<ContainerRequests>,
 }
@@ -210,10 +210,10 @@ pub fn sample_of(pod: &Pod) -> PodSample {
         ready: ready_cond.is_some_and(|c| c.status == "True"),
         ready_changed_at: ready_cond
             .and_then(|c| c.last_transition_time.as_ref())
-            .map(crate::time::from_time),
+            .map(lazyscale_api::time::from_time),
         started_at: status
             .and_then(|s| s.start_time.as_ref())
-            .map(crate::time::from_time),
+            .map(lazyscale_api::time::from_time),
         containers: pod
             .spec
             .as_ref()

@@ -27,7 +27,7 @@ use crate::horizontal;
 use crate::pods::PodPhase;
 use crate::scale::{self, TargetError};
 use crate::status::{self, Cond};
-use crate::time;
+use lazyscale_api::time;
 use crate::validate::{self, Invalid};
 
 /// Errors of a reconcile (retried with backoff).

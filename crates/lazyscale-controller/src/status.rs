@@ -8,9 +8,7 @@
 use lazyscale_api::DatadogPodAutoscalerCondition;
 use lazyscale_api::consts::conditions::{self, DPA_CONDITION_TYPES};
 
-use std::time::SystemTime;
-
-use crate::time::to_time;
+use lazyscale_api::time::{Timestamp, to_time};
 
 /// The condition types this controller owns; others (vertical) are carried over untouched.
 pub const OWNED: [&str; 5] = [
@@ -69,7 +67,7 @@ impl Cond {
 pub fn merge_conditions(
     old: &[DatadogPodAutoscalerCondition],
     new: &[Cond],
-    now: SystemTime,
+    now: Timestamp,
 ) -> Vec<DatadogPodAutoscalerCondition> {
     let build = |c: &Cond| {
         let prev = old.iter().find(|o| o.type_ == c.type_);
@@ -122,22 +120,22 @@ mod tests {
         let first = merge_conditions(
             &[],
             &[Cond::yes(conditions::ACTIVE)],
-            crate::time::from_unix_millis(10_000),
+            lazyscale_api::time::from_unix_millis(10_000),
         );
         let again = merge_conditions(
             &first,
             &[Cond::yes(conditions::ACTIVE).because("X", "message changed")],
-            crate::time::from_unix_millis(99_000),
+            lazyscale_api::time::from_unix_millis(99_000),
         );
         assert_eq!(first[0].last_transition_time, again[0].last_transition_time);
         let flipped = merge_conditions(
             &again,
             &[Cond::no(conditions::ACTIVE)],
-            crate::time::from_unix_millis(99_000),
+            lazyscale_api::time::from_unix_millis(99_000),
         );
         assert_eq!(
             flipped[0].last_transition_time,
-            Some(to_time(crate::time::from_unix_millis(99_000)))
+            Some(to_time(lazyscale_api::time::from_unix_millis(99_000)))
         );
     }
 
@@ -149,12 +147,12 @@ mod tests {
                 Cond::yes(conditions::HORIZONTAL_ABLE_TO_SCALE),
                 Cond::yes(conditions::VERTICAL_ABLE_TO_APPLY),
             ],
-            crate::time::from_unix_millis(0),
+            lazyscale_api::time::from_unix_millis(0),
         );
         let new = merge_conditions(
             &old,
             &[Cond::no(conditions::ACTIVE)],
-            crate::time::from_unix_millis(0),
+            lazyscale_api::time::from_unix_millis(0),
         );
         let types: Vec<&str> = new.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [conditions::ACTIVE, conditions::VERTICAL_ABLE_TO_APPLY]);
@@ -169,7 +167,7 @@ mod tests {
                 Cond::yes(conditions::VERTICAL_ABLE_TO_RECOMMEND),
                 Cond::no(conditions::HORIZONTAL_SCALING_LIMITED),
             ],
-            crate::time::from_unix_millis(0),
+            lazyscale_api::time::from_unix_millis(0),
         );
         let types: Vec<String> = owned_conditions(&all).into_iter().map(|c| c.type_).collect();
         assert_eq!(

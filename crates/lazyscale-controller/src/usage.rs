@@ -11,7 +11,7 @@ use kube::Client;
 use serde::Deserialize;
 
 use lazyscale_api::quantity;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Usage of one container in one sample.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -28,7 +28,7 @@ pub struct ContainerUsage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodUsage {
     /// When the sample was taken: the end of its window.
-    pub timestamp: SystemTime,
+    pub timestamp: Timestamp,
     /// The window the sample covers.
     pub window: Duration,
     /// Per-container usage.
@@ -62,7 +62,7 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamespaceUsage {
     /// When the list was fetched.
-    pub fetched_at: SystemTime,
+    pub fetched_at: Timestamp,
     /// Samples by pod name.
     pub pods: HashMap<String, PodUsage>,
 }
@@ -105,7 +105,7 @@ struct Usage {
 }
 
 /// Lists the PodMetrics of `namespace` (`GET /apis/metrics.k8s.io/v1beta1/namespaces/NS/pods`).
-pub async fn list(client: &Client, namespace: &str, now: SystemTime) -> Result<NamespaceUsage, Error> {
+pub async fn list(client: &Client, namespace: &str, now: Timestamp) -> Result<NamespaceUsage, Error> {
     let req = http::Request::get(format!(
         "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"
     ))
@@ -121,7 +121,7 @@ pub async fn list(client: &Client, namespace: &str, now: SystemTime) -> Result<N
     Ok(decode(list, now))
 }
 
-fn decode(list: List, now: SystemTime) -> NamespaceUsage {
+fn decode(list: List, now: Timestamp) -> NamespaceUsage {
     let pods = list
         .items
         .into_iter()
@@ -131,7 +131,7 @@ fn decode(list: List, now: SystemTime) -> NamespaceUsage {
                     .timestamp
                     .as_deref()
                     .and_then(|t| t.parse::<Timestamp>().ok())
-                    .map_or(now, |t| crate::time::from_unix_millis(t.as_millisecond())),
+                    .map_or(now, |t| t),
                 window: i.window.as_deref().and_then(go_duration).unwrap_or_default(),
                 containers: i
                     .containers
@@ -204,11 +204,14 @@ mod tests {
              "window":"15s","containers":[{"name":"app","usage":{"cpu":"250000000n","memory":"64Mi"}}]},
             {"metadata":{"name":"b"},"containers":[]}]}"#;
         let list: List = serde_json::from_str(json).unwrap_or(List { items: vec![] });
-        let now = crate::time::from_unix_millis(7);
+        let now = lazyscale_api::time::from_unix_millis(7);
         let u = decode(list, now);
         let a = &u.pods["a"];
         assert_eq!(a.window, Duration::from_secs(15));
-        assert_eq!(a.timestamp, crate::time::from_unix_millis(1_767_225_610_000));
+        assert_eq!(
+            a.timestamp,
+            lazyscale_api::time::from_unix_millis(1_767_225_610_000)
+        );
         assert!((a.containers[0].cpu - 0.25).abs() < 1e-9);
         assert_eq!(a.containers[0].memory, 64.0 * 1024.0 * 1024.0);
         assert_eq!(u.pods["b"].timestamp, now);

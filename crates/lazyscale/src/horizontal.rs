@@ -38,9 +38,9 @@ pub fn sample(pod: &SlimPod) -> PodSample {
     }
 }
 
-/// Unix seconds (the pod cache's unit) as a `SystemTime` (the controller's).
-fn seconds(s: i64) -> std::time::SystemTime {
-    lazyscale_controller::time::from_unix_millis(s.saturating_mul(1000))
+/// Unix seconds (the pod cache's compact unit) as the one wall-clock time type.
+fn seconds(s: i64) -> lazyscale_api::time::Timestamp {
+    lazyscale_api::time::from_unix_seconds(s)
 }
 
 impl PodSource for CachePods {

@@ -31,7 +31,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use lazyscale_api::time::{self as wall, Timestamp};
 
 use serde::{Deserialize, Serialize};
 
@@ -231,7 +233,7 @@ impl Policy {
 #[serde(rename_all = "camelCase")]
 pub struct TimedRecommendation {
     /// When it was evaluated.
-    pub at: SystemTime,
+    pub at: Timestamp,
     /// The recommended count.
     pub replicas: u32,
 }
@@ -241,7 +243,7 @@ pub struct TimedRecommendation {
 #[serde(rename_all = "camelCase")]
 pub struct ScalingAction {
     /// When the target was scaled.
-    pub time: SystemTime,
+    pub time: Timestamp,
     /// The count before.
     pub from_replicas: u32,
     /// The count set.
@@ -284,12 +286,12 @@ impl History {
     }
 
     /// Remembers a recommendation, and forgets the ones older than [`MAX_WINDOW`] before it.
-    pub fn record_recommendation(&mut self, at: SystemTime, replicas: u32) {
+    pub fn record_recommendation(&mut self, at: Timestamp, replicas: u32) {
         self.push_recommendation(TimedRecommendation { at, replicas });
     }
 
     fn push_recommendation(&mut self, r: TimedRecommendation) {
-        if let Some(cutoff) = r.at.checked_sub(MAX_WINDOW) {
+        if let Some(cutoff) = wall::sub(r.at, MAX_WINDOW) {
             self.recommendations.retain(|old| old.at > cutoff);
         }
         if self.recommendations.len() >= MAX_RECOMMENDATIONS {
@@ -334,7 +336,7 @@ impl History {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Input {
     /// The evaluation time.
-    pub now: SystemTime,
+    pub now: Timestamp,
     /// The target's current replica count (scale subresource).
     pub current_replicas: u32,
     /// The recommended count.
@@ -397,7 +399,7 @@ pub enum Restriction {
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     /// The evaluation time.
-    pub evaluated_at: SystemTime,
+    pub evaluated_at: Timestamp,
     /// The current count.
     pub current_replicas: u32,
     /// The raw recommendation.
@@ -580,8 +582,8 @@ pub fn evaluate(policy: &Policy, history: &History, input: &Input) -> Decision {
 }
 
 /// Whether a remembered time is inside a window ending now: strictly after `now − window`.
-fn within(at: SystemTime, now: SystemTime, window: Duration) -> bool {
-    match now.checked_sub(window) {
+fn within(at: Timestamp, now: Timestamp, window: Duration) -> bool {
+    match wall::sub(now, window) {
         Some(cutoff) => at > cutoff,
         None => true,
     }
@@ -589,7 +591,7 @@ fn within(at: SystemTime, now: SystemTime, window: Duration) -> bool {
 
 /// The HPA stabilization: the current count clamped between the lowest recommendation of the scale-up
 /// window and the highest of the scale-down window.
-fn stabilize(policy: &Policy, history: &History, now: SystemTime, current: u32, rec: u32) -> (u32, String) {
+fn stabilize(policy: &Policy, history: &History, now: Timestamp, current: u32, rec: u32) -> (u32, String) {
     let up_window = policy.scale_up.window();
     let down_window = policy.scale_down.window();
     let mut up = rec;
@@ -618,10 +620,10 @@ fn stabilize(policy: &Policy, history: &History, now: SystemTime, current: u32, 
 }
 
 /// The scale events of one direction inside a period: total change and the earliest expiry.
-fn changes_within(history: &History, now: SystemTime, period: Duration) -> (u64, u64, Option<SystemTime>) {
+fn changes_within(history: &History, now: Timestamp, period: Duration) -> (u64, u64, Option<Timestamp>) {
     let mut added = 0u64;
     let mut removed = 0u64;
-    let mut expiry: Option<SystemTime> = None;
+    let mut expiry: Option<Timestamp> = None;
     for a in history.actions() {
         if !within(a.time, now, period) || a.to_replicas == a.from_replicas {
             continue;
@@ -631,14 +633,14 @@ fn changes_within(history: &History, now: SystemTime, period: Duration) -> (u64,
         } else {
             removed += u64::from(a.from_replicas - a.to_replicas);
         }
-        if let Some(e) = a.time.checked_add(period) {
+        if let Some(e) = wall::add(a.time, period) {
             expiry = Some(expiry.map_or(e, |x| x.min(e)));
         }
     }
     (added, removed, expiry)
 }
 
-fn apply_rules(policy: &Policy, history: &History, now: SystemTime, current: u32, b: &mut Builder) {
+fn apply_rules(policy: &Policy, history: &History, now: Timestamp, current: u32, b: &mut Builder) {
     let direction = Direction::of(current, b.value);
     let (rules, label) = match direction {
         Direction::None => return,
@@ -658,7 +660,7 @@ fn apply_rules(policy: &Policy, history: &History, now: SystemTime, current: u32
         return;
     }
     let mut limit: Option<(u64, &ScalingRule)> = None;
-    let mut expiry: Option<SystemTime> = None;
+    let mut expiry: Option<Timestamp> = None;
     for rule in &rules.rules {
         let (added, removed, e) = changes_within(history, now, rule.period());
         let start = (u64::from(current) + removed).saturating_sub(added);
@@ -685,7 +687,7 @@ fn apply_rules(policy: &Policy, history: &History, now: SystemTime, current: u32
             limit = Some((proposed, rule));
         }
         // A rule without an action in its period frees up after a whole period (as the DCA counts it).
-        if let Some(e) = e.or_else(|| now.checked_add(rule.period())) {
+        if let Some(e) = e.or_else(|| wall::add(now, rule.period())) {
             expiry = Some(expiry.map_or(e, |x| x.min(e)));
         }
     }
@@ -707,7 +709,7 @@ fn apply_rules(policy: &Policy, history: &History, now: SystemTime, current: u32
             ),
         );
         b.requeue_after = expiry.map(|e| {
-            let wait = e.duration_since(now).unwrap_or(Duration::ZERO);
+            let wait = wall::since(e, now);
             // Truncated to the second plus one, as the DCA does, so the action has left the period.
             Duration::from_secs(wait.as_secs() + 1)
         });
@@ -719,8 +721,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn t(s: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + s)
+    fn t(s: u64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + Duration::from_secs(1_000_000 + s)
     }
 
     fn input(now: u64, current: u32, rec: u32) -> Input {
@@ -1313,7 +1315,7 @@ mod tests {
     fn allowed_by_rules(
         rules: &ScalingPolicy,
         log: &[ScalingAction],
-        now: SystemTime,
+        now: Timestamp,
         current: u32,
         up: bool,
     ) -> Option<u64> {
@@ -1321,7 +1323,7 @@ mod tests {
             return None;
         }
         let proposals = rules.rules.iter().map(|r| {
-            let cutoff = now.checked_sub(r.period()).unwrap_or(SystemTime::UNIX_EPOCH);
+            let cutoff = wall::saturating_sub(now, r.period());
             let mut start = i64::from(current);
             for a in log.iter().filter(|a| a.time > cutoff) {
                 start -= i64::from(a.to_replicas) - i64::from(a.from_replicas);
@@ -1354,7 +1356,7 @@ mod tests {
         ) {
             let mut h = History::new();
             let mut log: Vec<ScalingAction> = Vec::new();
-            let mut recs: Vec<(SystemTime, u32)> = Vec::new();
+            let mut recs: Vec<(Timestamp, u32)> = Vec::new();
             let mut current = start;
             let mut now = t(0);
             let (min, max) = (policy.min(), policy.max());
@@ -1393,7 +1395,7 @@ mod tests {
                         }
                         // Stabilization: a scale-up never exceeds a recommendation of the up window,
                         // a scale-down never goes under one of the down window.
-                        let within_w = |w: u32, at: SystemTime| w > 0 && within(at, now, Duration::from_secs(u64::from(w)));
+                        let within_w = |w: u32, at: Timestamp| w > 0 && within(at, now, Duration::from_secs(u64::from(w)));
                         for &(at, r) in &recs {
                             if up && within_w(policy.scale_up.stabilization_window_seconds, at) {
                                 prop_assert!(a.to_replicas <= r, "up to {} past a recent {}", a.to_replicas, r);
@@ -1428,7 +1430,7 @@ mod tests {
             let mut h = History::new();
             let mut current = 10;
             let mut now = t(0);
-            let mut ups: Vec<(SystemTime, u32)> = Vec::new();
+            let mut ups: Vec<(Timestamp, u32)> = Vec::new();
             for (dt, rec) in steps {
                 now += Duration::from_secs(dt);
                 let d = evaluate(&policy, &h, &input_at(now, current, rec));
@@ -1449,7 +1451,7 @@ mod tests {
         }
     }
 
-    fn input_at(now: SystemTime, current: u32, rec: u32) -> Input {
+    fn input_at(now: Timestamp, current: u32, rec: u32) -> Input {
         Input {
             now,
             current_replicas: current,

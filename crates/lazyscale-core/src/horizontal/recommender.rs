@@ -41,7 +41,9 @@
 //! One DCA quirk is not followed: the DCA treats a pod whose summed usage is exactly 0 as missing,
 //! which makes an idle workload unrecommendable; here a measured 0 is a 0.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use lazyscale_api::time::{self as wall, Timestamp};
 
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +121,7 @@ pub struct Sample {
     /// When the measurement began: for a PodMetrics sample, `timestamp − window`. The HPA's rule for
     /// initializing pods ("a whole window collected since readiness") then reads "began after the
     /// pod became Ready".
-    pub at: SystemTime,
+    pub at: Timestamp,
     /// The usage.
     pub value: f64,
 }
@@ -165,7 +167,7 @@ pub struct ReadyCondition {
     /// Whether the condition is `True`.
     pub ready: bool,
     /// When it last changed.
-    pub last_transition: SystemTime,
+    pub last_transition: Timestamp,
 }
 
 /// One pod of the target workload.
@@ -178,7 +180,7 @@ pub struct PodMetrics {
     /// Whether it has a deletion timestamp.
     pub deleting: bool,
     /// `status.startTime`.
-    pub start_time: Option<SystemTime>,
+    pub start_time: Option<Timestamp>,
     /// The `Ready` condition, if reported.
     pub ready: Option<ReadyCondition>,
     /// Its containers (init containers excluded).
@@ -329,9 +331,9 @@ pub struct ObjectiveDetails {
     /// Whether left-out pods changed the result.
     pub adjustment: Adjustment,
     /// The newest sample used.
-    pub newest_sample: Option<SystemTime>,
+    pub newest_sample: Option<Timestamp>,
     /// The oldest sample used.
-    pub oldest_sample: Option<SystemTime>,
+    pub oldest_sample: Option<Timestamp>,
 }
 
 /// How many missing pods are named in [`ObjectiveDetails::missing_pods`].
@@ -354,9 +356,9 @@ pub struct Recommendation {
     /// Always [`ValueSource::Local`].
     pub source: ValueSource,
     /// The time of the newest sample behind the winning objective: how fresh the data is.
-    pub generated_at: SystemTime,
+    pub generated_at: Timestamp,
     /// When the recommendation was computed.
-    pub evaluated_at: SystemTime,
+    pub evaluated_at: Timestamp,
     /// The current replica count it was computed from.
     pub current_replicas: u32,
     /// Whether some objectives failed (a scale-down is then held back).
@@ -369,7 +371,7 @@ pub struct Recommendation {
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     /// The evaluation time.
-    pub now: SystemTime,
+    pub now: Timestamp,
     /// The target's current replica count.
     pub current_replicas: u32,
     /// The objectives.
@@ -390,8 +392,8 @@ enum PodClass {
     Missing,
     Ready {
         value: f64,
-        oldest: SystemTime,
-        newest: SystemTime,
+        oldest: Timestamp,
+        newest: Timestamp,
     },
 }
 
@@ -399,8 +401,8 @@ struct PodData {
     usage: f64,
     request: f64,
     has_request: bool,
-    oldest: SystemTime,
-    newest: SystemTime,
+    oldest: Timestamp,
+    newest: Timestamp,
 }
 
 // === impl Recommender ===
@@ -494,8 +496,8 @@ impl Recommender {
         let mut ready_values = Vec::new();
         // Requests of the pods left out, for filling in missing pods at 100 % on a scale-down.
         let mut missing_fill = 0.0;
-        let mut oldest: Option<SystemTime> = None;
-        let mut newest: Option<SystemTime> = None;
+        let mut oldest: Option<Timestamp> = None;
+        let mut newest: Option<Timestamp> = None;
         for pod in input.pods {
             let (class, had_request) = self.classify(pod, resource, container, utilization, input.now);
             any_request |= had_request;
@@ -582,7 +584,7 @@ impl Recommender {
         resource: ResourceName,
         container: Option<&str>,
         utilization: bool,
-        now: SystemTime,
+        now: Timestamp,
     ) -> (PodClass, bool) {
         if pod.deleting || matches!(pod.phase, PodPhase::Failed | PodPhase::Succeeded) {
             return (PodClass::Ignored, false);
@@ -626,7 +628,7 @@ impl Recommender {
         resource: ResourceName,
         container: Option<&str>,
         utilization: bool,
-        now: SystemTime,
+        now: Timestamp,
     ) -> Option<PodData> {
         let mut data: Option<PodData> = None;
         for c in &pod.containers {
@@ -660,14 +662,14 @@ impl Recommender {
     }
 
     /// The mean of the non-stale samples, with their time span; `None` with too few of them.
-    fn mean_of_fresh(&self, samples: &[Sample], now: SystemTime) -> Option<(f64, SystemTime, SystemTime)> {
+    fn mean_of_fresh(&self, samples: &[Sample], now: Timestamp) -> Option<(f64, Timestamp, Timestamp)> {
         let mut sum = 0.0;
         let mut count = 0usize;
-        let mut oldest: Option<SystemTime> = None;
-        let mut newest: Option<SystemTime> = None;
+        let mut oldest: Option<Timestamp> = None;
+        let mut newest: Option<Timestamp> = None;
         for s in samples {
             // A sample from the future (clock skew) has age zero.
-            let age = now.duration_since(s.at).unwrap_or(Duration::ZERO);
+            let age = wall::since(now, s.at);
             if age > self.settings.sample_max_age || !s.value.is_finite() || s.value < 0.0 {
                 continue;
             }
@@ -683,21 +685,19 @@ impl Recommender {
     }
 
     /// The HPA's CPU readiness rule.
-    fn cpu_unready(&self, pod: &PodMetrics, oldest_sample: SystemTime, now: SystemTime) -> bool {
+    fn cpu_unready(&self, pod: &PodMetrics, oldest_sample: Timestamp, now: Timestamp) -> bool {
         let (Some(cond), Some(start)) = (pod.ready, pod.start_time) else {
             return true;
         };
-        let initializing = start
-            .checked_add(self.settings.cpu_initialization_period)
-            .is_none_or(|end| end > now);
+        let initializing =
+            wall::add(start, self.settings.cpu_initialization_period).is_none_or(|end| end > now);
         if initializing {
             // Not ready, or the samples were taken partly before the pod became ready.
             !cond.ready || oldest_sample < cond.last_transition
         } else {
             // Not ready and never was: readiness went false right after the start.
             !cond.ready
-                && start
-                    .checked_add(self.settings.initial_readiness_delay)
+                && wall::add(start, self.settings.initial_readiness_delay)
                     .is_none_or(|t| t > cond.last_transition)
         }
     }
@@ -742,8 +742,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn t(s: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + s)
+    fn t(s: u64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + Duration::from_secs(1_000_000 + s)
     }
 
     const NOW: u64 = 10_000;
