@@ -164,6 +164,72 @@ impl DatadogPodAutoscalerSpec {
     }
 }
 
+/// Which loops act on a DPA's target: the mode matrix (`dpa-system.md` §8), decided once here for the
+/// horizontal controller and the vertical path (webhook and running pods) alike.
+///
+/// | objectives ([`DatadogPodAutoscalerSpec::horizontal_objectives`]) | `applyPolicy.update.strategy` | scaling |
+/// |---|---|---|
+/// | yes | unset or `Disabled` | [`Scaling::Horizontal`] |
+/// | no | unset or `Disabled` | [`Scaling::Horizontal`], on the default objective (80 % pod CPU) |
+/// | no | `Auto` or `TriggerRollout` | [`Scaling::Vertical`] |
+/// | yes | `Auto` or `TriggerRollout` | [`Scaling::HorizontalAndVertical`] |
+///
+/// Vertical values (at pod creation and on running pods) need the opt-in; without it the DPA scales
+/// replicas only, so the two loops never act on CPU at once by accident. `mode: Preview` and the `pause`
+/// annotation freeze what the matrix allows; they do not change the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scaling {
+    /// Replicas only.
+    Horizontal,
+    /// Resources only (no objectives, vertical updates opted in).
+    Vertical,
+    /// Replicas and resources (objectives, vertical updates opted in).
+    HorizontalAndVertical,
+}
+
+impl Scaling {
+    /// Whether the horizontal loop acts.
+    pub fn horizontal(self) -> bool {
+        matches!(self, Scaling::Horizontal | Scaling::HorizontalAndVertical)
+    }
+
+    /// Whether vertical values reach pods.
+    pub fn vertical(self) -> bool {
+        matches!(self, Scaling::Vertical | Scaling::HorizontalAndVertical)
+    }
+}
+
+impl DatadogPodAutoscalerSpec {
+    /// The objectives the horizontal recommender uses: `fallback.horizontal.objectives`, else
+    /// `objectives`; `None` when that list is unset or empty.
+    pub fn horizontal_objectives(&self) -> Option<&[Objective]> {
+        self.fallback
+            .horizontal
+            .objectives
+            .as_ref()
+            .or(self.objectives.as_ref())
+            .map(Vec::as_slice)
+            .filter(|l| !l.is_empty())
+    }
+
+    /// Whether `applyPolicy.update.strategy` opts in to vertical updates (`Auto` or `TriggerRollout`).
+    pub fn vertical_updates(&self) -> bool {
+        matches!(
+            self.apply_policy.update.as_ref().and_then(|u| u.strategy),
+            Some(crate::template::UpdateStrategy::Auto | crate::template::UpdateStrategy::TriggerRollout)
+        )
+    }
+
+    /// The mode matrix (see [`Scaling`]).
+    pub fn scaling(&self) -> Scaling {
+        match (self.horizontal_objectives().is_some(), self.vertical_updates()) {
+            (_, false) => Scaling::Horizontal,
+            (false, true) => Scaling::Vertical,
+            (true, true) => Scaling::HorizontalAndVertical,
+        }
+    }
+}
+
 /// Source of truth of a DatadogPodAutoscaler.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DatadogPodAutoscalerOwner {
@@ -388,4 +454,79 @@ pub struct VerticalAction {
     /// Kind of action: RolloutTriggered, ResizeTriggered or ResizeCompleted.
     #[serde(rename = "type")]
     pub type_: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> DatadogPodAutoscalerSpec {
+        let mut v = serde_json::json!({
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "owner": "Local",
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_mode_matrix() {
+        let cpu = serde_json::json!([{"type": "PodResource", "podResource": {"name": "cpu",
+            "value": {"type": "Utilization", "utilization": 70}}}]);
+        let strategies = [
+            (None, false),
+            (Some("Disabled"), false),
+            (Some("Auto"), true),
+            (Some("TriggerRollout"), true),
+        ];
+        for (strategy, opted_in) in strategies {
+            let policy = match strategy {
+                Some(s) => serde_json::json!({"update": {"strategy": s}}),
+                None => serde_json::json!({}),
+            };
+            for objectives in [
+                serde_json::json!({}),
+                serde_json::json!({"objectives": cpu}),
+                serde_json::json!({"fallback": {"horizontal": {"objectives": cpu}}}),
+            ] {
+                let has = objectives.as_object().is_some_and(|o| !o.is_empty());
+                let mut extra = objectives.clone();
+                extra["applyPolicy"] = policy.clone();
+                let s = spec(extra);
+                let want = match (has, opted_in) {
+                    (_, false) => Scaling::Horizontal,
+                    (false, true) => Scaling::Vertical,
+                    (true, true) => Scaling::HorizontalAndVertical,
+                };
+                assert_eq!(s.scaling(), want, "{strategy:?} {objectives}");
+                assert_eq!(s.vertical_updates(), opted_in);
+                assert_eq!(s.scaling().vertical(), opted_in);
+                assert_eq!(s.scaling().horizontal(), has || !opted_in);
+            }
+        }
+        // Preview freezes, it does not change the matrix
+        let preview = spec(serde_json::json!({"applyPolicy": {"mode": "Preview", "update": {"strategy": "Auto"}}}));
+        assert_eq!(preview.scaling(), Scaling::Vertical);
+    }
+
+    #[test]
+    fn horizontal_objectives_prefer_the_fallback_list_and_ignore_empty_ones() {
+        let cpu = serde_json::json!([{"type": "PodResource", "podResource": {"name": "cpu",
+            "value": {"type": "Utilization", "utilization": 70}}}]);
+        let mem = serde_json::json!([{"type": "PodResource", "podResource": {"name": "memory",
+            "value": {"type": "Utilization", "utilization": 60}}}]);
+        let s = spec(serde_json::json!({"objectives": cpu, "fallback": {"horizontal": {"objectives": mem}}}));
+        let names: Vec<_> = s
+            .horizontal_objectives()
+            .unwrap()
+            .iter()
+            .map(|o| o.pod_resource.as_ref().unwrap().name)
+            .collect();
+        assert_eq!(names, vec![crate::template::ObjectiveResourceName::Memory]);
+        let empty = spec(serde_json::json!({"fallback": {"horizontal": {"objectives": []}}}));
+        assert!(empty.horizontal_objectives().is_none());
+    }
 }

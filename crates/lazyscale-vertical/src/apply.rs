@@ -1,18 +1,19 @@
 //! What a DPA's vertical recommendation does to running pods, decided without I/O: the mode matrix, the
 //! H+V defaults, the CPU coupling rule, and the resources a container ends up with under a plan.
 //!
-//! **Mode matrix** ([`mode`]):
+//! **Mode matrix** ([`mode`]): the scaling is [`DatadogPodAutoscalerSpec::scaling`] (`lazyscale-api`, the
+//! one decision the horizontal controller reads too):
 //!
 //! | objectives | `applyPolicy.update.strategy` | scaling |
 //! |---|---|---|
-//! | yes | unset or `Disabled` | [`Scaling::Horizontal`] |
-//! | no | any | [`Scaling::Vertical`] |
+//! | any | unset or `Disabled` | [`Scaling::Horizontal`] (no objectives: the default 80 % CPU objective) |
+//! | no | `Auto` or `TriggerRollout` | [`Scaling::Vertical`] |
 //! | yes | `Auto` or `TriggerRollout` | [`Scaling::HorizontalAndVertical`] |
 //!
-//! Running pods are changed only with `Auto` (in place where possible, else a rollout) or
-//! `TriggerRollout` (always a rollout), in `Apply` mode and without the `pause` annotation: `Preview`,
-//! `Disabled`, a paused DPA and an unset strategy apply nothing to running pods ([`Strategy::Hold`]). An
-//! unset strategy is not an opt-in to disruption; the admission webhook still patches *new* pods as before.
+//! Vertical values reach pods, new (the admission webhook) or running, only with `Auto` (in place where
+//! possible, else a rollout) or `TriggerRollout` (always a rollout), in `Apply` mode and without the
+//! `pause` annotation: `Preview`, `Disabled`, a paused DPA and an unset strategy apply nothing
+//! ([`Strategy::Hold`]). An unset strategy is not an opt-in: such a DPA scales replicas only.
 //!
 //! **H+V defaults** ([`effective_constraints`]): in H+V mode a container whose constraints leave
 //! `controlledResources` unset is controlled for memory only; CPU must be opted in (`[cpu, memory]`). CPU
@@ -27,23 +28,14 @@
 
 use std::collections::HashMap;
 
+pub use lazyscale_api::dpa::Scaling;
 use lazyscale_api::{
-    ApplyMode, Constraints, ContainerConstraints, DatadogPodAutoscaler, UpdateStrategy, consts,
+    ApplyMode, Constraints, ContainerConstraints, DatadogPodAutoscaler, DatadogPodAutoscalerSpec,
+    UpdateStrategy, consts,
 };
 
 use crate::constraints::{ContainerPlan, LimitAction, Resource, Resources, VerticalPlan};
 use crate::recommender::WorkloadRecommendation;
-
-/// Which loops act on a DPA's target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scaling {
-    /// Replicas only (objectives, vertical updates not opted in).
-    Horizontal,
-    /// Resources only (no objectives).
-    Vertical,
-    /// Replicas and resources (objectives and `update.strategy` `Auto` or `TriggerRollout`).
-    HorizontalAndVertical,
-}
 
 /// Why running pods are left alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,7 +58,7 @@ impl Hold {
             Hold::Paused => "the autoscaler is paused",
             Hold::Disabled => "update.strategy is Disabled",
             Hold::NotOptedIn => {
-                "update.strategy is unset: running pods are not changed (new pods get the recommendation)"
+                "update.strategy is unset: replicas only, no pod gets vertical values (Auto or TriggerRollout opts in)"
             }
         }
     }
@@ -103,18 +95,9 @@ pub fn paused(dpa: &DatadogPodAutoscaler) -> bool {
 
 /// The mode matrix (see the module documentation).
 pub fn mode(dpa: &DatadogPodAutoscaler) -> Mode {
-    let spec = &dpa.spec;
-    let objectives = spec.objectives.as_ref().is_some_and(|o| !o.is_empty());
+    let spec: &DatadogPodAutoscalerSpec = &dpa.spec;
+    let scaling = spec.scaling();
     let strategy = spec.apply_policy.update.as_ref().and_then(|u| u.strategy);
-    let opted_in = matches!(
-        strategy,
-        Some(UpdateStrategy::Auto | UpdateStrategy::TriggerRollout)
-    );
-    let scaling = match (objectives, opted_in) {
-        (false, _) => Scaling::Vertical,
-        (true, false) => Scaling::Horizontal,
-        (true, true) => Scaling::HorizontalAndVertical,
-    };
     let strategy = if spec.apply_policy.mode == ApplyMode::Preview {
         Strategy::Hold(Hold::Preview)
     } else if paused(dpa) {
@@ -235,6 +218,8 @@ pub struct CurrentResources {
 /// - [`LimitAction::Untouched`]: the limit stays; the request is capped at it.
 /// - [`LimitAction::Remove`]: the limit goes.
 /// - [`LimitAction::Set`]: that limit, at least the request.
+/// - [`LimitAction::AtLeast`]: an existing limit raised to at least that value (never lowered); the
+///   request is capped at the result; no limit stays no limit.
 /// - [`LimitAction::Proportional`]: an existing limit scaled by the factor the request changes (against
 ///   the old request, else the old limit), at least the new request; no limit stays no limit.
 ///
@@ -253,6 +238,13 @@ pub fn container_resources(plan: &ContainerPlan, current: &CurrentResources) -> 
             }
             LimitAction::Remove => out.limits.set(r, None),
             LimitAction::Set(lim) => out.limits.set(r, Some(lim.max(request.unwrap_or(0)))),
+            LimitAction::AtLeast(floor) => {
+                if let Some(lim) = old_limit {
+                    let lim = lim.max(floor);
+                    out.limits.set(r, Some(lim));
+                    request = request.map(|req| req.min(lim));
+                }
+            }
             LimitAction::Proportional => {
                 if let (Some(req), Some(lim)) = (request, old_limit) {
                     let base = old_request.unwrap_or(lim);
@@ -451,7 +443,19 @@ mod tests {
                 Scaling::Vertical,
                 Strategy::Hold(Hold::Preview),
             ),
-            (json!({}), Scaling::Vertical, Strategy::Hold(Hold::NotOptedIn)),
+            // no objectives and no opt-in: the default CPU objective scales replicas, nothing vertical
+            (json!({}), Scaling::Horizontal, Strategy::Hold(Hold::NotOptedIn)),
+            (
+                json!({"applyPolicy": {"update": {"strategy": "Disabled"}}}),
+                Scaling::Horizontal,
+                Strategy::Hold(Hold::Disabled),
+            ),
+            // the fallback's objectives are the horizontal objectives too
+            (
+                json!({"fallback": {"horizontal": {"objectives": objectives()}}, "applyPolicy": {"update": {"strategy": "Auto"}}}),
+                Scaling::HorizontalAndVertical,
+                Strategy::Auto,
+            ),
         ];
         for (spec, scaling, strategy) in cases {
             let m = mode(&dpa(spec.clone()));
@@ -478,6 +482,7 @@ mod tests {
                 memory_bytes: e(mem),
                 confidence_days: 1.0,
                 oom_bumped: false,
+                memory_limit_bytes: None,
             }],
         }
     }
@@ -738,6 +743,7 @@ mod tests {
             Just(LimitAction::Proportional),
             Just(LimitAction::Remove),
             (1u64..1 << 40).prop_map(LimitAction::Set),
+            (1u64..1 << 40).prop_map(LimitAction::AtLeast),
         ]
     }
 

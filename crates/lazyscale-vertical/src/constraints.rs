@@ -15,7 +15,10 @@
 //!     it; without one the webhook scales the pod's existing limit by the same factor as the request
 //!     (the request/limit ratio is kept) — [`LimitAction::Proportional`].
 //!   - `RequestsOnly`: limits are not touched ([`LimitAction::Untouched`]; the webhook then caps the
-//!     request at an existing limit so the pod stays valid).
+//!     request at an existing limit so the pod stays valid), except that an explicit desired **memory**
+//!     limit raises an existing memory limit to at least that value ([`LimitAction::AtLeast`]): the OOM
+//!     ratchet ([`crate::oom`]), which `RequestsOnly` does not suppress (`dpa-system.md` §8). The local
+//!     recommender sets an explicit memory limit only after an OOM kill.
 //!   - `CPURequestsRemoveLimitsMemoryRequestsAndLimits`: the CPU limit is removed, memory as
 //!     `RequestsAndLimits`.
 //! - `burstable` (DPA option, else the agent default): the CPU limit is removed.
@@ -158,6 +161,9 @@ pub enum LimitAction {
     Set(u64),
     /// Remove the limit.
     Remove,
+    /// Raise an existing limit to at least this value, never lower it (the request is capped at the
+    /// result); no limit stays no limit.
+    AtLeast(u64),
 }
 
 /// Desired resources of one container, before constraints: from the local recommender
@@ -176,7 +182,8 @@ pub struct DesiredContainer {
 }
 
 impl DesiredContainer {
-    /// The targets of a local recommendation, without limits.
+    /// The targets of a local recommendation: requests, and the memory limit of the OOM ratchet when one
+    /// is active.
     pub fn from_recommendation(rec: &WorkloadRecommendation) -> Vec<Self> {
         rec.containers
             .iter()
@@ -186,7 +193,11 @@ impl DesiredContainer {
                     cpu_millicores: c.cpu_millicores.map(|e| e.target),
                     memory_bytes: c.memory_bytes.map(|e| e.target),
                 },
-                limits: Resources::default(),
+                // the OOM ratchet, the only limit the local recommender sets
+                limits: Resources {
+                    cpu_millicores: None,
+                    memory_bytes: c.memory_limit_bytes,
+                },
                 gomemlimit: None,
             })
             .collect()
@@ -247,7 +258,7 @@ impl ContainerPlan {
     pub fn explicit_limits(&self) -> Resources {
         let mut out = Resources::default();
         for r in Resource::ALL {
-            if let LimitAction::Set(v) = self.limit(r) {
+            if let LimitAction::Set(v) | LimitAction::AtLeast(v) = self.limit(r) {
                 out.set(r, Some(v));
             }
         }
@@ -510,8 +521,13 @@ pub fn apply_constraints(
                 changed |= desired_limit.is_some();
                 LimitAction::Remove
             } else if values == ControlledValues::RequestsOnly {
-                changed |= desired_limit.is_some();
-                LimitAction::Untouched
+                match desired_limit {
+                    Some(lim) if r == Resource::Memory => LimitAction::AtLeast(lim),
+                    other => {
+                        changed |= other.is_some();
+                        LimitAction::Untouched
+                    }
+                }
             } else {
                 match (request, desired_limit) {
                     (Some(req), Some(lim)) => {
@@ -561,6 +577,7 @@ pub fn resources_hash(containers: &[ContainerPlan]) -> String {
                 LimitAction::Proportional => write!(text, "|limit=ratio"),
                 LimitAction::Remove => write!(text, "|limit=remove"),
                 LimitAction::Set(v) => write!(text, "|limit={v}"),
+                LimitAction::AtLeast(v) => write!(text, "|limit>={v}"),
             };
         }
         if let Some(g) = &c.gomemlimit {

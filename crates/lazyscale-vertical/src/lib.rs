@@ -16,6 +16,8 @@
 //!   [`Outcome`] with an RFC 6902 JSON patch out; never panics.
 //! - [`apply`]: what reaches running pods: the mode matrix, the H+V memory-only default, the CPU coupling
 //!   rule, a container's resources under a plan and the in-place resize body.
+//! - [`oom`]: the OOM ratchet of memory limits (raised by the bump ratio on each OOM kill, also under
+//!   `RequestsOnly`).
 //! - [`rollout`]: when to trigger, wait for or re-trigger a rollout of the workload.
 //! - [`resize`]: the in-place path: pods to resize or evict under the disruption budget and the eviction
 //!   rate limit, the rollout fallback, infeasible attempts.
@@ -26,6 +28,7 @@ pub mod apply;
 pub mod constraints;
 pub mod histogram;
 pub mod mutate;
+pub mod oom;
 pub use lazyscale_api::quantity;
 pub mod recommender;
 pub mod resize;

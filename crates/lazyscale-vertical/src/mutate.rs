@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lazyscale_api::consts::annotations;
-use lazyscale_api::{ApplyMode, DatadogPodAutoscaler, UpdateStrategy};
+use lazyscale_api::{ApplyMode, DatadogPodAutoscaler};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -107,8 +107,9 @@ impl Autoscaler {
 
     /// Builds the webhook's view of a DPA: its target, its mode, and its `status.vertical.target` with
     /// the constraints re-applied (so a constraint changed after the target was computed applies at
-    /// once). Vertical values are ignored when `applyPolicy.update.strategy` is `Disabled` or the DPA
-    /// carries the `pause` annotation set to `true`. `agent_burstable` is the agent-wide default of
+    /// once). Vertical values are ignored unless the mode matrix gives the DPA a vertical part
+    /// (`applyPolicy.update.strategy` `Auto` or `TriggerRollout`, see [`crate::apply::mode`]) and it does
+    /// not carry the `pause` annotation set to `true`. `agent_burstable` is the agent-wide default of
     /// `options.burstable`.
     pub fn from_dpa(dpa: &DatadogPodAutoscaler, agent_burstable: bool) -> Self {
         let spec = &dpa.spec;
@@ -117,9 +118,7 @@ impl Autoscaler {
             &spec.target_ref.kind,
             &spec.target_ref.name,
         );
-        let paused = crate::apply::paused(dpa);
-        let disabled = paused
-            || spec.apply_policy.update.as_ref().and_then(|u| u.strategy) == Some(UpdateStrategy::Disabled);
+        let disabled = !spec.scaling().vertical() || crate::apply::paused(dpa);
         let status_target = dpa
             .status
             .as_ref()
@@ -618,6 +617,14 @@ fn patch_container(
                     r.name().to_owned(),
                     Value::String(r.format(lim.max(request.unwrap_or(0)))),
                 );
+            }
+            LimitAction::AtLeast(floor) => {
+                if let Some(lim) = old_limit {
+                    request = request.map(|req| req.min(lim.max(floor)));
+                    if floor > lim {
+                        set_limits.insert(r.name().to_owned(), Value::String(r.format(floor)));
+                    }
+                }
             }
             LimitAction::Proportional => {
                 if let (Some(req), Some(lim)) = (request, old_limit) {

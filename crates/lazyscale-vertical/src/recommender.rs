@@ -299,6 +299,10 @@ pub struct ContainerRecommendation {
     /// True when a recent OOM kill (within [`Config::oom_floor_seconds`] of the last sample) raised the
     /// memory history and floors the memory target.
     pub oom_bumped: bool,
+    /// The memory limit of the OOM ratchet ([`crate::oom`]), while the last OOM kill of a container with
+    /// a memory limit is recent (within [`Config::oom_floor_seconds`] of the last sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 /// The recommendation for every container of a workload that has history, sorted by name.
@@ -322,6 +326,8 @@ struct ContainerState {
     memory_peak: u64,
     /// Bumped memory after the last OOM kill, and when it happened.
     oom: Option<(u64, i64)>,
+    /// The OOM ratchet of the memory limit, and when it last moved.
+    oom_limit: Option<(u64, i64)>,
     /// Hourly maxima of the adaptive method (`None` with the VPA method; not checkpointed).
     adaptive: Option<Box<AdaptiveState>>,
 }
@@ -428,6 +434,39 @@ impl Recommender {
         }
     }
 
+    /// Records the memory limit `limit_bytes` an OOM-killed `container` of `workload` had, observed at
+    /// `at`: the OOM ratchet ([`crate::oom::ratchet`]) raises the recommended memory limit to
+    /// `limit × ratio` (the DPA's `bumpUpRatio` if set, else [`Config::oom_bump_up_ratio`]), never
+    /// lowering it, for [`Config::oom_floor_seconds`]. Call it next to [`Recommender::record_oom`] for
+    /// containers that have a memory limit.
+    pub fn record_oom_limit(
+        &mut self,
+        workload: &WorkloadKey,
+        container: &str,
+        limit_bytes: u64,
+        at: Timestamp,
+        bump_up_ratio: Option<f64>,
+    ) {
+        let ratio = bump_up_ratio
+            .filter(|r| r.is_finite() && *r >= 1.0)
+            .unwrap_or(self.config.oom_bump_up_ratio);
+        let at = at.as_second();
+        let floor = i64::try_from(self.config.oom_floor_seconds).unwrap_or(i64::MAX);
+        if let Some(state) = self.container_mut(workload, container, at) {
+            // an expired ratchet starts again from the limit the container has now
+            let previous = state
+                .oom_limit
+                .filter(|(_, when)| state.last_sample.saturating_sub(*when) < floor)
+                .map(|(v, _)| v);
+            let next = crate::oom::ratchet(previous, limit_bytes, ratio);
+            let when = match state.oom_limit {
+                Some((v, when)) if v == next => when.max(at),
+                _ => at,
+            };
+            state.oom_limit = Some((next, when));
+        }
+    }
+
     /// The recommendation for `workload`, or `None` when it has no history.
     pub fn recommend(&self, workload: &WorkloadKey) -> Option<WorkloadRecommendation> {
         let state = self.workloads.get(workload)?;
@@ -482,6 +521,12 @@ impl Recommender {
                 m.upper = m.upper.max(m.target);
             }
         }
+        let memory_limit_bytes = c
+            .oom_limit
+            .filter(|(_, when)| {
+                c.last_sample.saturating_sub(*when) < i64::try_from(cfg.oom_floor_seconds).unwrap_or(i64::MAX)
+            })
+            .map(|(v, _)| v);
         if cpu.is_none() && memory.is_none() {
             return None;
         }
@@ -491,6 +536,7 @@ impl Recommender {
             memory_bytes: memory,
             confidence_days: days,
             oom_bumped,
+            memory_limit_bytes,
         })
     }
 
@@ -618,6 +664,7 @@ impl Recommender {
                     memory_interval_start: c.memory_interval_start,
                     memory_peak: c.memory_peak,
                     oom: c.oom,
+                    oom_limit: c.oom_limit,
                 })
                 .collect(),
         })
@@ -678,6 +725,7 @@ impl Recommender {
                     memory_interval_start: c.memory_interval_start,
                     memory_peak: c.memory_peak,
                     oom: c.oom,
+                    oom_limit: c.oom_limit,
                     adaptive: self.new_adaptive(),
                 },
             );
@@ -701,6 +749,11 @@ impl Recommender {
                     }
                     old.oom = match (old.oom, new.oom) {
                         (Some(a), Some(b)) => Some(if b.1 >= a.1 { b } else { a }),
+                        (a, b) => b.or(a),
+                    };
+                    // a ratchet never goes down: the higher one, from its latest move
+                    old.oom_limit = match (old.oom_limit, new.oom_limit) {
+                        (Some(a), Some(b)) => Some((a.0.max(b.0), a.1.max(b.1))),
                         (a, b) => b.or(a),
                     };
                     w.containers.insert(name, old);
@@ -736,6 +789,7 @@ impl Recommender {
                 memory_interval_start: i64::MIN,
                 memory_peak: 0,
                 oom: None,
+                oom_limit: None,
                 adaptive,
             };
             w.containers.insert(container.to_owned(), state);
@@ -831,6 +885,9 @@ pub struct ContainerCheckpoint {
     /// Bumped memory after the last OOM kill and its unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oom: Option<(u64, i64)>,
+    /// The OOM ratchet of the memory limit and the unix seconds it last moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_limit: Option<(u64, i64)>,
 }
 
 /// Why a checkpoint cannot be restored.

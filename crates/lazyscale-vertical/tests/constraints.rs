@@ -170,7 +170,8 @@ fn controlled_values_and_burstable() {
         (Some(RequestsAndLimits), false, false, Proportional, Proportional),
         (Some(RequestsAndLimits), false, true, Set(500), Set(600 * MIB)),
         (Some(RequestsOnly), false, false, Untouched, Untouched),
-        (Some(RequestsOnly), false, true, Untouched, Untouched),
+        // an explicit memory limit under RequestsOnly is the OOM ratchet: raise only
+        (Some(RequestsOnly), false, true, Untouched, AtLeast(600 * MIB)),
         (
             Some(CpuRequestsRemoveLimitsMemoryRequestsAndLimits),
             false,
@@ -333,6 +334,7 @@ fn recommendation(cpu: u64, mem: u64) -> WorkloadRecommendation {
                 memory_bytes: Some(est(mem * MIB)),
                 confidence_days: 1.0,
                 oom_bumped: false,
+                memory_limit_bytes: None,
             },
             ContainerRecommendation {
                 name: "proxy".into(),
@@ -340,6 +342,7 @@ fn recommendation(cpu: u64, mem: u64) -> WorkloadRecommendation {
                 memory_bytes: Some(est(64 * MIB)),
                 confidence_days: 1.0,
                 oom_bumped: false,
+                memory_limit_bytes: None,
             },
         ],
     }

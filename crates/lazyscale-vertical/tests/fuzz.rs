@@ -396,7 +396,8 @@ fn autoscaler(name: &'static str) -> impl Strategy<Value = Autoscaler> {
                 let mut spec = json!({
                     "targetRef": {"apiVersion": api, "kind": kind, "name": "web"},
                     "owner": "Local",
-                    "applyPolicy": {"mode": mode},
+                    // vertical values reach pods only with a vertical opt-in (the mode matrix)
+                    "applyPolicy": {"mode": mode, "update": {"strategy": "Auto"}},
                 });
                 if let Some(e) = entries {
                     spec["constraints"] = json!({"containers": e});
@@ -553,6 +554,7 @@ fn check_patch(
                 };
                 let want = match plan.limit(r) {
                     LimitAction::Untouched => lim.map_or(want, |l| want.min(l)),
+                    LimitAction::AtLeast(f) => lim.map_or(want, |l| want.min(l.max(f))),
                     _ => want,
                 };
                 prop_assert_eq!(new_req, &json!(r.format(want)), "{} {}", r.name(), new);
@@ -562,6 +564,11 @@ fn check_patch(
                     LimitAction::Set(l) => {
                         prop_assert_eq!(new_lim, &json!(r.format(l.max(want))))
                     }
+                    LimitAction::AtLeast(f) => match lim {
+                        Some(l) if f > l => prop_assert_eq!(new_lim, &json!(r.format(f))),
+                        Some(_) => prop_assert_eq!(old_lim, new_lim),
+                        None => prop_assert!(new_lim.is_null(), "{}", new),
+                    },
                     LimitAction::Proportional => match lim {
                         Some(_) => prop_assert!(parse(r, Some(new_lim)).unwrap() >= want),
                         None => prop_assert_eq!(old_lim, new_lim),

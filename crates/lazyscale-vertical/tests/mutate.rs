@@ -15,11 +15,13 @@ fn dpa(v: Value) -> DatadogPodAutoscaler {
     serde_json::from_value(v).unwrap()
 }
 
-/// A DPA on Deployment `web` with a vertical target for `app` (250m / 300Mi) and `sidecar`.
+/// A vertical-only DPA (no objectives, `update.strategy: Auto` unless `extra_spec` sets `applyPolicy`) on
+/// Deployment `web` with a vertical target for `app` (250m / 300Mi) and `sidecar`.
 fn web_dpa(name: &str, extra_spec: Value) -> Value {
     let mut spec = json!({
         "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
         "owner": "Local",
+        "applyPolicy": {"update": {"strategy": "Auto"}},
     });
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
         for (k, v) in e {
@@ -380,6 +382,28 @@ fn selection_preview_conflict_and_skips() {
             .get("autoscaling.datadoghq.com/rec-id")
             .is_none()
     );
+
+    // The mode matrix: without a vertical opt-in (an unset strategy, with or without objectives) the
+    // DPA is horizontal only: the autoscaler-id annotation, no vertical values. With objectives and Auto
+    // (H+V) the values come.
+    let objectives = json!([{"type": "PodResource", "podResource": {"name": "cpu",
+        "value": {"type": "Utilization", "utilization": 70}}}]);
+    for extra in [
+        json!({"applyPolicy": {}, "objectives": objectives}),
+        json!({"applyPolicy": {}}),
+    ] {
+        let a = Autoscaler::from_dpa(&dpa(web_dpa("one", extra.clone())), false);
+        assert_eq!(a.vertical, None, "{extra}");
+        let (out, patched) = run(&index(&[web_dpa("one", extra.clone())]), &p);
+        assert_eq!(out.patch().unwrap().as_array().unwrap().len(), 1, "{extra}");
+        assert!(
+            patched["metadata"]["annotations"]
+                .get("autoscaling.datadoghq.com/rec-id")
+                .is_none()
+        );
+    }
+    let hv = web_dpa("one", json!({"objectives": objectives}));
+    assert!(Autoscaler::from_dpa(&dpa(hv), false).vertical.is_some());
 
     // Another namespace, another kind, or a different group: no autoscaler.
     let idx = index(&[web_dpa("one", json!({}))]);

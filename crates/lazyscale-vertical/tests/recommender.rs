@@ -164,6 +164,121 @@ fn oom_bump_raises_memory() {
     assert!(!r4.recommend(&k).unwrap().containers[0].oom_bumped);
 }
 
+/// The OOM ratchet end to end in the pure half: kills raise the recommended memory limit by the ratio,
+/// again at the raised limit; the limit reaches the plan as an explicit memory limit that `RequestsOnly`
+/// keeps (raise only) and `RequestsAndLimits` sets; it survives a checkpoint and expires with the floor.
+#[test]
+fn oom_kills_ratchet_the_memory_limit_under_every_controlled_values() {
+    use lazyscale_api::{Constraints, ContainerConstraints, ControlledValues};
+    use lazyscale_vertical::apply::{CurrentResources, container_resources};
+    use lazyscale_vertical::{DesiredContainer, LimitAction, Resources, apply_constraints};
+
+    let mut r = Recommender::new(Config::default()).unwrap();
+    let k = key();
+    feed(&mut r, &k, 60, &[100.0], &[200]);
+    assert_eq!(r.recommend(&k).unwrap().containers[0].memory_limit_bytes, None);
+    // killed at a 256 MiB limit: 256 × 1.2 = 307.2 → 308 MiB
+    r.record_oom(&k, "app", 256 * MIB, ts(60 * 60), None);
+    r.record_oom_limit(&k, "app", 256 * MIB, ts(60 * 60), None);
+    let first = r.recommend(&k).unwrap().containers[0].memory_limit_bytes.unwrap();
+    assert_eq!(first, 308 * MIB);
+    // another pod still at 256 MiB killed: the same limit, no double raise
+    r.record_oom_limit(&k, "app", 256 * MIB, ts(61 * 60), None);
+    assert_eq!(
+        r.recommend(&k).unwrap().containers[0].memory_limit_bytes,
+        Some(first)
+    );
+    // killed again at the raised limit: raised again (the DPA's ratio wins)
+    r.record_oom_limit(&k, "app", first, ts(62 * 60), Some(1.5));
+    let second = r.recommend(&k).unwrap().containers[0].memory_limit_bytes.unwrap();
+    assert_eq!(second, 462 * MIB);
+
+    // through a checkpoint
+    let cp = WorkloadCheckpoint::from_json(&r.checkpoint(&k).unwrap().to_json().unwrap()).unwrap();
+    let mut restored = Recommender::new(Config::default()).unwrap();
+    restored.restore(&k, &cp).unwrap();
+    assert_eq!(
+        restored.recommend(&k).unwrap().containers[0].memory_limit_bytes,
+        Some(second)
+    );
+
+    // into the plan: RequestsOnly raises an existing limit only, RequestsAndLimits sets it
+    let rec = r.recommend(&k).unwrap();
+    let desired = DesiredContainer::from_recommendation(&rec);
+    assert_eq!(desired[0].limits.memory_bytes, Some(second));
+    let constraints = |values| Constraints {
+        containers: Some(vec![ContainerConstraints {
+            name: "*".into(),
+            enabled: None,
+            controlled_resources: None,
+            controlled_values: Some(values),
+            min_allowed: None,
+            max_allowed: None,
+            requests: None,
+        }]),
+        ..Constraints::default()
+    };
+    let pod = |limit: Option<u64>| CurrentResources {
+        requests: Resources {
+            cpu_millicores: Some(100),
+            memory_bytes: Some(128 * MIB),
+        },
+        limits: Resources {
+            cpu_millicores: None,
+            memory_bytes: limit,
+        },
+    };
+    let only = apply_constraints(
+        &desired,
+        Some(&constraints(ControlledValues::RequestsOnly)),
+        false,
+    )
+    .unwrap();
+    let c = &only.containers[0];
+    assert_eq!(c.memory_limit, LimitAction::AtLeast(second));
+    let killed = container_resources(c, &pod(Some(256 * MIB)));
+    assert_eq!(killed.limits.memory_bytes, Some(second));
+    assert!(killed.requests.memory_bytes.unwrap() <= second);
+    // a pod already above the ratchet keeps its limit; a pod without a limit gets none
+    let roomy = container_resources(c, &pod(Some(4096 * MIB)));
+    assert_eq!(roomy.limits.memory_bytes, Some(4096 * MIB));
+    assert_eq!(container_resources(c, &pod(None)).limits.memory_bytes, None);
+    let both = apply_constraints(
+        &desired,
+        Some(&constraints(ControlledValues::RequestsAndLimits)),
+        false,
+    )
+    .unwrap();
+    let m = both.containers[0].memory_limit;
+    let want = second.max(both.containers[0].requests.memory_bytes.unwrap());
+    assert_eq!(m, LimitAction::Set(want));
+    assert_eq!(
+        container_resources(&both.containers[0], &pod(Some(256 * MIB)))
+            .limits
+            .memory_bytes,
+        Some(want)
+    );
+
+    // the ratchet expires with the OOM floor
+    let mut short = Recommender::new(Config {
+        oom_floor_seconds: 3600,
+        ..Config::default()
+    })
+    .unwrap();
+    short.record_oom_limit(&k, "app", 256 * MIB, ts(0), None);
+    feed(&mut short, &k, 3 * 60, &[100.0], &[100]);
+    assert_eq!(
+        short.recommend(&k).unwrap().containers[0].memory_limit_bytes,
+        None
+    );
+    // and starts again from the limit of the next kill
+    short.record_oom_limit(&k, "app", 200 * MIB, ts(3 * 3600), None);
+    assert_eq!(
+        short.recommend(&k).unwrap().containers[0].memory_limit_bytes,
+        Some(240 * MIB)
+    );
+}
+
 #[test]
 fn minimums_apply() {
     let mut r = Recommender::new(Config::default()).unwrap();

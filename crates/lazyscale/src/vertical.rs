@@ -472,6 +472,12 @@ fn feed(
                     recommender.record_oom(key, c.name.as_str(), limit, now, bump_up_ratio);
                     ooms += 1;
                 }
+                // the OOM ratchet: the limit it was killed at (what the kubelet reports it runs with, else
+                // the spec's), raised by the ratio
+                let running = c.status_resources.as_ref().unwrap_or(r);
+                if let Some(limit) = running.limits.memory_bytes.filter(|l| *l > 0) {
+                    recommender.record_oom_limit(key, c.name.as_str(), limit, now, bump_up_ratio);
+                }
             }
         }
         let name = pod.name();

@@ -661,8 +661,9 @@ impl Applier {
                     new.limits.get(Resource::Memory),
                     memory_usage(usage, &name, &c.name),
                 ) {
+                    // only a shrink waits: a raise (the OOM ratchet) helps even while still below usage
                     (Some(limit), Some(used)) => {
-                        limit < used && have.limits.get(Resource::Memory) != Some(limit)
+                        limit < used && have.limits.get(Resource::Memory).is_none_or(|old| limit < old)
                     }
                     _ => false,
                 }

@@ -1,6 +1,8 @@
 //! Vertical autoscaling end to end: the simulator runs a workload whose requests are far below its usage;
 //! the agent recommends more, writes `status.vertical.target`, and pods created afterwards are patched by
-//! the real API server calling the agent's webhook. Preview records and patches nothing.
+//! the real API server calling the agent's webhook. Preview records and patches nothing; a DPA with
+//! objectives and no vertical opt-in (`update.strategy` unset) is horizontal only (the mode matrix): its
+//! new pods get the `autoscaler-id` annotation and no vertical values.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,11 +32,19 @@ fn deployment(name: &str) -> Deployment {
     .unwrap()
 }
 
+/// A vertical-only DPA (no objectives, `update.strategy: TriggerRollout`: running pods are replaced by the
+/// Deployment controller, new pods get the values from the webhook).
 fn dpa(name: &str, mode: &str) -> serde_json::Value {
     json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": name},
         "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "owner": "Local",
-            "applyPolicy": {"mode": mode},
-            // horizontal scaling held at 2 replicas: the per-pod usage stays 500m
+            "applyPolicy": {"mode": mode, "update": {"strategy": "TriggerRollout"}},
+            "constraints": {"minReplicas": 2, "maxReplicas": 2}}})
+}
+
+/// Objectives and no `update.strategy`: horizontal only (replicas held at 2 by the bounds).
+fn horizontal_dpa(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": name},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "owner": "Local",
             "constraints": {"minReplicas": 2, "maxReplicas": 2},
             "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}})
 }
@@ -90,7 +100,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     .await
     .unwrap();
     const MI: f64 = 1024.0 * 1024.0;
-    for name in ["web", "preview"] {
+    for name in ["web", "preview", "plain"] {
         sim.set_load(
             &WorkloadRef::deployment(ns, name),
             LoadProfile {
@@ -124,6 +134,13 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
         "preview",
         &PatchParams::apply("test"),
         &Patch::Apply(dpa("preview", "Preview")),
+    )
+    .await
+    .unwrap();
+    dpas.patch(
+        "plain",
+        &PatchParams::apply("test"),
+        &Patch::Apply(horizontal_dpa("plain")),
     )
     .await
     .unwrap();
@@ -178,7 +195,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
 
     // pods created from now on: the simulator replaces deleted pods through the API (admission included)
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    for name in ["web", "preview"] {
+    for name in ["web", "preview", "plain"] {
         for p in pods
             .list(&ListParams::default().labels(&format!("app={name}")))
             .await
@@ -235,9 +252,44 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
         );
     }
 
+    // horizontal only: the autoscaler-id annotation, no vertical values
+    let plain = wait("recreated plain pods", 60, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=plain"))
+            .await
+            .ok()?
+            .items;
+        let fresh: Vec<Pod> = list
+            .into_iter()
+            .filter(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("autoscaling.datadoghq.com/autoscaler-id"))
+            })
+            .collect();
+        (fresh.len() >= 2).then_some(fresh)
+    })
+    .await;
+    for p in &plain {
+        assert_eq!(
+            cpu_millis(p),
+            50,
+            "a horizontal-only DPA patches no vertical values"
+        );
+        assert!(
+            !p.metadata
+                .annotations
+                .clone()
+                .unwrap_or_default()
+                .contains_key("autoscaling.datadoghq.com/rec-id")
+        );
+    }
+
     // teardown: the webhook configuration goes with the stack
     dpas.delete("web", &DeleteParams::default()).await.unwrap();
     dpas.delete("preview", &DeleteParams::default()).await.unwrap();
+    dpas.delete("plain", &DeleteParams::default()).await.unwrap();
     // kube-controller-manager's garbage collector removes the checkpoint with its DPA
     wait("the checkpoint garbage-collected", 60, || async {
         cms.get_opt("lazyscale-checkpoint-web")
