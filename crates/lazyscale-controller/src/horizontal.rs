@@ -12,7 +12,9 @@
 //! from the restore on.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use lazyscale_api::time::Timestamp;
 
 use lazyscale_api::consts::value_sources;
 use lazyscale_api::{
@@ -31,9 +33,9 @@ use lazyscale_core::horizontal::recommender::{
 
 use crate::pods::PodSample;
 
-use crate::time;
 use crate::usage::PodUsage;
 use lazyscale_api::quantity;
+use lazyscale_api::time;
 
 /// Recommendations kept in `status.horizontal.lastRecommendations` at most.
 pub const MAX_STATUS_RECOMMENDATIONS: usize = 60;
@@ -205,7 +207,7 @@ pub fn pods(pods: &[PodSample], usage: &HashMap<String, PodUsage>) -> Vec<PodMet
     pods.iter()
         .map(|p| {
             let sample = usage.get(&p.name);
-            let began = sample.map(|s| s.timestamp.checked_sub(s.window).unwrap_or(s.timestamp));
+            let began = sample.map(|s| time::sub(s.timestamp, s.window).unwrap_or(s.timestamp));
             let started = p.started_at;
             PodMetrics {
                 name: p.name.clone(),
@@ -286,18 +288,18 @@ pub fn restore_history(status: &HorizontalStatus) -> History {
 /// most [`MAX_STATUS_RECOMMENDATIONS`], times truncated to the second as the API stores them.
 pub fn status_recommendations(
     history: &History,
-    now: SystemTime,
+    now: Timestamp,
     window: Duration,
 ) -> Vec<HorizontalRecommendation> {
     // (first, last) of each run.
-    let mut runs: Vec<(TimedRecommendation, SystemTime)> = Vec::new();
+    let mut runs: Vec<(TimedRecommendation, Timestamp)> = Vec::new();
     for r in history.recommendations() {
         match runs.last_mut() {
             Some((first, last)) if first.replicas == r.replicas => *last = r.at,
             _ => runs.push((*r, r.at)),
         }
     }
-    let cutoff = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = time::saturating_sub(now, window);
     let n = runs.len();
     let mut out: Vec<HorizontalRecommendation> = runs
         .into_iter()
@@ -336,7 +338,7 @@ pub fn status_actions(history: &History) -> Vec<HorizontalAction> {
 /// same load (one reconcile per own write doubling 1 → 2 → 4 → 8 within a second). The HPA avoids this
 /// by recommending once per sync period; lazyscale also reconciles on DPA changes, so it waits for a
 /// metrics list newer than its last action instead.
-pub fn metrics_predate_last_action(history: &History, metrics_at: SystemTime) -> bool {
+pub fn metrics_predate_last_action(history: &History, metrics_at: Timestamp) -> bool {
     history.last_action().is_some_and(|a| metrics_at <= a.time)
 }
 
@@ -368,7 +370,7 @@ mod tests {
     #[test]
     fn metrics_listed_before_the_last_action_are_stale() {
         use lazyscale_core::horizontal::policy::ScalingAction;
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let t0 = Timestamp::UNIX_EPOCH + Duration::from_secs(1_000);
         let mut h = History::new();
         assert!(
             !metrics_predate_last_action(&h, t0),
@@ -390,8 +392,8 @@ mod tests {
     use crate::pods::{ContainerRequests, PodPhase};
     use crate::usage::ContainerUsage;
 
-    fn t(s: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+    fn t(s: u64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
     }
 
     #[test]
