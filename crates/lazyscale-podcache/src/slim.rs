@@ -6,7 +6,8 @@
 //!   `<controller name>-<suffix>`, only the suffix is stored, which always fits inline;
 //! - one 8-byte pointer to an interned [`Shape`], which holds what pods of one ReplicaSet have in common:
 //!   the [`Owner`] record (namespace, controller reference, resolved workload, template hash), the
-//!   [`Containers`] set (names, requests and limits, and the resources the kubelet reports), the
+//!   [`Containers`] set (names, requests and limits, and the resources the kubelet reports; native
+//!   sidecars after the containers), the
 //!   per-container ready / restart count / last-OOM states (a `u32` each), and the kept labels and
 //!   annotations — all pods of a ReplicaSet in the same state share one shape;
 //! - the node name (an interned `ArcStr`), the start time as seconds, and phase, readiness, resize and
@@ -275,6 +276,9 @@ pub struct ContainerSpec {
     pub resources: ResourceRequirements,
     /// Requests and limits the kubelet reports in `status.containerStatuses[].resources`.
     pub status_resources: Option<ResourceRequirements>,
+    /// A native sidecar: an init container with `restartPolicy: Always` (kept after the containers, see
+    /// [`SlimPod::sidecars`]).
+    pub sidecar: bool,
 }
 
 /// The containers of a pod, in spec order; interned and shared.
@@ -684,6 +688,7 @@ impl SlimPod {
                 name: interner.str(&c.name),
                 resources: c.resources,
                 status_resources: status.and_then(|s| s.resources),
+                sidecar: false,
             });
             let state = match status {
                 Some(s) => {
@@ -693,6 +698,20 @@ impl SlimPod {
                 None => ContainerState::default(),
             };
             states.push(state);
+        }
+        // Native sidecars after the containers (no states: `container_states` stays parallel to them).
+        for c in pod.spec.init_containers.iter().filter(|c| c.is_sidecar()) {
+            let status = pod
+                .status
+                .init_container_statuses
+                .iter()
+                .find(|s| s.name == c.name);
+            specs.push(ContainerSpec {
+                name: interner.str(&c.name),
+                resources: c.resources,
+                status_resources: status.and_then(|s| s.resources),
+                sidecar: true,
+            });
         }
         let containers = interner.containers(Containers::new(specs));
 
@@ -828,9 +847,17 @@ impl SlimPod {
         self.node.as_deref()
     }
 
-    /// The containers, in spec order.
+    /// The containers, in spec order (native sidecars not included: [`SlimPod::sidecars`]).
     pub fn containers(&self) -> &[ContainerSpec] {
-        &self.shape.containers
+        let all: &[ContainerSpec] = &self.shape.containers;
+        &all[..all.partition_point(|c| !c.sidecar)]
+    }
+
+    /// The native sidecars (init containers with `restartPolicy: Always`), in spec order: the vertical
+    /// path resizes them in place like containers.
+    pub fn sidecars(&self) -> &[ContainerSpec] {
+        let all: &[ContainerSpec] = &self.shape.containers;
+        &all[all.partition_point(|c| !c.sidecar)..]
     }
 
     /// The container states, parallel to [`SlimPod::containers`].
@@ -838,7 +865,8 @@ impl SlimPod {
         &self.shape.states
     }
 
-    /// A container's spec and state by name.
+    /// A container's (or native sidecar's: no state is kept for those, the default is returned) spec and
+    /// state by name.
     pub fn container(&self, name: &str) -> Option<(&ContainerSpec, ContainerState)> {
         let shape = &self.shape;
         let i = shape.containers.iter().position(|c| c.name == name)?;

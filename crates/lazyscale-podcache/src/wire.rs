@@ -161,9 +161,12 @@ pub struct PodSpecWire {
     /// `spec.nodeName`, set once the pod is scheduled.
     #[serde(default)]
     pub node_name: Option<String>,
-    /// `spec.containers` (init and ephemeral containers are not kept).
+    /// `spec.containers` (ephemeral containers are not kept).
     #[serde(default, deserialize_with = "nullable")]
     pub containers: Vec<ContainerWire>,
+    /// `spec.initContainers`; the slim pod keeps only native sidecars (`restartPolicy: Always`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub init_containers: Vec<ContainerWire>,
 }
 
 /// One container of the pod spec.
@@ -175,6 +178,16 @@ pub struct ContainerWire {
     /// CPU and memory requests and limits.
     #[serde(default, deserialize_with = "nullable")]
     pub resources: ResourceRequirements,
+    /// `restartPolicy` (init containers only: `Always` makes a native sidecar).
+    #[serde(default, rename = "restartPolicy", deserialize_with = "nullable")]
+    pub restart_policy: Option<String>,
+}
+
+impl ContainerWire {
+    /// An init container with `restartPolicy: Always`: a native sidecar, running next to the containers.
+    pub fn is_sidecar(&self) -> bool {
+        self.restart_policy.as_deref() == Some("Always")
+    }
 }
 
 /// CPU and memory amounts parsed into integers.
@@ -432,6 +445,9 @@ pub struct PodStatusWire {
     /// `status.containerStatuses`.
     #[serde(default, deserialize_with = "nullable")]
     pub container_statuses: Vec<ContainerStatusWire>,
+    /// `status.initContainerStatuses` (read for native sidecars' applied resources).
+    #[serde(default, deserialize_with = "nullable")]
+    pub init_container_statuses: Vec<ContainerStatusWire>,
 }
 
 impl PodStatusWire {

@@ -377,3 +377,50 @@ proptest! {
         prop_assert_eq!(quantity::units(&format!("{n}e3")), Some(n * 1000));
     }
 }
+
+/// Native sidecars (init containers with `restartPolicy: Always`) are kept after the containers with their
+/// resources and the applied ones from `initContainerStatuses`; other init containers are not kept, and
+/// `containers()` and `container_states()` stay parallel.
+#[test]
+fn native_sidecars_are_kept_apart_from_the_containers() {
+    let mut interner = Interner::new();
+    let pod = json!({"metadata": {"name": "web-abc-x", "namespace": "ns", "uid": "5f0c6a8e-2b1d-4c3e-9f7a-1d2e3f4a5b6c"},
+    "spec": {
+        "initContainers": [
+            {"name": "setup", "resources": {"requests": {"cpu": "1"}}},
+            {"name": "proxy", "restartPolicy": "Always",
+             "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}},
+            {"name": "once", "restartPolicy": "OnFailure"}
+        ],
+        "containers": [{"name": "app", "resources": {"requests": {"cpu": "250m"}}}]
+    },
+    "status": {
+        "containerStatuses": [{"name": "app", "ready": true, "restartCount": 2}],
+        "initContainerStatuses": [{"name": "proxy", "ready": true, "restartCount": 0,
+            "resources": {"requests": {"cpu": "40m", "memory": "32Mi"}}}]
+    }});
+    let w = decode_pod(&serde_json::to_vec(&pod).unwrap()).unwrap();
+    let p = SlimPod::from_wire(&w, &mut interner).unwrap();
+    let names = |cs: &[ContainerSpec]| cs.iter().map(|c| c.name.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(p.containers()), ["app"]);
+    assert_eq!(p.container_states().len(), 1);
+    assert_eq!(p.container_states()[0].restarts(), 2);
+    assert_eq!(names(p.sidecars()), ["proxy"]);
+    let proxy = &p.sidecars()[0];
+    assert!(proxy.sidecar && !p.containers()[0].sidecar);
+    assert_eq!(proxy.resources.requests, amounts(Some(50), Some(32 << 20)));
+    assert_eq!(proxy.resources.limits, amounts(None, Some(64 << 20)));
+    assert_eq!(
+        proxy.status_resources.map(|r| r.requests),
+        Some(amounts(Some(40), Some(32 << 20)))
+    );
+    assert!(p.container("proxy").is_some());
+    // a pod without init containers has no sidecars
+    let plain = decode_pod(POD.as_bytes()).unwrap();
+    assert!(
+        SlimPod::from_wire(&plain, &mut interner)
+            .unwrap()
+            .sidecars()
+            .is_empty()
+    );
+}
