@@ -292,6 +292,22 @@ async fn handle_resize(sh: &Shared, pod: &Pod) -> Result<Option<Duration>> {
             false,
             None,
         ),
+        ResizeMode::Error => (
+            Some(match existing("PodResizeInProgress") {
+                Some(c) if c.reason.as_deref() == Some("Error") => c,
+                _ => PodCondition {
+                    last_probe_time: None,
+                    last_transition_time: Some(now()),
+                    message: Some("the container runtime failed to resize the container".to_string()),
+                    observed_generation: pod.metadata.generation,
+                    reason: Some("Error".to_string()),
+                    status: "True".to_string(),
+                    type_: "PodResizeInProgress".to_string(),
+                },
+            }),
+            false,
+            None,
+        ),
         ResizeMode::InProgress { duration } => match existing("PodResizeInProgress") {
             Some(c) => {
                 let since = c

@@ -3,8 +3,8 @@
 //! the workloads; the simulator plays only what no real component does here:
 //!
 //! - [`kubelet`]: the outcomes of in-place resizes that a real kubelet decides (applied,
-//!   `PodResizeInProgress`, or `PodResizePending` Deferred/Infeasible) and OOM kills from simulated
-//!   memory usage;
+//!   `PodResizeInProgress` with or without `Error`, or `PodResizePending` Deferred/Infeasible) and OOM
+//!   kills from simulated memory usage;
 //! - [`metrics`]: metrics.k8s.io PodMetrics/NodeMetrics written every interval from per-workload
 //!   [`load`] profiles;
 //! - [`scenario`]: YAML scenarios (namespaces, workloads, load profiles, timed events);
@@ -30,7 +30,7 @@ pub use sim::{ResizeMode, SimConfig, Simulator, WorkloadKind, WorkloadRef, Workl
 /// [`SimConfig::include_bulk`] is set.
 pub const BULK_LABEL: &str = "sim.lazyscale.io/bulk";
 /// Pod (template) annotation overriding the workload's [`ResizeMode`]:
-/// `immediate`, `in-progress`, `deferred` or `infeasible`.
+/// `immediate`, `in-progress`, `deferred`, `infeasible` or `error`.
 pub const RESIZE_ANNOTATION: &str = "sim.lazyscale.io/resize";
 /// Pod (template) annotation delaying Running/Ready (a Go duration such as `2s`); kwok reads it (see
 /// the test environment's kwok stages).

@@ -133,6 +133,9 @@ pub enum ResizeMode {
     Deferred,
     /// `PodResizePending` with reason `Infeasible` (never applied while the mode holds).
     Infeasible,
+    /// `PodResizeInProgress` with reason `Error` (the kubelet failed to actuate it; never applied while
+    /// the mode holds).
+    Error,
 }
 
 impl ResizeMode {
@@ -145,6 +148,7 @@ impl ResizeMode {
             }),
             "deferred" => Some(Self::Deferred),
             "infeasible" => Some(Self::Infeasible),
+            "error" => Some(Self::Error),
             _ => None,
         }
     }

@@ -299,7 +299,7 @@ pub enum NeedsRollout {
         /// The container.
         container: String,
     },
-    /// The plan names a container the cached pod does not show (a native sidecar, say).
+    /// The plan names a container the cached pod does not show (one a newer template added, say).
     UnknownContainer {
         /// The container.
         container: String,
@@ -363,22 +363,38 @@ pub fn resize_targets(
     Ok(out)
 }
 
-/// The strategic-merge body of a `pods/resize` call setting these containers' resources.
-pub fn resize_body(targets: &[(String, CurrentResources)]) -> serde_json::Value {
-    let containers: Vec<serde_json::Value> = targets
-        .iter()
-        .map(|(name, r)| {
-            let mut resources = serde_json::Map::new();
-            if let Some(list) = r.requests.to_list() {
-                resources.insert("requests".into(), serde_json::json!(list));
-            }
-            if let Some(list) = r.limits.to_list() {
-                resources.insert("limits".into(), serde_json::json!(list));
-            }
-            serde_json::json!({"name": name, "resources": resources})
-        })
-        .collect();
-    serde_json::json!({"spec": {"containers": containers}})
+/// The strategic-merge body of a `pods/resize` call setting these containers' resources: native sidecars
+/// (`is_sidecar`, init containers with `restartPolicy: Always`) under `initContainers`, the others under
+/// `containers`.
+pub fn resize_body(
+    targets: &[(String, CurrentResources)],
+    is_sidecar: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    let mut containers = Vec::new();
+    let mut sidecars = Vec::new();
+    for (name, r) in targets {
+        let mut resources = serde_json::Map::new();
+        if let Some(list) = r.requests.to_list() {
+            resources.insert("requests".into(), serde_json::json!(list));
+        }
+        if let Some(list) = r.limits.to_list() {
+            resources.insert("limits".into(), serde_json::json!(list));
+        }
+        let entry = serde_json::json!({"name": name, "resources": resources});
+        if is_sidecar(name) {
+            sidecars.push(entry);
+        } else {
+            containers.push(entry);
+        }
+    }
+    let mut spec = serde_json::Map::new();
+    if !containers.is_empty() {
+        spec.insert("containers".into(), serde_json::Value::Array(containers));
+    }
+    if !sidecars.is_empty() {
+        spec.insert("initContainers".into(), serde_json::Value::Array(sidecars));
+    }
+    serde_json::json!({ "spec": spec })
 }
 
 #[cfg(test)]
@@ -724,8 +740,31 @@ mod tests {
         let t = resize_targets(&burstable, &nolimit).unwrap();
         assert_eq!(t[0].1, res(Some(300), Some(100), None, Some(400)));
         assert_eq!(
-            resize_body(&t),
+            resize_body(&t, |_| false),
             json!({"spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "300m", "memory": "100"}, "limits": {"memory": "400"}}}]}})
+        );
+        // a native sidecar named by the plan is resized in place too, under initContainers
+        let mut side = plan_of(Some(50), None, LimitAction::Untouched, LimitAction::Untouched);
+        side.name = "proxy".into();
+        let both = VerticalPlan {
+            containers: vec![
+                plan_of(Some(300), None, LimitAction::Untouched, LimitAction::Untouched),
+                side,
+            ],
+            limited: vec![],
+            changed: false,
+            version: "v".into(),
+        };
+        let with_sidecar = vec![
+            ("app".to_owned(), res(Some(100), Some(100), None, None)),
+            ("proxy".to_owned(), res(Some(10), None, None, None)),
+        ];
+        let t = resize_targets(&both, &with_sidecar).unwrap();
+        assert_eq!(
+            resize_body(&t, |n| n == "proxy"),
+            json!({"spec": {
+                "containers": [{"name": "app", "resources": {"requests": {"cpu": "300m", "memory": "100"}}}],
+                "initContainers": [{"name": "proxy", "resources": {"requests": {"cpu": "50m"}}}]}})
         );
         // nothing changes: nothing to resize
         let same = plan(plan_of(

@@ -152,9 +152,12 @@ fn workload_resource(kind: &str) -> Option<ApiResource> {
     ))
 }
 
+/// The resources of the pod's containers and native sidecars (which the webhook patches and
+/// `pods/resize` resizes alike).
 fn current_of(pod: &SlimPod) -> Vec<(String, CurrentResources)> {
     pod.containers()
         .iter()
+        .chain(pod.sidecars())
         .map(|c| {
             let r = &c.resources;
             (
@@ -182,10 +185,12 @@ fn protected(pod: &SlimPod) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-/// Whether the kubelet reports the spec's resources for every container (unknown counts as applied).
+/// Whether the kubelet reports the spec's resources for every container and native sidecar (unknown
+/// counts as applied).
 fn applied(pod: &SlimPod) -> bool {
     pod.containers()
         .iter()
+        .chain(pod.sidecars())
         .all(|c| c.status_resources.is_none_or(|s| s == c.resources))
 }
 
@@ -440,11 +445,15 @@ impl Applier {
         pods: &Pods,
         why: &str,
     ) -> ApplyStatus {
+        // a pod whose in-place resize is pending, in progress or not applied does not run its rec-id yet
+        // (after a fall back from in place, the rollout replaces it)
+        let runs =
+            |p: &SlimPod| applied(p) && p.resize_pending().is_none() && p.resize_in_progress().is_none();
         let revisions: Vec<PodRevision<'_>> = pods
             .list
             .iter()
             .map(|p| PodRevision {
-                rec_id: p.annotation(annotations::REC_ID),
+                rec_id: p.annotation(annotations::REC_ID).filter(|_| runs(p)),
                 revision: p.template_hash(),
                 terminating: p.is_terminating(),
             })
@@ -699,7 +708,7 @@ impl Applier {
                 Err(_) => continue,
             };
             if !targets.is_empty() {
-                let body = apply::resize_body(&targets);
+                let body = apply::resize_body(&targets, |n| p.sidecars().iter().any(|c| c.name == n));
                 if let Err(error) = pod_api
                     .patch_subresource("resize", &name, &PatchParams::default(), &Patch::Strategic(&body))
                     .await

@@ -448,3 +448,161 @@ async fn deferred_resizes_are_evicted_unless_a_pdb_blocks_and_statefulsets_roll_
     let s = env.status("db").await;
     assert_eq!(s["vertical"]["lastAction"]["type"], "RolloutTriggered", "{s}");
 }
+
+/// A vertical-only DPA on Deployment `name` pinning the CPU request at `cpu` with these `update` settings.
+fn pinned(name: &str, cpu: &str, update: Value) -> Value {
+    json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": name},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "owner": "Local",
+            "applyPolicy": {"update": update},
+            "constraints": {"containers": [{"name": "*", "controlledResources": ["cpu"],
+                "minAllowed": {"cpu": cpu}, "maxAllowed": {"cpu": cpu}}]}}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_and_infeasible_resizes_are_evicted_a_slow_resize_falls_back_to_a_rollout_and_refused_values_wait_for_a_lower_recommendation()
+ {
+    let server = Server::start(ServerOptions::default()).unwrap();
+    let env = setup(&server, "outcomes").await;
+    // the simulated kubelet answers every resize of these pods with Error / Infeasible / Deferred
+    env.deployment("failing", 2, Some("error")).await;
+    env.deployment("toobig", 2, Some("infeasible")).await;
+    env.deployment("slow", 2, Some("deferred")).await;
+    env.deployment("refused", 2, None).await;
+    let mut before = std::collections::BTreeMap::new();
+    for name in ["failing", "toobig", "slow", "refused"] {
+        let pods = wait_for(60, &format!("{name} pods running"), || env.live_running(name, 2)).await;
+        before.insert(name, uids(&pods));
+    }
+    let _agent = common::start_agent(
+        &server,
+        &["--grace-period-seconds=0", "--vertical-period-seconds=1"],
+    );
+    let quick = json!({"strategy": "Auto", "resizePendingPeriod": 2});
+    env.dpa(pinned("failing", TARGET_CPU, quick.clone())).await;
+    env.dpa(pinned("toobig", TARGET_CPU, quick)).await;
+    // Deferred far longer than the fallback delay: no eviction, a rollout after 2 s
+    env.dpa(pinned(
+        "slow",
+        TARGET_CPU,
+        json!({"strategy": "Auto", "resizePendingPeriod": 3600, "rolloutFallbackDelay": 2}),
+    ))
+    .await;
+    // 40 cores on 32-core nodes: the API server refuses the resize (403)
+    env.dpa(pinned("refused", "40", json!({"strategy": "Auto"})))
+        .await;
+
+    // Error and Infeasible: evicted, the replacements get the values at admission
+    for name in ["failing", "toobig"] {
+        let version = env.target_version(name).await;
+        let replaced = try_wait_for(Duration::from_secs(120), || async {
+            let pods = env.live_running(name, 2).await?;
+            (uids(&pods).is_disjoint(&before[name]) && pods.iter().all(|p| at_target(p, &version)))
+                .then_some(pods)
+        })
+        .await;
+        assert!(
+            replaced.is_some(),
+            "{name}: pods not replaced at {version}: {}",
+            env.status(name).await
+        );
+        let s = env.status(name).await;
+        assert!(
+            s["vertical"]["target"]["evicted"].as_i64().unwrap_or(0) >= 2,
+            "{name}: {s}"
+        );
+    }
+    let evicted = env.events("InPlaceEvicted").await;
+    for name in ["failing", "toobig"] {
+        assert!(
+            evicted
+                .iter()
+                .any(|e| e.involved_object.name.as_deref() == Some(name)),
+            "{name}: no InPlaceEvicted event"
+        );
+    }
+
+    // the fallback timer: a rollout of the workload by the Deployment controller
+    let version = env.target_version("slow").await;
+    let rolled = try_wait_for(Duration::from_secs(120), || async {
+        let pods = env.live_running("slow", 2).await?;
+        (uids(&pods).is_disjoint(&before["slow"]) && pods.iter().all(|p| at_target(p, &version)))
+            .then_some(pods)
+    })
+    .await;
+    assert!(
+        rolled.is_some(),
+        "slow: no rollout after the fallback delay: {}",
+        env.status("slow").await
+    );
+    let d = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+        .get("slow")
+        .await
+        .unwrap();
+    let notes = d.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(notes[lazyscale_api::consts::annotations::REC_ID], version);
+    let s = env.status("slow").await;
+    assert_eq!(s["vertical"]["lastAction"]["type"], "RolloutTriggered", "{s}");
+    assert_eq!(s["vertical"]["target"]["evicted"].as_i64().unwrap_or(0), 0, "{s}");
+
+    // refused as infeasible: remembered, reported once, not retried while the recommendation stays
+    let refused = wait_for(60, "refused: RecommendationInfeasible", || async {
+        let s = env.status("refused").await;
+        condition(&s, "VerticalAbleToApply")
+            .filter(|c| c["reason"] == "RecommendationInfeasible")
+            .cloned()
+    })
+    .await;
+    assert_eq!(refused["status"], "False", "{refused}");
+    let warned = |events: Vec<Event>| {
+        events
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("refused"))
+            .count()
+    };
+    let first = warned(env.events("FailedResize").await);
+    assert_eq!(first, 1, "one FailedResize event per rec-id");
+    // the agent's pods/resize calls on the refused pods, from the audit log
+    let resizes = || {
+        let agent = lazyscale_testenv::rbac::agent_username();
+        server
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.user == agent
+                    && r.verb == "patch"
+                    && r.resource == "pods"
+                    && r.subresource == "resize"
+                    && r.name.starts_with("refused-")
+            })
+            .count()
+    };
+    let tried = resizes();
+    assert!(tried >= 1, "no resize was tried");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(warned(env.events("FailedResize").await), 1);
+    assert_eq!(resizes(), tried, "the refused values were tried again");
+    let pods = env.live_running("refused", 2).await.unwrap();
+    assert_eq!(uids(&pods), before["refused"]);
+    assert!(pods.iter().all(|p| cpu_request(p).as_deref() == Some("100m")));
+    // a recommendation below the refused one is tried, in place
+    env.dpa(pinned("refused", TARGET_CPU, json!({"strategy": "Auto"})))
+        .await;
+    let version = wait_for(60, "refused: a lower target", || async {
+        let s = env.status("refused").await;
+        let t = &s["vertical"]["target"];
+        (t["desiredResources"][0]["requests"]["cpu"] == TARGET_CPU)
+            .then(|| t["version"].as_str().map(str::to_owned))
+            .flatten()
+    })
+    .await;
+    let resized = wait_for(90, "refused pods resized to the lower values", || async {
+        let pods = env.live_running("refused", 2).await?;
+        pods.iter().all(|p| at_target(p, &version)).then_some(pods)
+    })
+    .await;
+    assert_eq!(
+        uids(&resized),
+        before["refused"],
+        "resized in place, not replaced"
+    );
+}
