@@ -4,14 +4,12 @@
 //! Its recipe (`testenv/helm/build.sh`, `go.mod`, `go.sum`, embedded here at compile time, plus the Go
 //! version) has its own key, separate from the control plane's ([`crate::recipe`]), so bumping helm
 //! never rebuilds Kubernetes. The output is `<cache>/helm/<key>/bin/helm` in the same cache folder as the
-//! control plane ([`crate::recipe::cache_dir`]); Go's module and build caches are shared.
+//! control plane ([`crate::recipe::cache_dir`]); both are a [`Recipe`]; Go's module and build caches are shared.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
-use crate::recipe::{BuildOutcome, cache_dir, go_command, go_version};
+use crate::recipe::{BuildOutcome, Recipe};
 use crate::{Error, Result};
 
 /// The files of the helm recipe, as (name under `testenv/`, content).
@@ -21,30 +19,29 @@ const RECIPE: &[(&str, &str)] = &[
     ("helm/go.sum", include_str!("../../helm/go.sum")),
 ];
 
-/// The recipe key: 16 hex digits of a SHA-256 over the Go version and the recipe files.
+/// helm's recipe.
+pub const HELM: Recipe = Recipe {
+    name: "helm",
+    folder: "helm",
+    files: RECIPE,
+    script: "helm/build.sh",
+    outputs: &["bin/helm", "version.txt"],
+};
+
+/// The recipe key ([`HELM`]).
 pub fn key() -> String {
-    let mut h = Sha256::new();
-    h.update(go_version().as_bytes());
-    h.update([0]);
-    for (name, content) in RECIPE {
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update(content.len().to_le_bytes());
-        h.update(content.as_bytes());
-    }
-    hex::encode(&h.finalize()[..8])
+    HELM.key()
 }
 
 /// The build output folder of the current recipe.
 pub fn build_dir() -> PathBuf {
-    cache_dir().join("helm").join(key())
+    HELM.build_dir()
 }
 
 /// The helm binary of the current recipe, if built.
 pub fn binary() -> Result<PathBuf> {
-    let bin = build_dir().join("bin/helm");
-    if bin.is_file() && build_dir().join("version.txt").is_file() {
-        Ok(bin)
+    if HELM.is_built() {
+        Ok(build_dir().join("bin/helm"))
     } else {
         Err(Error::NotBuilt(build_dir().display().to_string()))
     }
@@ -64,33 +61,8 @@ pub fn version() -> Result<String> {
 /// Builds helm unless the current recipe is already built. `recipe_dir` is the `testenv/` folder of
 /// the source tree; its files must match what this crate was compiled with.
 pub fn ensure_built(recipe_dir: &Path) -> Result<(PathBuf, BuildOutcome)> {
-    if let Ok(b) = binary() {
-        return Ok((b, BuildOutcome::Cached));
-    }
-    for (name, content) in RECIPE {
-        let on_disk = std::fs::read_to_string(recipe_dir.join(name)).map_err(|source| Error::Io {
-            what: format!("read {}", recipe_dir.join(name).display()),
-            source,
-        })?;
-        if on_disk != *content {
-            return Err(Error::BuildFailed(format!(
-                "testenv/{name} changed since this tool was compiled; run it again"
-            )));
-        }
-    }
-    let status = Command::new("bash")
-        .arg(recipe_dir.join("helm/build.sh"))
-        .env("GO", go_command())
-        .env("OUT", build_dir())
-        .status()
-        .map_err(|source| Error::Io {
-            what: "run testenv/helm/build.sh".into(),
-            source,
-        })?;
-    if !status.success() {
-        return Err(Error::BuildFailed(status.to_string()));
-    }
-    Ok((binary()?, BuildOutcome::Built))
+    let outcome = HELM.ensure_built(recipe_dir)?;
+    Ok((binary()?, outcome))
 }
 
 /// The outcome of one helm command.

@@ -59,18 +59,108 @@ pub fn go_version() -> &'static str {
 /// The environment variable that relocates the cache folder.
 pub const CACHE_ENV: &str = "LAZYSCALE_TESTENV_CACHE";
 
-/// The recipe key: 16 hex digits of a SHA-256 over the Go version and the recipe files.
-pub fn key() -> String {
-    let mut h = Sha256::new();
-    h.update(go_version().as_bytes());
-    h.update([0]);
-    for (name, content) in RECIPE {
-        h.update(name.as_bytes());
+/// A cached build from Go modules: a script under `testenv/` and the files that make up its inputs,
+/// embedded at compile time. Its key covers the Go version and every input, so a changed input gets a
+/// new build folder (`<cache>/<folder>/<key>/`) and an unchanged one is reused. The control plane
+/// ([`CONTROL_PLANE`]) and helm ([`crate::helm::HELM`]) are the two recipes; each has its own key, so
+/// bumping one never rebuilds the other.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe {
+    /// Name in messages.
+    pub name: &'static str,
+    /// Folder under the cache folder that holds this recipe's builds.
+    pub folder: &'static str,
+    /// The inputs, as (path under `testenv/`, content).
+    pub files: &'static [(&'static str, &'static str)],
+    /// The build script, a path under `testenv/` (one of `files`); it gets `GO` and `OUT`.
+    pub script: &'static str,
+    /// Files a finished build holds, as paths under its folder.
+    pub outputs: &'static [&'static str],
+}
+
+impl Recipe {
+    /// The key: 16 hex digits of a SHA-256 over the Go version and the recipe files.
+    pub fn key(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(go_version().as_bytes());
         h.update([0]);
-        h.update(content.len().to_le_bytes());
-        h.update(content.as_bytes());
+        for (name, content) in self.files {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(content.len().to_le_bytes());
+            h.update(content.as_bytes());
+        }
+        hex::encode(&h.finalize()[..8])
     }
-    hex::encode(&h.finalize()[..8])
+
+    /// The build folder of the current inputs.
+    pub fn build_dir(&self) -> PathBuf {
+        cache_dir().join(self.folder).join(self.key())
+    }
+
+    /// Whether the current inputs are built (every output is there).
+    pub fn is_built(&self) -> bool {
+        let dir = self.build_dir();
+        self.outputs.iter().all(|o| dir.join(o).is_file())
+    }
+
+    /// Builds unless the current inputs are already built. `recipe_dir` is the `testenv/` folder of the
+    /// source tree; its files must match what this crate was compiled with.
+    pub fn ensure_built(&self, recipe_dir: &Path) -> Result<BuildOutcome> {
+        if self.is_built() {
+            return Ok(BuildOutcome::Cached);
+        }
+        for (name, content) in self.files {
+            let path = recipe_dir.join(name);
+            let on_disk = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                what: format!("read {}", path.display()),
+                source,
+            })?;
+            if on_disk != *content {
+                return Err(Error::BuildFailed(format!(
+                    "testenv/{name} changed since this tool was compiled; run it again"
+                )));
+            }
+        }
+        let status = Command::new("bash")
+            .arg(recipe_dir.join(self.script))
+            .env("GO", go_command())
+            .env("OUT", self.build_dir())
+            .status()
+            .map_err(|source| Error::Io {
+                what: format!("run testenv/{}", self.script),
+                source,
+            })?;
+        if !status.success() {
+            return Err(Error::BuildFailed(format!("{}: {status}", self.name)));
+        }
+        if !self.is_built() {
+            return Err(Error::NotBuilt(self.build_dir().display().to_string()));
+        }
+        Ok(BuildOutcome::Built)
+    }
+}
+
+/// The control plane: kube-apiserver, kube-controller-manager, kube-scheduler, kwok and etcd.
+pub const CONTROL_PLANE: Recipe = Recipe {
+    name: "testenv",
+    folder: "builds",
+    files: RECIPE,
+    script: "build.sh",
+    outputs: &[
+        "bin/etcd",
+        "bin/kube-apiserver",
+        "bin/kube-controller-manager",
+        "bin/kube-scheduler",
+        "bin/kwok",
+        "kwok-stages.yaml",
+        "versions.txt",
+    ],
+};
+
+/// The control plane's key ([`CONTROL_PLANE`]).
+pub fn key() -> String {
+    CONTROL_PLANE.key()
 }
 
 /// The cache folder.
@@ -85,9 +175,9 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/lazyscale/testenv")
 }
 
-/// The build output folder for the current recipe.
+/// The control plane's build folder for the current recipe.
 pub fn build_dir() -> PathBuf {
-    cache_dir().join("builds").join(key())
+    CONTROL_PLANE.build_dir()
 }
 
 /// The files of a finished build.
@@ -112,8 +202,11 @@ pub struct Binaries {
 /// The binaries of the current recipe, if built.
 pub fn binaries() -> Result<Binaries> {
     let dir = build_dir();
+    if !CONTROL_PLANE.is_built() {
+        return Err(Error::NotBuilt(dir.display().to_string()));
+    }
     let bin = |n: &str| dir.join("bin").join(n);
-    let b = Binaries {
+    Ok(Binaries {
         etcd: bin("etcd"),
         kube_apiserver: bin("kube-apiserver"),
         kube_controller_manager: bin("kube-controller-manager"),
@@ -121,21 +214,7 @@ pub fn binaries() -> Result<Binaries> {
         kwok: bin("kwok"),
         kwok_stages: dir.join("kwok-stages.yaml"),
         versions: dir.join("versions.txt"),
-    };
-    let all = [
-        &b.etcd,
-        &b.kube_apiserver,
-        &b.kube_controller_manager,
-        &b.kube_scheduler,
-        &b.kwok,
-        &b.kwok_stages,
-        &b.versions,
-    ];
-    if all.iter().all(|p| p.is_file()) {
-        Ok(b)
-    } else {
-        Err(Error::NotBuilt(dir.display().to_string()))
-    }
+    })
 }
 
 /// Whether the build ran or was already there.
@@ -151,33 +230,8 @@ pub enum BuildOutcome {
 /// `testenv/` folder of the source tree (the script and the Go sources are read from there, and must
 /// match what this crate was compiled with).
 pub fn ensure_built(recipe_dir: &Path) -> Result<(Binaries, BuildOutcome)> {
-    if let Ok(b) = binaries() {
-        return Ok((b, BuildOutcome::Cached));
-    }
-    for (name, content) in RECIPE {
-        let on_disk = std::fs::read_to_string(recipe_dir.join(name)).map_err(|source| Error::Io {
-            what: format!("read {}", recipe_dir.join(name).display()),
-            source,
-        })?;
-        if on_disk != *content {
-            return Err(Error::BuildFailed(format!(
-                "testenv/{name} changed since this tool was compiled; run it again"
-            )));
-        }
-    }
-    let status = Command::new("bash")
-        .arg(recipe_dir.join("build.sh"))
-        .env("GO", go_command())
-        .env("OUT", build_dir())
-        .status()
-        .map_err(|source| Error::Io {
-            what: "run testenv/build.sh".into(),
-            source,
-        })?;
-    if !status.success() {
-        return Err(Error::BuildFailed(status.to_string()));
-    }
-    Ok((binaries()?, BuildOutcome::Built))
+    let outcome = CONTROL_PLANE.ensure_built(recipe_dir)?;
+    Ok((binaries()?, outcome))
 }
 
 #[cfg(test)]
