@@ -11,10 +11,13 @@
 //!   records, see [`intern`]) and resolves the owning workload ([`slim::WorkloadKey`]).
 //! - [`store`] holds the pods of an interest set of workloads, indexed by uid and by workload, with
 //!   mark-and-sweep relists and scoped backfills.
+//! - [`plan`] decides which pod watches an interest set needs: scoped to the autoscaled workloads' namespaces
+//!   and selectors while they are few, one cluster-wide watch once that is cheaper.
 //! - [`watch`] runs the lazily started collection ([`watch::PodCollection`]) that feeds the store.
 
 pub mod intern;
 pub use lazyscale_api::quantity;
+pub mod plan;
 pub mod slim;
 pub mod store;
 pub mod watch;

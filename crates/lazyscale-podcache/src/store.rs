@@ -31,6 +31,7 @@ use parking_lot::RwLock;
 use thiserror::Error;
 
 use crate::intern::{Interner, InternerStats};
+use crate::plan::WatchScope;
 use crate::slim::{SlimError, SlimPod, WorkloadKey, WorkloadRef, wire_uid, wire_workload};
 use crate::wire::PodWire;
 
@@ -102,6 +103,16 @@ impl Interest {
     /// The workloads named explicitly, with their selectors.
     pub fn workloads(&self) -> impl Iterator<Item = (&WorkloadKey, Option<&str>)> {
         self.workloads.iter().map(|(k, s)| (k, s.as_deref()))
+    }
+
+    /// The pod label selector given for `workload`, if any.
+    pub fn selector(&self, workload: &WorkloadKey) -> Option<&str> {
+        self.workloads.get(workload)?.as_deref()
+    }
+
+    /// [`Interest::selector`] of a borrowed workload.
+    pub fn selector_of(&self, workload: &WorkloadRef<'_>) -> Option<&str> {
+        self.workloads.get(workload)?.as_deref()
     }
 
     /// The namespaces included whole.
@@ -277,6 +288,12 @@ struct Inner {
     relisting: bool,
     backfills: u32,
     tombstones: HashSet<u128>,
+    /// Watch switches in progress ([`PodStore::begin_switch`]).
+    switches: u32,
+    /// While switching: the pods a current (not retiring) watch delivered since the switch began.
+    claimed: HashSet<u128>,
+    /// While switching: the current watches that have completed a list since the switch began.
+    listed: Vec<WatchScope>,
     own_heap: usize,
     since_sweep: usize,
     dropped: u64,
@@ -371,13 +388,30 @@ impl PodStore {
 
     /// A pod was added or modified (watch `Apply`, or `InitApply` during a relist).
     pub fn apply(&self, pod: &PodWire) -> Result<ApplyOutcome, StoreError> {
-        self.inner.write().upsert(pod, false)
+        self.apply_from(pod, Delivery::Current)
+    }
+
+    /// [`PodStore::apply`] from a watch in the given role (see [`PodStore::begin_switch`]).
+    pub fn apply_from(&self, pod: &PodWire, from: Delivery) -> Result<ApplyOutcome, StoreError> {
+        let mut g = self.inner.write();
+        if g.switching_skips(pod, from) {
+            return Ok(ApplyOutcome::Skipped);
+        }
+        g.upsert(pod, false, from == Delivery::Retiring)
     }
 
     /// A pod was deleted.
     pub fn delete(&self, pod: &PodWire) -> ApplyOutcome {
+        self.delete_from(pod, Delivery::Current)
+    }
+
+    /// [`PodStore::delete`] from a watch in the given role (see [`PodStore::begin_switch`]).
+    pub fn delete_from(&self, pod: &PodWire, from: Delivery) -> ApplyOutcome {
         let uid = wire_uid(pod);
         let mut g = self.inner.write();
+        if g.switching_skips(pod, from) {
+            return ApplyOutcome::Skipped;
+        }
         if g.backfills > 0 {
             g.tombstones.insert(uid);
         }
@@ -414,12 +448,47 @@ impl PodStore {
         }
         inner.swept += stale.len() as u64;
         inner.relisting = false;
+        if inner.switches > 0 {
+            inner.listed.push(WatchScope::Cluster);
+        }
         // A list fills the per-workload vectors by doubling; trim the slack once.
         for w in inner.by_workload.values_mut() {
             w.slots.shrink_to_fit();
         }
         inner.after_removals(true);
         stale.len()
+    }
+
+    /// A scoped watch finished its (re)list: removes the cached pods that `scope` delivers but that its
+    /// list did not contain (`seen`: the uids listed); returns how many. Pods delivered by other scopes
+    /// are left alone, so scoped watches relist independently of one another.
+    pub fn sweep_scope(&self, scope: &WatchScope, seen: &HashSet<u128>) -> usize {
+        let mut g = self.inner.write();
+        let inner = &mut *g;
+        let stale: Vec<u32> = inner
+            .slab
+            .iter()
+            .filter(|(_, p)| !seen.contains(&p.uid()) && inner.delivers(scope, p))
+            .map(|(i, _)| i)
+            .collect();
+        for &i in &stale {
+            inner.remove_slot(i);
+        }
+        inner.swept += stale.len() as u64;
+        if inner.switches > 0 {
+            inner.listed.push(scope.clone());
+        }
+        for w in inner.by_workload.values_mut() {
+            w.slots.shrink_to_fit();
+        }
+        inner.after_removals(true);
+        stale.len()
+    }
+
+    /// The cluster-wide watch stopped in the middle of a relist: ends relist mode without sweeping (the
+    /// list was incomplete, so its absences prove nothing).
+    pub fn finish_relist_abandoned(&self) {
+        self.inner.write().relisting = false;
     }
 
     /// Whether a relist is in progress.
@@ -432,6 +501,22 @@ impl PodStore {
     pub fn begin_backfill(self: &Arc<Self>) -> Backfill {
         self.inner.write().backfills += 1;
         Backfill {
+            store: Arc::clone(self),
+        }
+    }
+
+    /// Starts a watch switch: until the returned handle is dropped, a pod delivered by a
+    /// [`Delivery::Current`] watch is claimed by it, and [`Delivery::Retiring`] watches (the ones being
+    /// replaced, still running until their successors have listed) no longer change it. A lagging old
+    /// watch can then never roll a pod back to an older version or remove it early; it still keeps the
+    /// pods the new watches have not delivered yet up to date. Deletions are remembered meanwhile, as
+    /// during a backfill.
+    pub fn begin_switch(self: &Arc<Self>) -> Switch {
+        let mut g = self.inner.write();
+        g.switches += 1;
+        g.backfills += 1;
+        drop(g);
+        Switch {
             store: Arc::clone(self),
         }
     }
@@ -540,7 +625,8 @@ impl PodStore {
                 .values()
                 .map(|w| w.slots.capacity() * size_of::<u32>())
                 .sum::<usize>();
-        let tombstones = table_bytes::<u128>(g.tombstones.capacity());
+        let tombstones =
+            table_bytes::<u128>(g.tombstones.capacity()) + table_bytes::<u128>(g.claimed.capacity());
         let interest = g.interest.as_ref().map_or(0, |i| {
             table_bytes::<(WorkloadKey, Option<String>)>(i.workloads.capacity())
                 + table_bytes::<ArcStr>(i.namespaces.capacity())
@@ -618,6 +704,39 @@ impl Inner {
             .copied()
     }
 
+    /// Whether `scope`'s list delivers the cached pod `p` (for a selector scope: its workload is of
+    /// interest with that selector).
+    fn delivers(&self, scope: &WatchScope, p: &SlimPod) -> bool {
+        let Some(w) = p.workload() else { return false };
+        let selector = self.interest.as_ref().and_then(|i| i.selector(w));
+        scope.covers(&w.as_ref(), selector)
+    }
+
+    /// During a switch: whether a delivery must be skipped (a retiring watch reporting a pod a current
+    /// watch has claimed); a current watch's delivery of a pod of interest claims it.
+    fn switching_skips(&mut self, pod: &PodWire, from: Delivery) -> bool {
+        if self.switches == 0 {
+            return false;
+        }
+        let uid = wire_uid(pod);
+        match from {
+            // Once a current watch has listed a pod's scope, it reports everything after its list.
+            Delivery::Retiring => {
+                self.claimed.contains(&uid)
+                    || wire_workload(pod).is_some_and(|w| {
+                        let selector = self.interest.as_ref().and_then(|i| i.selector_of(&w));
+                        self.listed.iter().any(|s| s.covers(&w, selector))
+                    })
+            }
+            Delivery::Current => {
+                if self.interesting(pod) {
+                    self.claimed.insert(uid);
+                }
+                false
+            }
+        }
+    }
+
     fn interesting(&self, pod: &PodWire) -> bool {
         match &self.interest {
             None => true,
@@ -625,7 +744,9 @@ impl Inner {
         }
     }
 
-    fn upsert(&mut self, pod: &PodWire, backfill: bool) -> Result<ApplyOutcome, StoreError> {
+    /// `retiring`: from a watch being replaced, whose deliveries do not count as seen by a relist in
+    /// progress (the relist of the new watch decides what still exists).
+    fn upsert(&mut self, pod: &PodWire, backfill: bool, retiring: bool) -> Result<ApplyOutcome, StoreError> {
         let uid = wire_uid(pod);
         let existing = self.find(uid);
         if !self.interesting(pod) {
@@ -637,7 +758,9 @@ impl Inner {
             }
             return Ok(ApplyOutcome::Dropped);
         }
-        if backfill && (existing.is_some() || self.tombstones.contains(&uid)) {
+        // A uid is never reused: a tombstoned pod is gone, whichever watch still reports it.
+        if (backfill && existing.is_some()) || (!self.tombstones.is_empty() && self.tombstones.contains(&uid))
+        {
             return Ok(ApplyOutcome::Skipped);
         }
         let mut slim = match SlimPod::from_wire(pod, &mut self.interner) {
@@ -647,7 +770,14 @@ impl Inner {
                 return Err(e.into());
             }
         };
-        slim.generation = self.generation;
+        slim.generation = match (retiring && self.relisting, existing) {
+            (false, _) => self.generation,
+            (true, Some(i)) => self
+                .slab
+                .get(i)
+                .map_or(self.generation.wrapping_sub(1), |p| p.generation),
+            (true, None) => self.generation.wrapping_sub(1),
+        };
         match existing {
             Some(i) => {
                 let new_ready = slim.is_ready();
@@ -778,6 +908,35 @@ impl Inner {
     }
 }
 
+/// Which watch delivers a pod event, while the watches are being switched ([`PodStore::begin_switch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A watch of the current plan.
+    Current,
+    /// A watch being replaced.
+    Retiring,
+}
+
+/// A watch switch in progress (see [`PodStore::begin_switch`]).
+pub struct Switch {
+    store: Arc<PodStore>,
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let mut g = self.store.inner.write();
+        g.switches = g.switches.saturating_sub(1);
+        if g.switches == 0 {
+            g.claimed = HashSet::new();
+            g.listed = Vec::new();
+        }
+        g.backfills = g.backfills.saturating_sub(1);
+        if g.backfills == 0 {
+            g.tombstones = HashSet::new();
+        }
+    }
+}
+
 /// A running backfill (see [`PodStore::begin_backfill`]).
 pub struct Backfill {
     store: Arc<PodStore>,
@@ -787,7 +946,7 @@ impl Backfill {
     /// Caches a listed pod unless it is not of interest, already cached (the watch has a version at least
     /// as new) or was deleted since the backfill began.
     pub fn apply(&self, pod: &PodWire) -> Result<ApplyOutcome, StoreError> {
-        self.store.inner.write().upsert(pod, true)
+        self.store.inner.write().upsert(pod, true, false)
     }
 }
 

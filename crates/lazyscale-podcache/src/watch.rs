@@ -1,23 +1,33 @@
-//! The lazily started pod collection: one cluster-wide watch of [`PodWire`] feeding a [`PodStore`].
+//! The lazily started pod collection: the pod watches an interest set needs, feeding one [`PodStore`].
 //!
-//! [`PodCollection::start`] is called when the first autoscaler appears. It spawns a task running kube's
-//! [`watcher()`] on `Api<PodWire>::all` — paged initial lists (`page_size`, default 500), or, when
-//! [`Config::streaming_lists`] is set, a WatchList stream with a deadline after which the collection falls
-//! back to paged lists (a server without WatchList ignores `sendInitialEvents` and never sends the
-//! end-of-initial-events bookmark). Bookmarks are on, finished pods are excluded by field selector unless
-//! disabled, and errors are retried with kube's default backoff and counted.
+//! [`PodCollection::start`] is called when the first autoscaler appears; it watches nothing until
+//! [`PodCollection::set_interest`] says which workloads are autoscaled. The watches follow
+//! [`crate::plan::plan`]: while few workloads are autoscaled, one watch per namespace and pod label
+//! selector (so the agent lists and decodes only their pods); beyond [`Config::limits`], one
+//! cluster-wide watch. Each watch is a task running kube's [`watcher()`] — paged initial lists
+//! (`page_size`, default 500), or, when [`Config::streaming_lists`] is set, a WatchList stream with a
+//! deadline after which the watch falls back to paged lists (a server without WatchList ignores
+//! `sendInitialEvents` and never sends the end-of-initial-events bookmark). Bookmarks are on, finished pods
+//! are excluded by field selector unless disabled, and errors are retried with kube's default backoff and
+//! counted.
 //!
-//! Watch events map onto the store: `Init`/`InitApply`/`InitDone` are a mark-and-sweep relist,
-//! `Apply` and `Delete` update in place. [`PodCollection::synced`] resolves after the first complete
-//! list. [`PodCollection::set_interest`] changes which workloads are cached and backfills the new ones
-//! with scoped lists ([`backfill`]). Cancelling the token given to `start` (or dropping the collection, or
-//! [`PodCollection::stop`]) ends the watch and clears the store, releasing its memory;
-//! [`PodCollection::stopped`] resolves once that is done.
+//! All watches feed the one store (one cache, one owner index): a pod delivered by two watches is one
+//! entry. The cluster-wide watch relists by mark and sweep over the whole store
+//! ([`PodStore::begin_relist`]); a scoped watch sweeps only the pods it delivers
+//! ([`PodStore::sweep_scope`]), so scoped watches relist independently. When the plan changes, new
+//! watches start first and the ones they replace stop only once every new one has listed; meanwhile
+//! deletions are remembered, so a lagging old watch cannot resurrect a pod — switching between scoped and
+//! cluster-wide neither loses nor doubles pods. A workload that joins the interest set under a watch that
+//! already runs (the cluster-wide one, or a shared selector) is backfilled with a scoped list
+//! ([`backfill`]). [`PodCollection::synced`] resolves once every planned watch has listed. Cancelling the
+//! token given to `start` (or dropping the collection, or [`PodCollection::stop`]) ends the watches and
+//! clears the store, releasing its memory; [`PodCollection::stopped`] resolves once that is done.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -31,8 +41,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use hashbrown::HashSet;
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::plan::{Limits, PodCounts, WatchScope, plan};
 use crate::slim::WorkloadKey;
-use crate::store::{ApplyOutcome, BackfillTarget, Interest, InterestUpdate, PodStore, StoreError};
+use crate::store::{ApplyOutcome, BackfillTarget, Delivery, Interest, InterestUpdate, PodStore, StoreError};
 use crate::wire::PodWire;
 
 /// Field selector that leaves out pods that will never run again.
@@ -61,6 +76,8 @@ pub enum WatchError {
 /// How the collection lists and watches pods.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// When to switch from scoped watches to one cluster-wide watch.
+    pub limits: Limits,
     /// Page size of initial lists and backfills (client-go's default, 500).
     pub page_size: u32,
     /// Use a WatchList stream (`sendInitialEvents=true`) instead of paged lists.
@@ -75,6 +92,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            limits: Limits::default(),
             page_size: 500,
             streaming_lists: false,
             streaming_timeout: Duration::from_secs(60),
@@ -84,9 +102,16 @@ impl Default for Config {
 }
 
 impl Config {
-    fn watcher_config(&self, streaming: bool) -> watcher::Config {
+    fn watcher_config(&self, scope: &WatchScope, streaming: bool) -> watcher::Config {
         // `Config::default()` already asks for bookmarks.
         let mut wc = watcher::Config::default();
+        if let WatchScope::Namespace {
+            label_selector: Some(sel),
+            ..
+        } = scope
+        {
+            wc = wc.labels(sel);
+        }
         if streaming {
             wc = wc.streaming_lists();
         } else {
@@ -108,7 +133,13 @@ pub struct CollectionStats {
     pub workloads: usize,
     /// Approximate heap bytes of the store.
     pub bytes: usize,
-    /// Relists after the first list (410 Gone, stream fallbacks, idle timeouts).
+    /// Pod watches running (scoped or the cluster-wide one), including ones being replaced.
+    pub watches: usize,
+    /// Whether the plan is the one cluster-wide watch.
+    pub cluster_wide: bool,
+    /// Pod objects decoded from lists and watch events, every watch together.
+    pub decoded: u64,
+    /// Relists after a watch's first list (410 Gone, stream fallbacks, idle timeouts).
     pub restarts: u64,
     /// Watch errors (each retried with backoff).
     pub errors: u64,
@@ -118,39 +149,74 @@ pub struct CollectionStats {
     pub backfill_errors: u64,
     /// Decoded pods dropped by the interest filter.
     pub dropped: u64,
-    /// Whether the initial list has completed.
+    /// Whether every planned watch has completed its initial list.
     pub synced: bool,
 }
 
 #[derive(Default)]
 struct Counters {
-    inits: AtomicU64,
+    decoded: AtomicU64,
     restarts: AtomicU64,
     errors: AtomicU64,
     backfills: AtomicU64,
     backfill_errors: AtomicU64,
 }
 
-/// A running pod collection. See the [module docs](self).
-pub struct PodCollection {
+/// One running watch.
+struct WatchTask {
+    cancel: CancellationToken,
+    /// Set while the watch is being replaced.
+    retiring: Arc<AtomicBool>,
+    synced: tokio_watch::Receiver<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The watches: the planned ones, and the ones replaced but still running until their successors listed.
+#[derive(Default)]
+struct Watches {
+    planned: BTreeMap<WatchScope, WatchTask>,
+    retiring: BTreeMap<WatchScope, WatchTask>,
+    /// Set once the collection stops: no watch starts after that.
+    closed: bool,
+}
+
+/// What the collection's tasks share.
+struct Shared {
     store: Arc<PodStore>,
     client: Client,
     config: Config,
-    counters: Arc<Counters>,
-    synced: tokio_watch::Receiver<bool>,
-    stopped: tokio_watch::Receiver<bool>,
+    counters: Counters,
+    watches: Mutex<Watches>,
+    synced: tokio_watch::Sender<bool>,
     cancel: CancellationToken,
 }
 
+impl Shared {
+    /// Synced once every planned watch has listed.
+    fn refresh_synced(&self) {
+        let w = self.watches.lock();
+        let all = !w.closed && w.planned.values().all(|t| *t.synced.borrow());
+        self.synced.send_if_modified(|s| std::mem::replace(s, all) != all);
+    }
+}
+
+/// A running pod collection. See the [module docs](self).
+pub struct PodCollection {
+    shared: Arc<Shared>,
+    synced: tokio_watch::Receiver<bool>,
+    stopped: tokio_watch::Receiver<bool>,
+}
+
 impl PodCollection {
-    /// Starts collecting into a new interest-filtered [`PodStore`] (which caches nothing until
-    /// [`PodCollection::set_interest`]). Must be called within a Tokio runtime. The collection stops when
+    /// Starts a collection into a new interest-filtered [`PodStore`]; it watches nothing until
+    /// [`PodCollection::set_interest`]. Must be called within a Tokio runtime. The collection stops when
     /// `cancel` (or the collection's own child token) is cancelled.
     pub fn start(client: Client, config: Config, cancel: CancellationToken) -> Self {
         Self::start_with_store(client, Arc::new(PodStore::new()), config, cancel)
     }
 
-    /// Starts collecting into `store` (use [`PodStore::unfiltered`] to cache every pod).
+    /// Starts a collection into `store`. An unfiltered store ([`PodStore::unfiltered`]) is watched
+    /// cluster-wide at once; a filtered one as its interest set requires.
     pub fn start_with_store(
         client: Client,
         store: Arc<PodStore>,
@@ -158,43 +224,39 @@ impl PodCollection {
         cancel: CancellationToken,
     ) -> Self {
         let cancel = cancel.child_token();
-        let counters = Arc::new(Counters::default());
         let (synced_tx, synced) = tokio_watch::channel(false);
         let (stopped_tx, stopped) = tokio_watch::channel(false);
-        tokio::spawn(
-            run(
-                Api::all(client.clone()),
-                Arc::clone(&store),
-                config.clone(),
-                Arc::clone(&counters),
-                synced_tx,
-                stopped_tx,
-                cancel.clone(),
-            )
-            .instrument(tracing::info_span!("pods")),
-        );
-        PodCollection {
+        let shared = Arc::new(Shared {
             store,
             client,
             config,
-            counters,
+            counters: Counters::default(),
+            watches: Mutex::new(Watches::default()),
+            synced: synced_tx,
+            cancel,
+        });
+        tokio::spawn(supervise(Arc::clone(&shared), stopped_tx));
+        if shared.store.interest().is_none() {
+            reconcile_watches(&shared, BTreeSet::from([WatchScope::Cluster]));
+        }
+        PodCollection {
+            shared,
             synced,
             stopped,
-            cancel,
         }
     }
 
     /// The store being filled.
     pub fn store(&self) -> &Arc<PodStore> {
-        &self.store
+        &self.shared.store
     }
 
-    /// Whether the initial list has completed (and the collection is still running).
+    /// Whether every planned watch has completed its initial list (and the collection is still running).
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
     }
 
-    /// Resolves to `true` once the initial list has completed, or `false` if the collection stops first.
+    /// Resolves to `true` once every planned watch has listed, or `false` if the collection stops first.
     pub fn synced(&self) -> impl Future<Output = bool> + Send + 'static {
         let mut synced = self.synced.clone();
         let mut stopped = self.stopped.clone();
@@ -211,46 +273,76 @@ impl PodCollection {
         self.synced.clone()
     }
 
+    /// The watches planned now.
+    pub fn scopes(&self) -> BTreeSet<WatchScope> {
+        self.shared.watches.lock().planned.keys().cloned().collect()
+    }
+
     /// Counters and sizes.
     pub fn stats(&self) -> CollectionStats {
-        let s = self.store.stats();
+        let s = self.shared.store.stats();
+        let c = &self.shared.counters;
+        let (watches, cluster_wide) = {
+            let w = self.shared.watches.lock();
+            (
+                w.planned.len() + w.retiring.len(),
+                w.planned.contains_key(&WatchScope::Cluster),
+            )
+        };
         CollectionStats {
             pods: s.pods,
             workloads: s.workloads,
             bytes: s.heap_bytes,
-            restarts: self.counters.restarts.load(Ordering::Relaxed),
-            errors: self.counters.errors.load(Ordering::Relaxed),
-            backfills: self.counters.backfills.load(Ordering::Relaxed),
-            backfill_errors: self.counters.backfill_errors.load(Ordering::Relaxed),
+            watches,
+            cluster_wide,
+            decoded: c.decoded.load(Ordering::Relaxed),
+            restarts: c.restarts.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            backfills: c.backfills.load(Ordering::Relaxed),
+            backfill_errors: c.backfill_errors.load(Ordering::Relaxed),
             dropped: s.dropped,
             synced: self.is_synced(),
         }
     }
 
-    /// Replaces the interest set: evicts pods that left it and spawns scoped backfills for the workloads
-    /// that joined it. Must be called within a Tokio runtime.
+    /// Replaces the interest set: evicts pods that left it, starts and stops watches as
+    /// [`crate::plan::plan`] says, and backfills the workloads that joined under a watch that already
+    /// runs. Must be called within a Tokio runtime.
     pub fn set_interest(&self, interest: Interest) -> InterestUpdate {
-        let update = self.store.set_interest(interest);
+        let scopes = plan(&interest, &PodCounts::default(), &self.shared.config.limits);
+        let update = self.shared.store.set_interest(interest);
+        let started = reconcile_watches(&self.shared, scopes);
         for target in &update.backfill {
-            let (client, store, config) = (self.client.clone(), Arc::clone(&self.store), self.config.clone());
-            let (counters, cancel, target) =
-                (Arc::clone(&self.counters), self.cancel.clone(), target.clone());
+            let BackfillTarget::Namespace {
+                namespace,
+                label_selector,
+            } = target;
+            let as_scope = WatchScope::Namespace {
+                namespace: namespace.clone(),
+                label_selector: label_selector.clone(),
+            };
+            // A watch started now lists these pods itself.
+            if started.iter().any(|s| s.includes(&as_scope)) {
+                continue;
+            }
+            let shared = Arc::clone(&self.shared);
+            let target = target.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = backfill_with_retry(&client, &store, &target, &config, &counters) => {}
+                    _ = shared.cancel.cancelled() => {}
+                    _ = backfill_with_retry(&shared, &target) => {}
                 }
             });
         }
         update
     }
 
-    /// Stops the collection (the store is cleared once the watch task has ended).
+    /// Stops the collection (the store is cleared once the watch tasks have ended).
     pub fn stop(&self) {
-        self.cancel.cancel();
+        self.shared.cancel.cancel();
     }
 
-    /// Resolves once the watch task has ended and the store has been cleared.
+    /// Resolves once the watch tasks have ended and the store has been cleared.
     pub async fn stopped(&self) {
         let mut stopped = self.stopped.clone();
         // An error means the task is gone, which is just as stopped.
@@ -260,31 +352,170 @@ impl PodCollection {
 
 impl Drop for PodCollection {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.shared.cancel.cancel();
     }
 }
 
 impl std::fmt::Debug for PodCollection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PodCollection")
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .field("stats", &self.stats())
             .finish()
     }
 }
 
-async fn run(
-    api: Api<PodWire>,
-    store: Arc<PodStore>,
-    config: Config,
-    counters: Arc<Counters>,
+/// Makes `scopes` the planned watches: starts the new ones, keeps those already running (bringing back
+/// one being replaced), and retires the rest once every new one has listed. Returns the scopes started.
+fn reconcile_watches(shared: &Arc<Shared>, scopes: BTreeSet<WatchScope>) -> Vec<WatchScope> {
+    let mut started = Vec::new();
+    let mut retired = Vec::new();
+    let mut waits = Vec::new();
+    let guard;
+    {
+        let mut w = shared.watches.lock();
+        if w.closed {
+            return started;
+        }
+        let old = std::mem::take(&mut w.planned);
+        for (scope, task) in old {
+            if scopes.contains(&scope) {
+                w.planned.insert(scope, task);
+            } else {
+                retired.push(scope.clone());
+                task.retiring.store(true, Ordering::Relaxed);
+                w.retiring.insert(scope, task);
+            }
+        }
+        // While old and new watches overlap, the new ones win (see the module docs); the switch begins
+        // before any new watch can deliver.
+        let starts = scopes
+            .iter()
+            .any(|s| !w.planned.contains_key(s) && !w.retiring.contains_key(s));
+        guard = (starts && !retired.is_empty()).then(|| shared.store.begin_switch());
+        for scope in scopes {
+            if w.planned.contains_key(&scope) {
+                continue;
+            }
+            if let Some(task) = w.retiring.remove(&scope) {
+                task.retiring.store(false, Ordering::Relaxed);
+                w.planned.insert(scope, task);
+                continue;
+            }
+            let task = spawn_watch(shared, scope.clone());
+            waits.push(task.synced.clone());
+            w.planned.insert(scope.clone(), task);
+            started.push(scope);
+        }
+    }
+    if !retired.is_empty() {
+        tracing::info!(
+            started = started.len(),
+            retired = retired.len(),
+            "pod watches replaced"
+        );
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            for mut synced in waits {
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return,
+                    r = synced.wait_for(|s| *s) => if r.is_err() { break },
+                }
+            }
+            let done: Vec<WatchTask> = {
+                let mut w = shared.watches.lock();
+                retired.iter().filter_map(|s| w.retiring.remove(s)).collect()
+            };
+            for task in &done {
+                task.cancel.cancel();
+            }
+            for task in done {
+                let _ = task.handle.await;
+            }
+            drop(guard);
+        });
+    } else if !started.is_empty() {
+        tracing::info!(started = started.len(), "pod watches started");
+    }
+    shared.refresh_synced();
+    started
+}
+
+fn spawn_watch(shared: &Arc<Shared>, scope: WatchScope) -> WatchTask {
+    let cancel = shared.cancel.child_token();
+    let retiring = Arc::new(AtomicBool::new(false));
+    let (synced_tx, synced) = tokio_watch::channel(false);
+    let span = match &scope {
+        WatchScope::Cluster => tracing::info_span!("pods", scope = "cluster"),
+        WatchScope::Namespace {
+            namespace,
+            label_selector,
+        } => tracing::info_span!("pods", %namespace, selector = label_selector.as_deref().unwrap_or("")),
+    };
+    let handle = tokio::spawn(
+        run_watch(
+            Arc::clone(shared),
+            scope,
+            Arc::clone(&retiring),
+            synced_tx,
+            cancel.clone(),
+        )
+        .instrument(span),
+    );
+    WatchTask {
+        cancel,
+        retiring,
+        synced,
+        handle,
+    }
+}
+
+/// Waits for the collection to stop, ends every watch, then clears the store.
+async fn supervise(shared: Arc<Shared>, stopped: tokio_watch::Sender<bool>) {
+    shared.cancel.cancelled().await;
+    let tasks: Vec<WatchTask> = {
+        let mut w = shared.watches.lock();
+        w.closed = true;
+        let planned = std::mem::take(&mut w.planned);
+        let retiring = std::mem::take(&mut w.retiring);
+        planned.into_values().chain(retiring.into_values()).collect()
+    };
+    for task in tasks {
+        let _ = task.handle.await;
+    }
+    shared.synced.send_replace(false);
+    shared.store.clear();
+    tracing::info!("pod collection stopped; cache cleared");
+    stopped.send_replace(true);
+}
+
+/// How a watch's current list is being tracked.
+enum Listing {
+    /// Not listing.
+    Idle,
+    /// The cluster-wide watch: the store's mark and sweep.
+    Cluster,
+    /// A scoped watch: the uids listed so far.
+    Scoped(HashSet<u128>),
+}
+
+async fn run_watch(
+    shared: Arc<Shared>,
+    scope: WatchScope,
+    retiring: Arc<AtomicBool>,
     synced: tokio_watch::Sender<bool>,
-    stopped: tokio_watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
+    let config = &shared.config;
+    let api: Api<PodWire> = match &scope {
+        WatchScope::Cluster => Api::all(shared.client.clone()),
+        WatchScope::Namespace { namespace, .. } => Api::namespaced(shared.client.clone(), namespace),
+    };
     let mut streaming = config.streaming_lists;
+    let mut inits = 0u64;
+    let mut listing = Listing::Idle;
     'streams: loop {
-        let stream = watcher(api.clone(), config.watcher_config(streaming)).default_backoff();
+        let stream = watcher(api.clone(), config.watcher_config(&scope, streaming)).default_backoff();
         let mut stream = pin!(stream);
         // Only a streaming list needs a deadline for its first InitDone.
         let mut deadline = streaming.then(|| Instant::now() + config.streaming_timeout);
@@ -297,34 +528,41 @@ async fn run(
                         "streaming pod list did not complete; the API server may not support WatchList, falling back to paged lists"
                     );
                     streaming = false;
-                    counters.restarts.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
                     continue 'streams;
                 }
                 item = stream.next() => item,
             };
             match item {
                 Some(Ok(event)) => {
-                    if handle_event(&store, &counters, event) {
+                    let from = if retiring.load(Ordering::Relaxed) {
+                        Delivery::Retiring
+                    } else {
+                        Delivery::Current
+                    };
+                    if handle_event(&shared, &scope, from, &mut listing, &mut inits, event) {
                         deadline = None;
-                        synced.send_replace(true);
+                        if !synced.send_replace(true) {
+                            shared.refresh_synced();
+                        }
                     }
                 }
                 Some(Err(error)) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%error, "pod watch error; retrying with backoff");
                 }
                 None => {
                     // The watcher stream does not end on its own; restart it if it ever does.
-                    counters.restarts.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
                     continue 'streams;
                 }
             }
         }
     }
-    synced.send_replace(false);
-    store.clear();
-    tracing::info!("pod collection stopped; cache cleared");
-    stopped.send_replace(true);
+    if matches!(listing, Listing::Cluster) {
+        // An unfinished cluster-wide relist must not leave the store in relist mode.
+        shared.store.finish_relist_abandoned();
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -335,22 +573,54 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Applies one watcher event to the store; returns whether it completed a list.
-fn handle_event(store: &PodStore, counters: &Counters, event: Event<PodWire>) -> bool {
+fn handle_event(
+    shared: &Shared,
+    scope: &WatchScope,
+    from: Delivery,
+    listing: &mut Listing,
+    inits: &mut u64,
+    event: Event<PodWire>,
+) -> bool {
+    let store = &shared.store;
     let outcome = match event {
         Event::Init => {
-            if counters.inits.fetch_add(1, Ordering::Relaxed) > 0 {
-                counters.restarts.fetch_add(1, Ordering::Relaxed);
+            if *inits > 0 {
+                shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
             }
-            store.begin_relist();
+            *inits += 1;
+            *listing = match scope {
+                WatchScope::Cluster => {
+                    store.begin_relist();
+                    Listing::Cluster
+                }
+                WatchScope::Namespace { .. } => Listing::Scoped(HashSet::new()),
+            };
             return false;
         }
         Event::InitDone => {
-            let swept = store.finish_relist();
+            let swept = match std::mem::replace(listing, Listing::Idle) {
+                Listing::Cluster => store.finish_relist(),
+                Listing::Scoped(seen) => store.sweep_scope(scope, &seen),
+                Listing::Idle => 0,
+            };
             tracing::debug!(swept, pods = store.len(), "pod list complete");
             return true;
         }
-        Event::InitApply(pod) | Event::Apply(pod) => store.apply(&pod),
-        Event::Delete(pod) => Ok(store.delete(&pod)),
+        Event::InitApply(pod) => {
+            shared.counters.decoded.fetch_add(1, Ordering::Relaxed);
+            if let Listing::Scoped(seen) = listing {
+                seen.insert(crate::slim::wire_uid(&pod));
+            }
+            store.apply_from(&pod, from)
+        }
+        Event::Apply(pod) => {
+            shared.counters.decoded.fetch_add(1, Ordering::Relaxed);
+            store.apply_from(&pod, from)
+        }
+        Event::Delete(pod) => {
+            shared.counters.decoded.fetch_add(1, Ordering::Relaxed);
+            Ok(store.delete_from(&pod, from))
+        }
     };
     if let Err(error) = outcome {
         tracing::debug!(%error, "pod not cached");
@@ -358,22 +628,16 @@ fn handle_event(store: &PodStore, counters: &Counters, event: Event<PodWire>) ->
     false
 }
 
-async fn backfill_with_retry(
-    client: &Client,
-    store: &Arc<PodStore>,
-    target: &BackfillTarget,
-    config: &Config,
-    counters: &Counters,
-) {
+async fn backfill_with_retry(shared: &Shared, target: &BackfillTarget) {
     for attempt in 1..=BACKFILL_ATTEMPTS {
-        match backfill(client, store, target, config).await {
+        match backfill(&shared.client, &shared.store, target, &shared.config).await {
             Ok(n) => {
-                counters.backfills.fetch_add(1, Ordering::Relaxed);
+                shared.counters.backfills.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(?target, inserted = n, "backfill done");
                 return;
             }
             Err(error) => {
-                counters.backfill_errors.fetch_add(1, Ordering::Relaxed);
+                shared.counters.backfill_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, ?target, attempt, "backfill failed");
                 tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
             }
