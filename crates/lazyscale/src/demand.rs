@@ -220,3 +220,118 @@ pub fn spawn(
     );
     rx
 }
+
+/// How long a workload whose pod selector could not be read waits before it is read again.
+pub const SELECTOR_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads of workload selectors in flight at once.
+const SELECTOR_READS: usize = 16;
+
+/// What is known of one workload's pod selector.
+#[derive(Debug, Clone)]
+enum Known {
+    /// `status.selector` of its scale subresource.
+    Found(String),
+    /// Not readable (missing workload, no selector reported yet, refused) at this time.
+    Unknown(tokio::time::Instant),
+}
+
+/// The pod label selectors of autoscaled workloads, so the pod cache lists and watches only their pods.
+///
+/// A selector is read once per workload from its `/scale` subresource (`status.selector`: the serialized
+/// `spec.selector` of a Deployment, a StatefulSet or an Argo Rollout; one GET, allowed by the chart's
+/// scale rules), the target resolved by the controller's [`lazyscale_controller::scale::Resolver`]. A
+/// workload that does not exist yet or reports no selector yet has none for [`SELECTOR_RETRY`] (the pod
+/// cache then watches its namespace whole) and is read again after that.
+pub struct Selectors {
+    client: kube::Client,
+    resolver: lazyscale_controller::scale::Resolver,
+    known: std::collections::HashMap<lazyscale_podcache::WorkloadKey, Known>,
+}
+
+/// A workload whose pods are autoscaled: its key, and the `apiVersion` and kind of its `targetRef`.
+pub type Wanted = (lazyscale_podcache::WorkloadKey, String, String);
+
+impl Selectors {
+    /// Selectors read with `client`.
+    pub fn new(client: kube::Client) -> Self {
+        Selectors {
+            resolver: lazyscale_controller::scale::Resolver::new(client.clone()),
+            client,
+            known: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The pod selector of `workload`, when known.
+    pub fn get(&self, workload: &lazyscale_podcache::WorkloadKey) -> Option<&str> {
+        match self.known.get(workload)? {
+            Known::Found(s) => Some(s),
+            Known::Unknown(_) => None,
+        }
+    }
+
+    /// Whether a selector that could not be read is due to be read again.
+    pub fn retry_due(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.known
+            .values()
+            .any(|k| matches!(k, Known::Unknown(at) if now.duration_since(*at) >= SELECTOR_RETRY))
+    }
+
+    /// Reads the selectors of the `wanted` workloads not known yet (or due again), forgets those no longer
+    /// wanted; returns how many were read.
+    pub async fn refresh(&mut self, wanted: &[Wanted]) -> usize {
+        let now = tokio::time::Instant::now();
+        let keep: std::collections::HashSet<&lazyscale_podcache::WorkloadKey> =
+            wanted.iter().map(|(k, _, _)| k).collect();
+        self.known.retain(|k, _| keep.contains(k));
+        let due: Vec<&Wanted> = wanted
+            .iter()
+            .filter(|(k, _, _)| match self.known.get(k) {
+                None => true,
+                Some(Known::Found(_)) => false,
+                Some(Known::Unknown(at)) => now.duration_since(*at) >= SELECTOR_RETRY,
+            })
+            .collect();
+        let (client, resolver) = (&self.client, &self.resolver);
+        let read: Vec<(lazyscale_podcache::WorkloadKey, Known)> = futures::stream::iter(due)
+            .map(|(key, api_version, kind)| async move {
+                let known = match read_selector(client, resolver, key, api_version, kind).await {
+                    Ok(Some(s)) => Known::Found(s),
+                    Ok(None) => Known::Unknown(tokio::time::Instant::now()),
+                    Err(error) => {
+                        tracing::debug!(%key, error = %error, "pod selector not readable; watching the namespace");
+                        Known::Unknown(tokio::time::Instant::now())
+                    }
+                };
+                (key.clone(), known)
+            })
+            .buffer_unordered(SELECTOR_READS)
+            .collect()
+            .await;
+        let n = read.len();
+        self.known.extend(read);
+        n
+    }
+}
+
+/// `status.selector` of the workload's scale subresource (`None`: missing workload or no selector yet).
+async fn read_selector(
+    client: &kube::Client,
+    resolver: &lazyscale_controller::scale::Resolver,
+    key: &lazyscale_podcache::WorkloadKey,
+    api_version: &str,
+    kind: &str,
+) -> Result<Option<String>, String> {
+    let mut discovered = false;
+    let ar = resolver
+        .resolve(api_version, kind, &mut discovered)
+        .await
+        .map_err(|e| e.to_string())?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.namespace, &ar);
+    match api.get_scale(&key.name).await {
+        Ok(scale) => Ok(scale.status.and_then(|s| s.selector).filter(|s| !s.is_empty())),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}

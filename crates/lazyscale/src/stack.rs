@@ -87,6 +87,8 @@ struct Running {
     controller: lazyscale_controller::Handle,
     flushed: lazyscale_controller::CounterSnapshot,
     pods: lazyscale_podcache::watch::PodCollection,
+    /// The pod selectors of the autoscaled workloads (the pod watches are scoped by them).
+    selectors: demand::Selectors,
     /// The interest set or the webhook namespaces must be refreshed at this time (changes are coalesced:
     /// many autoscalers created together cost one backfill per namespace, not one each).
     refresh_at: Option<Instant>,
@@ -206,7 +208,8 @@ pub async fn run(mut deps: Deps) -> Result<(), StackError> {
             () = async { if let Some(d) = refresh_at { tokio::time::sleep_until(d).await } else { std::future::pending().await } } => {
                 if let Some(r) = running.as_mut() {
                     r.refresh_at = None;
-                    r.pods.set_interest(interest(&demand, &targets));
+                    r.selectors.refresh(&wanted(&demand, &targets)).await;
+                    r.pods.set_interest(interest(&demand, &targets, &r.selectors));
                     if let Some(reg) = deps.registration.as_mut()
                         && let Err(error) = reg.sync(&namespaces(&demand)).await
                     {
@@ -219,6 +222,9 @@ pub async fn run(mut deps: Deps) -> Result<(), StackError> {
                 if let Some(r) = running.as_mut() {
                     flush_controller_metrics(&deps.metrics, r);
                     publish_cache_metrics(&deps.metrics, r);
+                    if r.refresh_at.is_none() && r.selectors.retry_due() {
+                        r.refresh_at = Some(Instant::now());
+                    }
                     if r.pods.is_synced() {
                         deps.gate.mark_pod_collection_synced(epoch);
                     }
@@ -352,23 +358,48 @@ fn key_of(d: &Arc<lazyscale_api::DatadogPodAutoscaler>) -> Option<DpaChange> {
     )))
 }
 
-/// The workloads whose pods the cache keeps: DPA targets, profile-labelled workloads, and every
-/// workload of a profile-labelled namespace.
-pub fn interest(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Interest {
-    let mut i = Interest::new();
+/// The autoscaled workloads (DPA targets and profile-labelled workloads) with their `targetRef`
+/// `apiVersion` and kind, whose pod selectors scope the pod watches.
+pub fn wanted(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Vec<demand::Wanted> {
+    let mut out = Vec::new();
     for (dpa, t) in targets {
-        i.add_workload(
+        let api_version = t
+            .dpa
+            .as_ref()
+            .and_then(|d| d.spec.target_ref.api_version.clone())
+            .unwrap_or_else(|| "apps/v1".to_string());
+        out.push((
             WorkloadKey::new(dpa.namespace_name(), WorkloadKind::from_kind(&t.kind), &t.name),
-            None,
-        );
+            api_version,
+            t.kind.clone(),
+        ));
     }
     for (kind, wk) in [
         (SourceKind::Deployment, WorkloadKind::Deployment),
         (SourceKind::StatefulSet, WorkloadKind::StatefulSet),
     ] {
         for s in demand.of_kind(kind) {
-            i.add_workload(WorkloadKey::new(s.namespace_name(), wk, s.name()), None);
+            out.push((
+                WorkloadKey::new(s.namespace_name(), wk, s.name()),
+                "apps/v1".to_string(),
+                wk.as_str().to_string(),
+            ));
         }
+    }
+    out
+}
+
+/// The workloads whose pods the cache keeps, with their pod selectors when known: DPA targets,
+/// profile-labelled workloads, and every workload of a profile-labelled namespace.
+pub fn interest(
+    demand: &Demand,
+    targets: &BTreeMap<Source, Target>,
+    selectors: &demand::Selectors,
+) -> Interest {
+    let mut i = Interest::new();
+    for (key, _, _) in wanted(demand, targets) {
+        let selector = selectors.get(&key).map(str::to_owned);
+        i.add_workload(key, selector);
     }
     for s in demand.of_kind(SourceKind::Namespace) {
         i.add_namespace(s.namespace_name());
@@ -391,7 +422,7 @@ async fn start(
     );
     let cancel = deps.stop.child_token();
     let mut tasks = JoinSet::new();
-    let client = match kube::Client::try_from(deps.config.clone()) {
+    let client = match crate::telemetry::client(deps.config.clone(), &deps.metrics) {
         Ok(c) => c,
         Err(error) => {
             tracing::warn!(%error, "could not build the stack's own client; sharing the agent's");
@@ -473,7 +504,21 @@ async fn start(
             .run(leader.clone(), cancel.clone())
             .instrument(tracing::info_span!("controller")),
     );
-    pods.set_interest(interest(demand, targets));
+    // lazyscale_leader follows the Lease (0 again when the stack stops)
+    let (mut held, metrics, done) = (leader.clone(), deps.metrics.clone(), cancel.clone());
+    tasks.spawn(async move {
+        loop {
+            metrics.leader.set(i64::from(*held.borrow_and_update()));
+            tokio::select! {
+                () = done.cancelled() => break,
+                changed = held.changed() => if changed.is_err() { break },
+            }
+        }
+        metrics.leader.set(0);
+    });
+    let mut selectors = demand::Selectors::new(client.clone());
+    selectors.refresh(&wanted(demand, targets)).await;
+    pods.set_interest(interest(demand, targets, &selectors));
     deps.metrics.gate_open.set(1);
     if let Ok(mut m) = deps.mutator.write() {
         *m = Some(Arc::new(VerticalMutator::new(
@@ -518,6 +563,7 @@ async fn start(
         controller: handle,
         flushed: lazyscale_controller::CounterSnapshot::default(),
         pods,
+        selectors,
         refresh_at: None,
     }
 }
