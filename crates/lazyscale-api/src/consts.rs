@@ -33,6 +33,10 @@ pub const CLUSTER_PROFILE_KIND: &str = "DatadogPodAutoscalerClusterProfile";
 /// Name of the one MutatingWebhookConfiguration the agent registers (and deletes when the stack stops).
 pub const WEBHOOK_CONFIGURATION: &str = "lazyscale-pod-autoscaling";
 
+/// Name of the Secret (in the agent's namespace) holding the agent-managed webhook certificate: the CA
+/// bundle and the serving certificate.
+pub const WEBHOOK_CERT_SECRET: &str = "lazyscale-webhook-cert";
+
 /// Plural resource name of the DatadogPodAutoscaler.
 pub const DPA_PLURAL: &str = "datadogpodautoscalers";
 

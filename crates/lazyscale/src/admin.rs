@@ -140,16 +140,38 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), ClientError> {
     Ok((code, body.to_owned()))
 }
 
-/// Serves the admin endpoints until `stop` is cancelled.
+/// How long an admin client may take to send its request headers (a stalled client is disconnected).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a new admin connection may take to send its first request.
+pub const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the admin endpoints until `stop` is cancelled. Every connection is its own task and the
+/// handlers only read shared state, so a slow or stalled client never blocks the agent; stalled
+/// connections are closed after [`HEADER_READ_TIMEOUT`] / [`FIRST_REQUEST_TIMEOUT`].
 pub async fn serve(addr: SocketAddr, state: AdminState, stop: CancellationToken) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| ServeError::Bind { addr, source })?;
     if let Ok(local) = listener.local_addr() {
         tracing::info!(address = %local, "admin server listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        h2.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    });
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(ServeError::Serve)?
+        .first_request_timeout(FIRST_REQUEST_TIMEOUT)
+        .http1_only();
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    server
+        .handle(handle)
+        .serve(router(state).into_make_service())
         .await
         .map_err(ServeError::Serve)
 }

@@ -16,6 +16,10 @@
 //!   certFile: /etc/lazyscale/tls/tls.crt
 //!   keyFile: /etc/lazyscale/tls/tls.key
 //!   selfSigned: false
+//!   certificate:
+//!     mode: agent            # agent (default: a Secret in the agent's namespace, rotated) | selfSigned | files
+//!     validitySeconds: 7776000     # 90 days
+//!     renewBeforeSeconds: 2592000  # 30 days
 //!   url: ""                  # how the API server reaches the webhook (else serviceName/serviceNamespace)
 //!   serviceName: lazyscale-webhook
 //!   serviceNamespace: lazyscale
@@ -55,6 +59,9 @@ pub enum ConfigError {
     /// A certificate file without its key, or a key without its certificate.
     #[error("the webhook needs both a certificate file and a key file")]
     HalfTls,
+    /// The certificate mode needs files that are not configured, or the validity settings are invalid.
+    #[error("webhook.certificate: {0}")]
+    Certificate(String),
     /// The vertical recommender's tunables do not make a recommender.
     #[error("autoscaling.vertical.recommender: {0}")]
     Recommender(String),
@@ -149,6 +156,9 @@ pub struct WebhookFile {
     pub key_file: Option<PathBuf>,
     /// Generate a self-signed certificate (development).
     pub self_signed: Option<bool>,
+    /// The serving certificate: `mode` (`agent`, `selfSigned`, `files`), validity and renewal.
+    #[serde(default)]
+    pub certificate: CertificateFile,
     /// The URL the API server calls.
     pub url: Option<String>,
     /// The Service in front of the agent.
@@ -187,6 +197,31 @@ impl FileConfig {
     }
 }
 
+/// `webhook.certificate:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateFile {
+    /// Where the serving certificate comes from; unset: `files` when certificate files are given, else
+    /// `selfSigned` when `selfSigned` is true, else `agent`.
+    pub mode: Option<CertMode>,
+    /// Validity of an agent-managed certificate, in seconds (default 90 days).
+    pub validity_seconds: Option<u64>,
+    /// Renew an agent-managed certificate this many seconds before it expires (default 30 days).
+    pub renew_before_seconds: Option<u64>,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum CertMode {
+    /// The agent creates, stores (a Secret in its namespace) and rotates it ([`crate::cert`]).
+    Agent,
+    /// A certificate generated at start and never stored (development).
+    SelfSigned,
+    /// PEM files (cert-manager, the chart's generated Secret, your own), re-read when they change.
+    Files,
+}
+
 /// How the webhook is reached by the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookTarget {
@@ -218,6 +253,10 @@ pub struct Settings {
     pub webhook_tls: Option<(PathBuf, PathBuf)>,
     /// Generate a self-signed webhook certificate.
     pub self_signed: bool,
+    /// Where the serving certificate comes from.
+    pub cert_mode: CertMode,
+    /// Validity and renewal of the agent-managed certificate.
+    pub cert_policy: crate::cert::CertPolicy,
     /// How the API server reaches the webhook; `None` = never register a webhook configuration.
     pub webhook_target: Option<WebhookTarget>,
     /// Page size of the initial pod list.
@@ -272,6 +311,16 @@ pub struct RunArgs {
     /// Generate a self-signed webhook certificate (development).
     #[arg(long, env = "LAZYSCALE_SELF_SIGNED")]
     pub self_signed: bool,
+    /// Where the serving certificate comes from (default: files when given, else self-signed with
+    /// --self-signed, else agent: a Secret in the agent's namespace, rotated by the agent).
+    #[arg(long, env = "LAZYSCALE_WEBHOOK_CERTIFICATE_MODE", value_enum)]
+    pub webhook_certificate_mode: Option<CertMode>,
+    /// Validity in seconds of the agent-managed certificate.
+    #[arg(long, env = "LAZYSCALE_WEBHOOK_CERTIFICATE_VALIDITY_SECONDS")]
+    pub webhook_certificate_validity_seconds: Option<u64>,
+    /// Renew the agent-managed certificate this many seconds before it expires.
+    #[arg(long, env = "LAZYSCALE_WEBHOOK_CERTIFICATE_RENEW_BEFORE_SECONDS")]
+    pub webhook_certificate_renew_before_seconds: Option<u64>,
     /// URL the API server uses to call the webhook (out-of-cluster agents).
     #[arg(long, env = "LAZYSCALE_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
@@ -341,6 +390,34 @@ pub fn merge(
     // A bad recommender configuration is a start-up error, not a silent loss of vertical autoscaling.
     lazyscale_vertical::Recommender::new(file.autoscaling.vertical.recommender.clone())
         .map_err(|e| ConfigError::Recommender(e.to_string()))?;
+    let self_signed = flags.self_signed || wh.self_signed.unwrap_or(false);
+    let cert_mode = match flags.webhook_certificate_mode.or(wh.certificate.mode) {
+        Some(m) => m,
+        None if webhook_tls.is_some() => CertMode::Files,
+        None if self_signed => CertMode::SelfSigned,
+        None => CertMode::Agent,
+    };
+    if cert_mode == CertMode::Files && webhook_tls.is_none() {
+        return Err(ConfigError::Certificate(
+            "mode files needs certFile and keyFile".into(),
+        ));
+    }
+    let default_policy = crate::cert::CertPolicy::default();
+    let cert_policy = crate::cert::CertPolicy::new(
+        Duration::from_secs(
+            flags
+                .webhook_certificate_validity_seconds
+                .or(wh.certificate.validity_seconds)
+                .unwrap_or(default_policy.validity.as_secs()),
+        ),
+        Duration::from_secs(
+            flags
+                .webhook_certificate_renew_before_seconds
+                .or(wh.certificate.renew_before_seconds)
+                .unwrap_or(default_policy.renew_before.as_secs()),
+        ),
+    )
+    .map_err(|e| ConfigError::Certificate(e.to_string()))?;
     let webhook_addr =
         (!flags.no_webhook).then(|| flags.webhook_address.or(wh.address).unwrap_or(DEFAULT_WEBHOOK));
     let webhook_target = match (
@@ -374,7 +451,9 @@ pub fn merge(
             .unwrap_or(DEFAULT_ADMIN),
         webhook_addr,
         webhook_tls,
-        self_signed: flags.self_signed || wh.self_signed.unwrap_or(false),
+        self_signed,
+        cert_mode,
+        cert_policy,
         webhook_target,
         page_size: flags
             .pod_page_size
@@ -452,6 +531,12 @@ mod tests {
     fn defaults_without_flags_or_file() {
         let s = merge(&RunArgs::default(), &FileConfig::default(), None).unwrap();
         assert!(s.enabled && !s.eager && !s.self_signed);
+        assert_eq!(
+            s.cert_mode,
+            CertMode::Agent,
+            "the agent manages its certificate by default"
+        );
+        assert_eq!(s.cert_policy, crate::cert::CertPolicy::default());
         assert_eq!(s.grace, DEFAULT_GRACE);
         assert_eq!(s.admin_addr, DEFAULT_ADMIN);
         assert_eq!(s.webhook_addr, Some(DEFAULT_WEBHOOK));
@@ -521,6 +606,45 @@ mod tests {
         assert!(matches!(
             merge(&RunArgs::default(), &bad, None),
             Err(ConfigError::Recommender(_))
+        ));
+    }
+
+    #[test]
+    fn the_certificate_mode_follows_what_is_configured() {
+        let files = RunArgs {
+            webhook_cert_file: Some("c.pem".into()),
+            webhook_key_file: Some("k.pem".into()),
+            ..RunArgs::default()
+        };
+        let s = merge(&files, &FileConfig::default(), None).unwrap();
+        assert_eq!(s.cert_mode, CertMode::Files);
+        let dev = RunArgs {
+            self_signed: true,
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            merge(&dev, &FileConfig::default(), None).unwrap().cert_mode,
+            CertMode::SelfSigned
+        );
+        let f = file(
+            "webhook:\n  selfSigned: true\n  certificate:\n    mode: agent\n    validitySeconds: 60\n    renewBeforeSeconds: 20\n",
+        );
+        let s = merge(&RunArgs::default(), &f, None).unwrap();
+        assert_eq!(s.cert_mode, CertMode::Agent, "an explicit mode wins");
+        assert_eq!(s.cert_policy.validity, Duration::from_secs(60));
+        assert_eq!(s.cert_policy.renew_before, Duration::from_secs(20));
+        let flags = RunArgs {
+            webhook_certificate_renew_before_seconds: Some(60),
+            ..RunArgs::default()
+        };
+        assert!(
+            matches!(merge(&flags, &f, None), Err(ConfigError::Certificate(_))),
+            "renewBefore ≥ validity"
+        );
+        let f = file("webhook:\n  certificate:\n    mode: files\n");
+        assert!(matches!(
+            merge(&RunArgs::default(), &f, None),
+            Err(ConfigError::Certificate(_))
         ));
     }
 

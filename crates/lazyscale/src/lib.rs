@@ -5,6 +5,7 @@
 //! The library holds the agent's parts; `main.rs` is the command line around them.
 
 pub mod admin;
+pub mod cert;
 pub mod config;
 pub mod demand;
 pub mod horizontal;

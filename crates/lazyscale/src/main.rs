@@ -154,46 +154,54 @@ async fn run(settings: Settings) -> Result<()> {
     );
 
     let config = kube_config(&settings).await?;
-    let client = kube::Client::try_from(config.clone())?;
+    let client = telemetry::client(config.clone(), &metrics)?;
     let mutator: Arc<std::sync::RwLock<Option<Arc<dyn webhook::Mutator>>>> = Arc::default();
-    let mut certificate = None;
+    // The CA bundle the registration injects: set once the serving certificate is known, and again on
+    // every rotation of the agent-managed one.
+    let (ca_tx, ca_rx) = tokio::sync::watch::channel(String::new());
     let webhook_task = match settings.webhook_addr {
         Some(addr) => {
-            let cert = match (&settings.webhook_tls, settings.self_signed) {
-                (Some((c, k)), _) => webhook::from_files(c, k)?,
-                (None, true) => webhook::self_signed(match &settings.webhook_target {
-                    Some(WebhookTarget::Service { name, namespace }) => {
-                        Some((name.as_str(), namespace.as_str()))
-                    }
-                    _ => None,
-                })?,
-                (None, false) => anyhow::bail!(
-                    "the webhook needs --webhook-cert-file and --webhook-key-file, or --self-signed (or --no-webhook)"
-                ),
-            };
             let listener = webhook::bind(addr)?;
             let state = webhook::WebhookState {
                 metrics: metrics.clone(),
                 mutator: mutator.clone(),
             };
+            let source = certificate_source(&settings, &client)?;
             let files = settings.webhook_tls.clone();
+            let registering = settings.webhook_target.as_ref().map(|_| client.clone());
             let stop2 = stop.clone();
-            let task_cert = webhook::Certificate {
-                cert_pem: cert.cert_pem.clone(),
-                key_pem: cert.key_pem.clone(),
-                ca_pem: cert.ca_pem.clone(),
-            };
-            certificate = Some(cert);
             Some(tokio::spawn(
-                async move { webhook::serve(listener, &task_cert, files, state, stop2).await }
-                    .instrument(tracing::info_span!("webhook")),
+                async move {
+                    let Some((cert, manager)) = source.obtain(&stop2).await? else {
+                        return Ok(());
+                    };
+                    let tls = webhook::rustls_config(&cert)?;
+                    ca_tx.send_replace(cert.ca_pem.clone());
+                    if let Some(m) = manager {
+                        let serving = lazyscale::cert::Serving {
+                            tls: tls.clone(),
+                            ca: ca_tx,
+                            client: registering,
+                        };
+                        tokio::spawn(
+                            m.run(cert, serving, stop2.clone())
+                                .instrument(tracing::info_span!("certificate")),
+                        );
+                    }
+                    webhook::serve(listener, tls, files, state, stop2).await
+                }
+                .instrument(tracing::info_span!("webhook")),
             ))
         }
         None => None,
     };
 
-    let registration = match (&settings.webhook_target, &certificate) {
-        (Some(target), Some(cert)) => Some(webhook::Registration::new(client.clone(), target, &cert.ca_pem)),
+    let registration = match (&settings.webhook_target, &webhook_task) {
+        (Some(target), Some(_)) => Some(webhook::Registration::with_ca_updates(
+            client.clone(),
+            target,
+            ca_rx,
+        )),
         _ => None,
     };
 
@@ -246,6 +254,66 @@ async fn run(settings: Settings) -> Result<()> {
     }
     tracing::info!("stopped");
     result
+}
+
+/// Where the webhook's serving certificate comes from (settled before the server starts).
+enum CertificateSource {
+    Ready(webhook::Certificate),
+    Agent(Box<lazyscale::cert::Manager>),
+}
+
+fn certificate_source(settings: &Settings, client: &kube::Client) -> Result<CertificateSource> {
+    Ok(match settings.cert_mode {
+        config::CertMode::Files => {
+            let (c, k) = settings
+                .webhook_tls
+                .as_ref()
+                .context("the files certificate mode needs --webhook-cert-file and --webhook-key-file")?;
+            CertificateSource::Ready(webhook::from_files(c, k)?)
+        }
+        config::CertMode::SelfSigned => {
+            CertificateSource::Ready(webhook::self_signed(match &settings.webhook_target {
+                Some(WebhookTarget::Service { name, namespace }) => Some((name.as_str(), namespace.as_str())),
+                _ => None,
+            })?)
+        }
+        config::CertMode::Agent => CertificateSource::Agent(Box::new(lazyscale::cert::Manager::new(
+            client.clone(),
+            &settings.lease_namespace,
+            lazyscale::cert::dns_names(settings.webhook_target.as_ref()),
+            settings.cert_policy,
+        ))),
+    })
+}
+
+impl CertificateSource {
+    /// The certificate to serve, and the manager that keeps it fresh (agent mode). The agent-managed one
+    /// is retried with backoff while the API server is unreachable or refuses; `None` when the agent
+    /// stops first.
+    async fn obtain(
+        self,
+        stop: &CancellationToken,
+    ) -> Result<Option<(webhook::Certificate, Option<lazyscale::cert::Manager>)>, webhook::WebhookError> {
+        let m = match self {
+            CertificateSource::Ready(c) => return Ok(Some((c, None))),
+            CertificateSource::Agent(m) => m,
+        };
+        let mut delay = std::time::Duration::from_millis(500);
+        loop {
+            match m.ensure().await {
+                Ok(c) => return Ok(Some((c, Some(*m)))),
+                Err(error) => tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::from(error)),
+                    "cannot obtain the webhook certificate yet; retrying"
+                ),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(None),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+        }
+    }
 }
 
 /// The outcome of a server task: an error, a panic, or an end before the agent was asked to stop.

@@ -220,6 +220,13 @@ pub async fn run(mut deps: Deps) -> Result<(), StackError> {
             }
             _ = refresh.tick() => {
                 if let Some(r) = running.as_mut() {
+                    // a rotated webhook certificate: re-inject its CA bundle
+                    if let Some(reg) = deps.registration.as_mut()
+                        && reg.ca_changed()
+                        && let Err(error) = reg.sync(&namespaces(&demand)).await
+                    {
+                        tracing::warn!(%error, "webhook caBundle update failed; retrying");
+                    }
                     flush_controller_metrics(&deps.metrics, r);
                     publish_cache_metrics(&deps.metrics, r);
                     if r.refresh_at.is_none() && r.selectors.retry_due() {

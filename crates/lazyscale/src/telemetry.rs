@@ -6,6 +6,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -63,6 +64,214 @@ pub enum WebhookPath {
 pub struct WebhookLabels {
     /// The path taken.
     pub path: WebhookPath,
+}
+
+/// Buckets of the webhook latency histogram: 100 µs to about 3.3 s, doubling.
+pub fn webhook_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, 16)
+}
+
+/// Histograms of admission latency, by path.
+pub type WebhookDurations = Family<WebhookLabels, Histogram, fn() -> Histogram>;
+
+fn webhook_histogram() -> Histogram {
+    Histogram::new(webhook_buckets())
+}
+
+/// The verb of a request the API server refused.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ApiVerb {
+    /// GET of one object.
+    Get,
+    /// GET of a collection.
+    List,
+    /// A watch.
+    Watch,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+    /// PATCH (server-side apply included).
+    Patch,
+    /// DELETE.
+    Delete,
+    /// Anything else.
+    Other,
+}
+
+/// The resource of a request the API server refused (a fixed set: what the chart's RBAC names).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ApiResourceKind {
+    /// `pods`.
+    Pods,
+    /// `pods/resize`.
+    PodsResize,
+    /// `pods/eviction`.
+    PodsEviction,
+    /// `deployments`.
+    Deployments,
+    /// `statefulsets`.
+    StatefulSets,
+    /// `replicasets`.
+    ReplicaSets,
+    /// Argo `rollouts`.
+    Rollouts,
+    /// `scale` of any workload.
+    Scale,
+    /// `datadogpodautoscalers`.
+    Dpas,
+    /// `datadogpodautoscalers/status`.
+    DpaStatus,
+    /// `datadogpodautoscalerclusterprofiles` and their status.
+    ClusterProfiles,
+    /// `namespaces`.
+    Namespaces,
+    /// `metrics.k8s.io` pods.
+    PodMetrics,
+    /// `configmaps` (checkpoints).
+    ConfigMaps,
+    /// `secrets` (the webhook certificate).
+    Secrets,
+    /// `events`.
+    Events,
+    /// `leases`.
+    Leases,
+    /// `mutatingwebhookconfigurations`.
+    WebhookConfigurations,
+    /// Anything else.
+    Other,
+}
+
+/// Label set of refused requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    /// The verb.
+    pub verb: ApiVerb,
+    /// The resource.
+    pub resource: ApiResourceKind,
+}
+
+/// The verb and resource of an API request, from its method, path and query (pure).
+pub fn classify(method: &str, path: &str, query: Option<&str>) -> DeniedLabels {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let (group, rest): (&str, &[&str]) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (group, rest),
+        _ => ("", &[]),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    let (resource, named, sub) = match rest {
+        [r] => (*r, false, None),
+        [r, _name] => (*r, true, None),
+        [r, _name, sub, ..] => (*r, true, Some(*sub)),
+        [] => ("", false, None),
+    };
+    use ApiResourceKind as R;
+    let resource = match (group, resource, sub) {
+        (_, _, Some("scale")) => R::Scale,
+        ("", "pods", Some("resize")) => R::PodsResize,
+        ("", "pods", Some("eviction")) => R::PodsEviction,
+        ("", "pods", _) => R::Pods,
+        ("apps", "deployments", _) => R::Deployments,
+        ("apps", "statefulsets", _) => R::StatefulSets,
+        ("apps", "replicasets", _) => R::ReplicaSets,
+        ("argoproj.io", "rollouts", _) => R::Rollouts,
+        ("datadoghq.com", "datadogpodautoscalers", Some("status")) => R::DpaStatus,
+        ("datadoghq.com", "datadogpodautoscalers", _) => R::Dpas,
+        ("datadoghq.com", "datadogpodautoscalerclusterprofiles", _) => R::ClusterProfiles,
+        ("", "namespaces", _) => R::Namespaces,
+        ("metrics.k8s.io", "pods", _) => R::PodMetrics,
+        ("", "configmaps", _) => R::ConfigMaps,
+        ("", "secrets", _) => R::Secrets,
+        ("" | "events.k8s.io", "events", _) => R::Events,
+        ("coordination.k8s.io", "leases", _) => R::Leases,
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", _) => {
+            R::WebhookConfigurations
+        }
+        _ => R::Other,
+    };
+    let watch = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let verb = match method {
+        "GET" if named => ApiVerb::Get,
+        "GET" if watch => ApiVerb::Watch,
+        "GET" => ApiVerb::List,
+        "POST" => ApiVerb::Create,
+        "PUT" => ApiVerb::Update,
+        "PATCH" => ApiVerb::Patch,
+        "DELETE" => ApiVerb::Delete,
+        _ => ApiVerb::Other,
+    };
+    DeniedLabels { verb, resource }
+}
+
+/// A tower layer for the agent's Kubernetes clients that counts every 403 the API server answers, by
+/// verb and resource ([`Metrics::permission_denied`]) and logs it.
+#[derive(Clone)]
+pub struct DeniedLayer {
+    counter: Family<DeniedLabels, Counter>,
+}
+
+/// The service of [`DeniedLayer`].
+#[derive(Clone)]
+pub struct DeniedService<S> {
+    inner: S,
+    counter: Family<DeniedLabels, Counter>,
+}
+
+impl<S> tower::Layer<S> for DeniedLayer {
+    type Service = DeniedService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DeniedService {
+            inner,
+            counter: self.counter.clone(),
+        }
+    }
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for DeniedService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let labels = classify(req.method().as_str(), req.uri().path(), req.uri().query());
+        let counter = self.counter.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            if let Ok(r) = &res
+                && r.status() == http::StatusCode::FORBIDDEN
+            {
+                counter.get_or_create(&labels).inc();
+                tracing::warn!(verb = ?labels.verb, resource = ?labels.resource, "the API server refused a request (403): RBAC is missing a permission");
+            }
+            res
+        })
+    }
+}
+
+/// A Kubernetes client whose refused requests are counted in `metrics`.
+pub fn client(config: kube::Config, metrics: &Metrics) -> Result<kube::Client, kube::Error> {
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&DeniedLayer {
+            counter: metrics.permission_denied.clone(),
+        })
+        .build())
 }
 
 /// What the horizontal controller did.
@@ -145,6 +354,12 @@ pub struct Metrics {
     pub demand_watch_errors: Counter,
     /// Admission requests by path.
     pub webhook_requests: Family<WebhookLabels, Counter>,
+    /// Admission latency (from the body received to the answer), by path.
+    pub webhook_duration: WebhookDurations,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: Gauge,
+    /// Requests the API server refused (403), by verb and resource.
+    pub permission_denied: Family<DeniedLabels, Counter>,
     /// Horizontal controller operations (summed over the stack's lifetimes).
     pub controller: Family<ControllerLabels, Counter>,
     /// Vertical loop operations.
@@ -170,6 +385,9 @@ impl Metrics {
             watch_errors: Gauge::default(),
             demand_watch_errors: Counter::default(),
             webhook_requests: Family::default(),
+            webhook_duration: Family::new_with_constructor(webhook_histogram),
+            leader: Gauge::default(),
+            permission_denied: Family::default(),
             controller: Family::default(),
             vertical: Family::default(),
             heap_bytes: Gauge::default(),
@@ -183,7 +401,9 @@ impl Metrics {
                 ("version", env!("CARGO_PKG_VERSION").to_string()),
                 (
                     "rustc",
-                    option_env!("LAZYSCALE_RUSTC").unwrap_or("unknown").to_string(),
+                    option_env!("LAZYSCALE_RUSTC")
+                        .unwrap_or("unknown")
+                        .to_string(),
                 ),
             ]),
         );
@@ -234,6 +454,21 @@ impl Metrics {
             m.webhook_requests.clone(),
         );
         registry.register(
+            "webhook_request_duration_seconds",
+            "Admission latency from the request body received to the answer, by path",
+            m.webhook_duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (it writes scale, status and events)",
+            m.leader.clone(),
+        );
+        registry.register(
+            "permission_denied",
+            "Requests the API server refused with 403, by verb and resource",
+            m.permission_denied.clone(),
+        );
+        registry.register(
             "controller_operations",
             "Operations of the horizontal controller, by kind",
             m.controller.clone(),
@@ -279,7 +514,9 @@ impl Metrics {
             (ControllerOp::ApiRequest, d.api_requests),
         ] {
             if n > 0 {
-                self.controller.get_or_create(&ControllerLabels { op }).inc_by(n);
+                self.controller
+                    .get_or_create(&ControllerLabels { op })
+                    .inc_by(n);
             }
         }
     }
@@ -315,6 +552,155 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_classified_by_verb_and_resource() {
+        use ApiResourceKind as R;
+        for (method, path, query, verb, resource) in [
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods",
+                None,
+                ApiVerb::List,
+                R::Pods,
+            ),
+            (
+                "GET",
+                "/api/v1/pods",
+                Some("watch=true&resourceVersion=1"),
+                ApiVerb::Watch,
+                R::Pods,
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/a/pods/p/resize",
+                None,
+                ApiVerb::Patch,
+                R::PodsResize,
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/pods/p/eviction",
+                None,
+                ApiVerb::Create,
+                R::PodsEviction,
+            ),
+            (
+                "PUT",
+                "/apis/apps/v1/namespaces/a/deployments/d/scale",
+                None,
+                ApiVerb::Update,
+                R::Scale,
+            ),
+            (
+                "GET",
+                "/apis/apps/v1/namespaces/a/statefulsets/s",
+                None,
+                ApiVerb::Get,
+                R::StatefulSets,
+            ),
+            (
+                "PATCH",
+                "/apis/datadoghq.com/v1alpha2/namespaces/a/datadogpodautoscalers/x/status",
+                None,
+                ApiVerb::Patch,
+                R::DpaStatus,
+            ),
+            (
+                "GET",
+                "/apis/datadoghq.com/v1alpha2/datadogpodautoscalerclusterprofiles",
+                None,
+                ApiVerb::List,
+                R::ClusterProfiles,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces",
+                None,
+                ApiVerb::List,
+                R::Namespaces,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a",
+                None,
+                ApiVerb::Get,
+                R::Namespaces,
+            ),
+            (
+                "GET",
+                "/apis/metrics.k8s.io/v1beta1/namespaces/a/pods",
+                None,
+                ApiVerb::List,
+                R::PodMetrics,
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/secrets",
+                None,
+                ApiVerb::Create,
+                R::Secrets,
+            ),
+            (
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/a/events",
+                None,
+                ApiVerb::Create,
+                R::Events,
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/l",
+                None,
+                ApiVerb::Update,
+                R::Leases,
+            ),
+            (
+                "DELETE",
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/w",
+                None,
+                ApiVerb::Delete,
+                R::WebhookConfigurations,
+            ),
+            ("GET", "/version", None, ApiVerb::List, R::Other),
+            (
+                "OPTIONS",
+                "/apis/x.io/v1/things",
+                None,
+                ApiVerb::Other,
+                R::Other,
+            ),
+        ] {
+            assert_eq!(
+                classify(method, path, query),
+                DeniedLabels { verb, resource },
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn webhook_latency_leader_and_refusals_are_exported() {
+        let m = Metrics::new();
+        m.webhook_duration
+            .get_or_create(&WebhookLabels {
+                path: WebhookPath::Fast,
+            })
+            .observe(0.0003);
+        m.leader.set(1);
+        m.permission_denied
+            .get_or_create(&classify("POST", "/api/v1/namespaces/a/secrets", None))
+            .inc();
+        let text = m.encode();
+        for want in [
+            "lazyscale_webhook_request_duration_seconds_bucket{le=\"0.0004\",path=\"Fast\"} 1",
+            "lazyscale_webhook_request_duration_seconds_count{path=\"Fast\"} 1",
+            "lazyscale_leader 1",
+            "lazyscale_permission_denied_total{verb=\"Create\",resource=\"Secrets\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
 
     #[test]
     fn controller_and_vertical_operations_are_exported() {

@@ -6,7 +6,12 @@
 //! (allowed, no patch, counted); a body that is not an AdmissionReview gets HTTP 400 with a message.
 //!
 //! The MutatingWebhookConfiguration exists only while the stack is up, and selects only namespaces that
-//! have autoscalers ([`Registration`]).
+//! have autoscalers ([`Registration`]); its caBundle follows the served certificate (see [`crate::cert`]
+//! for the agent-managed one, [`inject_ca`]).
+//!
+//! The server is hardened against slow and large clients: TLS 1.2 and 1.3 only, a TLS handshake timeout,
+//! a header read timeout and a first-request timeout (slowloris), a body size limit (HTTP 413) and a body
+//! read timeout (HTTP 408).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -16,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -130,31 +135,55 @@ pub struct WebhookState {
     pub mutator: Arc<RwLock<Option<Arc<dyn Mutator>>>>,
 }
 
-async fn handle(State(s): State<WebhookState>, body: Bytes) -> Response {
+fn count(s: &WebhookState, path: WebhookPath) {
+    s.metrics
+        .webhook_requests
+        .get_or_create(&WebhookLabels { path })
+        .inc();
+}
+
+async fn handle(State(s): State<WebhookState>, req: axum::extract::Request) -> Response {
+    // the body under a size limit (DefaultBodyLimit: 413) and a deadline (a slow sender: 408)
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, &s)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => {
+            count(&s, WebhookPath::Malformed);
+            return rejection.into_response();
+        }
+        Err(_) => {
+            count(&s, WebhookPath::Malformed);
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body was not received within {BODY_TIMEOUT:?}"),
+            )
+                .into_response();
+        }
+    };
+    let started = std::time::Instant::now();
     let mutator = s.mutator.read().ok().and_then(|g| g.clone());
     match decide(&body, mutator.as_deref()) {
         Decision::Respond { body, path } => {
+            let response = axum::Json(body).into_response();
             s.metrics
-                .webhook_requests
-                .get_or_create(&WebhookLabels { path })
-                .inc();
-            axum::Json(body).into_response()
+                .webhook_duration
+                .get_or_create(&WebhookLabels { path: path.clone() })
+                .observe(started.elapsed().as_secs_f64());
+            count(&s, path);
+            response
         }
         Decision::BadRequest(msg) => {
-            s.metrics
-                .webhook_requests
-                .get_or_create(&WebhookLabels {
-                    path: WebhookPath::Malformed,
-                })
-                .inc();
+            count(&s, WebhookPath::Malformed);
             (StatusCode::BAD_REQUEST, msg).into_response()
         }
     }
 }
 
-/// The webhook router.
+/// The webhook router (bodies over [`MAX_BODY_BYTES`] are refused with 413).
 pub fn router(state: WebhookState) -> Router {
-    Router::new().route(PATH, post(handle)).with_state(state)
+    Router::new()
+        .route(PATH, post(handle))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 /// Errors of the webhook server and its certificate.
@@ -195,6 +224,7 @@ pub enum WebhookError {
 }
 
 /// The serving certificate: PEM chain, key, and the CA bundle to register.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Certificate {
     /// PEM certificate chain.
     pub cert_pem: String,
@@ -203,6 +233,43 @@ pub struct Certificate {
     /// The CA the API server must trust (the last certificate of the chain).
     pub ca_pem: String,
 }
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the key
+        f.debug_struct("Certificate")
+            .field("cert_pem", &self.cert_pem)
+            .field("ca_pem", &self.ca_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rustls server configuration of a certificate: TLS 1.3 and 1.2 only (ring), ALPN h2 and http/1.1.
+pub fn server_config(cert: &Certificate) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = |e: String| WebhookError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(format!("certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(tls("no certificate in the PEM".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).map_err(|e| tls(format!("key: {e}")))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(TLS_VERSIONS)
+            .map_err(|e| tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS versions the webhook accepts (1.3 and 1.2; rustls has nothing older).
+pub const TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// A self-signed certificate for development, valid for localhost, 127.0.0.1 and the Service names.
 pub fn self_signed(service: Option<(&str, &str)>) -> Result<Certificate, WebhookError> {
@@ -245,22 +312,32 @@ fn mtime(p: &PathBuf) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
+/// The reloadable TLS configuration the server starts with ([`crate::cert::Serving`] reloads it).
+pub fn rustls_config(cert: &Certificate) -> Result<RustlsConfig, WebhookError> {
+    Ok(RustlsConfig::from_config(server_config(cert)?))
+}
+
+/// How long a client may take for the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send the headers of a request (HTTP/1).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection may take to send its first complete request.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// Serves the webhook until `stop` is cancelled. With certificate files, they are re-read when their
 /// modification time changes (polled: kubelet swaps Secret files through symlinks, which file-event
 /// watchers can miss).
 pub async fn serve(
     listener: std::net::TcpListener,
-    cert: &Certificate,
+    tls: RustlsConfig,
     files: Option<(PathBuf, PathBuf)>,
     state: WebhookState,
     stop: CancellationToken,
 ) -> Result<(), WebhookError> {
-    let tls = RustlsConfig::from_pem(
-        cert.cert_pem.clone().into_bytes(),
-        cert.key_pem.clone().into_bytes(),
-    )
-    .await
-    .map_err(WebhookError::Tls)?;
     if let Some((c, k)) = files {
         let tls = tls.clone();
         let stop = stop.clone();
@@ -273,8 +350,11 @@ pub async fn serve(
                 }
                 let now = (mtime(&c), mtime(&k));
                 if now != seen {
-                    match tls.reload_from_pem_file(&c, &k).await {
-                        Ok(()) => tracing::info!(cert = %c.display(), "webhook certificate reloaded"),
+                    match from_files(&c, &k).and_then(|cert| server_config(&cert)) {
+                        Ok(config) => {
+                            tls.reload_from_config(config);
+                            tracing::info!(cert = %c.display(), "webhook certificate reloaded")
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "webhook certificate reload failed; keeping the old one")
                         }
@@ -292,8 +372,15 @@ pub async fn serve(
         stop.cancelled().await;
         h2.graceful_shutdown(Some(Duration::from_secs(5)));
     });
-    axum_server::from_tcp_rustls(listener, tls)
+    let mut server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(WebhookError::Serve)?
+        .map(|acceptor| acceptor.handshake_timeout(HANDSHAKE_TIMEOUT))
+        .first_request_timeout(FIRST_REQUEST_TIMEOUT);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    server
         .handle(handle)
         .serve(router(state).into_make_service())
         .await
@@ -305,8 +392,69 @@ pub async fn serve(
 /// with autoscalers, removed when the stack stops or no namespace has an autoscaler.
 pub struct Registration {
     api: Api<DynamicObject>,
-    client_config: serde_json::Value,
-    current: Option<BTreeSet<String>>,
+    target: crate::config::WebhookTarget,
+    ca: tokio::sync::watch::Receiver<String>,
+    /// The namespaces and the CA bundle last applied.
+    current: Option<(BTreeSet<String>, String)>,
+}
+
+/// The `clientConfig` of the webhook reached at `target`, trusting `ca_pem`.
+pub fn client_config(target: &crate::config::WebhookTarget, ca_pem: &str) -> serde_json::Value {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    match target {
+        crate::config::WebhookTarget::Url(u) => {
+            json!({"url": format!("{}{}", u.trim_end_matches('/'), PATH), "caBundle": ca})
+        }
+        crate::config::WebhookTarget::Service { name, namespace } => {
+            json!({"service": {"name": name, "namespace": namespace, "path": PATH, "port": 443}, "caBundle": ca})
+        }
+    }
+}
+
+fn configurations(client: kube::Client) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+        ),
+        "mutatingwebhookconfigurations",
+    );
+    Api::all_with(client, &ar)
+}
+
+/// Replaces the caBundle of the registered configuration with `ca_pem` (a JSON patch guarded by the
+/// webhook's name); `false` when no configuration is registered or it already trusts `ca_pem`.
+pub async fn inject_ca(client: &kube::Client, ca_pem: &str) -> Result<bool, kube::Error> {
+    let api = configurations(client.clone());
+    let Some(existing) = api.get_opt(CONFIGURATION_NAME).await? else {
+        return Ok(false);
+    };
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    if existing.data["webhooks"][0]["clientConfig"]["caBundle"] == json!(ca) {
+        return Ok(false);
+    }
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/webhooks/0/name", "value": WEBHOOK_NAME},
+        {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": ca},
+    ]))
+    .map_err(kube::Error::SerdeError)?;
+    match api
+        .patch(
+            CONFIGURATION_NAME,
+            &PatchParams {
+                field_manager: Some(field_managers::AGENT.into()),
+                ..PatchParams::default()
+            },
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        // removed in the meantime (the stack stopped)
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The configuration object for a set of namespaces (pure; `None` when the set is empty, because an
@@ -342,36 +490,50 @@ pub fn configuration(
 impl Registration {
     /// A registration for a webhook reached at `target` with `ca_pem` as its CA bundle.
     pub fn new(client: kube::Client, target: &crate::config::WebhookTarget, ca_pem: &str) -> Registration {
-        let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-        let client_config = match target {
-            crate::config::WebhookTarget::Url(u) => {
-                json!({"url": format!("{}{}", u.trim_end_matches('/'), PATH), "caBundle": ca})
-            }
-            crate::config::WebhookTarget::Service { name, namespace } => {
-                json!({"service": {"name": name, "namespace": namespace, "path": PATH, "port": 443}, "caBundle": ca})
-            }
-        };
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(
-                "admissionregistration.k8s.io",
-                "v1",
-                "MutatingWebhookConfiguration",
-            ),
-            "mutatingwebhookconfigurations",
-        );
+        Registration::with_ca_updates(client, target, tokio::sync::watch::channel(ca_pem.to_string()).1)
+    }
+
+    /// A registration whose CA bundle follows `ca` (the agent-managed certificate's rotations).
+    pub fn with_ca_updates(
+        client: kube::Client,
+        target: &crate::config::WebhookTarget,
+        ca: tokio::sync::watch::Receiver<String>,
+    ) -> Registration {
         Registration {
-            api: Api::all_with(client, &ar),
-            client_config,
+            api: configurations(client),
+            target: target.clone(),
+            ca,
             current: None,
         }
     }
 
-    /// Makes the cluster match `namespaces` (no request when nothing changed).
+    /// Whether the CA bundle changed since the configuration was last applied (or arrived after a sync
+    /// that had to wait for it).
+    pub fn ca_changed(&self) -> bool {
+        let ca = self.ca.borrow();
+        !ca.is_empty()
+            && self
+                .current
+                .as_ref()
+                .is_none_or(|(ns, applied)| !ns.is_empty() && *applied != *ca)
+    }
+
+    /// Makes the cluster match `namespaces` and the current CA bundle (no request when nothing changed;
+    /// nothing is registered before the serving certificate is known).
     pub async fn sync(&mut self, namespaces: &BTreeSet<String>) -> Result<(), kube::Error> {
-        if self.current.as_ref() == Some(namespaces) {
+        let ca = self.ca.borrow().clone();
+        if ca.is_empty() && !namespaces.is_empty() {
+            tracing::debug!("no serving certificate yet: the webhook is registered once there is one");
             return Ok(());
         }
-        match configuration(namespaces, &self.client_config) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(ns, applied)| ns == namespaces && (ns.is_empty() || *applied == ca))
+        {
+            return Ok(());
+        }
+        match configuration(namespaces, &client_config(&self.target, &ca)) {
             Some(obj) => {
                 self.api
                     .patch(
@@ -384,7 +546,7 @@ impl Registration {
             }
             None => self.remove().await?,
         }
-        self.current = Some(namespaces.clone());
+        self.current = Some((namespaces.clone(), ca));
         Ok(())
     }
 
@@ -399,7 +561,7 @@ impl Registration {
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e),
         }
-        self.current = Some(BTreeSet::new());
+        self.current = Some((BTreeSet::new(), self.ca.borrow().clone()));
         Ok(())
     }
 }

@@ -93,14 +93,19 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
         "Role",
         "RoleBinding",
         "ConfigMap",
-        "Secret",
         "Service",
         "Deployment",
         "PodDisruptionBudget",
     ] {
         assert!(kinds.contains(k), "the default release has no {k}: {kinds:?}");
     }
+    // the default certificate is the agent's own (it makes its Secret at run time)
+    assert!(of_kind(&objects, "Secret").is_empty());
     dry_run(&client, &ns, &objects).await;
+    // the chart-generated certificate is a Secret of the release
+    let helm_cert = render_release("dryrun", &ns, &["--set", "webhook.certificate.source=helm"]);
+    assert_eq!(of_kind(&helm_cert, "Secret").len(), 1);
+    dry_run(&client, &ns, &helm_cert).await;
     // Without CRDs, webhook and budget: what remains is still a valid release.
     let lean = render_release(
         "dryrun",
@@ -143,6 +148,37 @@ fn the_deployment_is_hardened_and_highly_available() {
         .unwrap();
     assert!(config.contains("serviceName: lazyscale-webhook"), "{config}");
     assert!(config.contains("serviceNamespace: lazyscale"), "{config}");
+    // by default the agent manages its certificate: no mounted Secret, validity from the values
+    assert!(
+        config.contains("mode: agent") && config.contains("validitySeconds: 7776000"),
+        "{config}"
+    );
+    assert!(!config.contains("certFile"), "{config}");
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["name"] != "tls")
+    );
+    let cm = render("lazyscale", &["--set", "webhook.certificate.source=certManager"]);
+    let config = of_kind(&cm, "ConfigMap")[0]["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        config.contains("mode: files") && config.contains("certFile: /etc/lazyscale/tls/tls.crt"),
+        "{config}"
+    );
+    assert_eq!(of_kind(&cm, "Certificate").len(), 1);
+    let pod = &of_kind(&cm, "Deployment")[0]["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "tls")
+    );
     let services: Vec<&str> = of_kind(&objects, "Service")
         .iter()
         .map(|s| s["metadata"]["name"].as_str().unwrap())
@@ -330,7 +366,11 @@ fn the_dashboard_and_alerts_query_only_metrics_the_agent_exports() {
         let used = metric_names(text);
         assert!(used.len() >= 4, "{what}: {used:?}");
         for name in used {
-            let base = name.strip_suffix("_total").unwrap_or(&name);
+            // counters end in _total, histograms are queried through _bucket, _sum and _count
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
             assert!(
                 documented.contains(&name) || documented.contains(base),
                 "the {what} queries {name}, which the README's metric table does not list"
