@@ -188,9 +188,7 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> DeniedLabels {
         ("", "secrets", _) => R::Secrets,
         ("" | "events.k8s.io", "events", _) => R::Events,
         ("coordination.k8s.io", "leases", _) => R::Leases,
-        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", _) => {
-            R::WebhookConfigurations
-        }
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", _) => R::WebhookConfigurations,
         _ => R::Other,
     };
     let watch = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
@@ -238,13 +236,9 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -401,9 +395,7 @@ impl Metrics {
                 ("version", env!("CARGO_PKG_VERSION").to_string()),
                 (
                     "rustc",
-                    option_env!("LAZYSCALE_RUSTC")
-                        .unwrap_or("unknown")
-                        .to_string(),
+                    option_env!("LAZYSCALE_RUSTC").unwrap_or("unknown").to_string(),
                 ),
             ]),
         );
@@ -514,9 +506,7 @@ impl Metrics {
             (ControllerOp::ApiRequest, d.api_requests),
         ] {
             if n > 0 {
-                self.controller
-                    .get_or_create(&ControllerLabels { op })
-                    .inc_by(n);
+                self.controller.get_or_create(&ControllerLabels { op }).inc_by(n);
             }
         }
     }
@@ -557,13 +547,7 @@ mod tests {
     fn requests_are_classified_by_verb_and_resource() {
         use ApiResourceKind as R;
         for (method, path, query, verb, resource) in [
-            (
-                "GET",
-                "/api/v1/namespaces/a/pods",
-                None,
-                ApiVerb::List,
-                R::Pods,
-            ),
+            ("GET", "/api/v1/namespaces/a/pods", None, ApiVerb::List, R::Pods),
             (
                 "GET",
                 "/api/v1/pods",
@@ -613,20 +597,8 @@ mod tests {
                 ApiVerb::List,
                 R::ClusterProfiles,
             ),
-            (
-                "GET",
-                "/api/v1/namespaces",
-                None,
-                ApiVerb::List,
-                R::Namespaces,
-            ),
-            (
-                "GET",
-                "/api/v1/namespaces/a",
-                None,
-                ApiVerb::Get,
-                R::Namespaces,
-            ),
+            ("GET", "/api/v1/namespaces", None, ApiVerb::List, R::Namespaces),
+            ("GET", "/api/v1/namespaces/a", None, ApiVerb::Get, R::Namespaces),
             (
                 "GET",
                 "/apis/metrics.k8s.io/v1beta1/namespaces/a/pods",
@@ -663,13 +635,7 @@ mod tests {
                 R::WebhookConfigurations,
             ),
             ("GET", "/version", None, ApiVerb::List, R::Other),
-            (
-                "OPTIONS",
-                "/apis/x.io/v1/things",
-                None,
-                ApiVerb::Other,
-                R::Other,
-            ),
+            ("OPTIONS", "/apis/x.io/v1/things", None, ApiVerb::Other, R::Other),
         ] {
             assert_eq!(
                 classify(method, path, query),
