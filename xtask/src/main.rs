@@ -6,9 +6,11 @@ mod bench;
 mod bench_vertical;
 mod cluster;
 mod demo;
+mod fuzz;
 mod helm;
 mod profile_bench;
 mod reconcile_bench;
+mod supply;
 mod webhook_bench;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +49,10 @@ enum Cmd {
     Demo(demo::Args),
     /// Benchmarks (JSON on stdout).
     Bench(bench::Args),
+    /// The libFuzzer targets of `fuzz/` (cargo-fuzz, installed pinned); JSON on stdout.
+    Fuzz(fuzz::Args),
+    /// The dependency check of `cargo xtask test`: cargo-deny licences, bans and sources (offline).
+    Deny,
     /// helm built from Go modules (`testenv/helm`): `cargo xtask helm -- template x deploy/helm/lazyscale`;
     /// without arguments, the chart checks of `cargo xtask test` (lint and template).
     Helm {
@@ -104,6 +110,8 @@ fn main() -> Result<()> {
         Cmd::Test { no_lint, args } => test(no_lint, &args),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Fuzz(args) => fuzz::main(args),
+        Cmd::Deny => supply::deny(),
         Cmd::Helm { args } if args.is_empty() => helm::check(),
         Cmd::Helm { args } => helm::passthrough(&args),
     }
@@ -200,6 +208,8 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+        eprintln!("== cargo deny (licences, bans, sources)");
+        supply::deny()?;
     }
     eprintln!(
         "== cargo test (unit, property, integration on the test control plane, CRD drift, chart dry run)"
@@ -210,6 +220,8 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         c.arg("--").args(extra);
     }
     run(&mut c)?;
+    eprintln!("== fuzz smoke (every target for a few seconds)");
+    fuzz::smoke()?;
     eprintln!("all checks passed in {:.0}s", t.elapsed().as_secs_f64());
     Ok(())
 }
