@@ -3,8 +3,8 @@
 //! `deny.toml` (licences, bans, sources).
 //!
 //! Advisories are not checked: cargo-deny reads the RustSec advisory database from a git host, which
-//! this project's machines cannot reach, and no package registry they reach ships it (the crate registry, PyPI,
-//! npm and Debian's archive were searched). The check says so on every run instead of passing silently.
+//! this project's machines cannot reach, and none of the package registries they reach ships it. The
+//! check says so on every run instead of passing silently.
 
 use std::path::PathBuf;
 use std::process::Command;
