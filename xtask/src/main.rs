@@ -6,6 +6,7 @@ mod bench;
 mod bench_vertical;
 mod cluster;
 mod demo;
+mod faults;
 mod fuzz;
 mod helm;
 mod profile_bench;
@@ -53,6 +54,8 @@ enum Cmd {
     Fuzz(fuzz::Args),
     /// The dependency check of `cargo xtask test`: cargo-deny licences, bans and sources (offline).
     Deny,
+    /// The fault suite (and with --soak-seconds the soak) on a private control plane (JSON on stdout).
+    Faults(faults::Args),
     /// helm built from Go modules (`testenv/helm`): `cargo xtask helm -- template x deploy/helm/lazyscale`;
     /// without arguments, the chart checks of `cargo xtask test` (lint and template).
     Helm {
@@ -112,6 +115,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::main(args),
         Cmd::Deny => supply::deny(),
+        Cmd::Faults(args) => faults::run(args),
         Cmd::Helm { args } if args.is_empty() => helm::check(),
         Cmd::Helm { args } => helm::passthrough(&args),
     }
@@ -220,6 +224,8 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         c.arg("--").args(extra);
     }
     run(&mut c)?;
+    eprintln!("== fault suite, short (API server killed, connections cut: nothing lost or duplicated)");
+    faults::run(faults::Args::short())?;
     eprintln!("== fuzz smoke (every target for a few seconds)");
     fuzz::smoke()?;
     eprintln!("all checks passed in {:.0}s", t.elapsed().as_secs_f64());
