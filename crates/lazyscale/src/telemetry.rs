@@ -362,6 +362,8 @@ pub struct Metrics {
     pub heap_bytes: Gauge,
     /// Resident set size.
     pub resident_bytes: Gauge,
+    /// Tasks alive in the tokio runtime (spawned and not finished).
+    pub alive_tasks: Gauge,
 }
 
 impl Metrics {
@@ -386,6 +388,7 @@ impl Metrics {
             vertical: Family::default(),
             heap_bytes: Gauge::default(),
             resident_bytes: Gauge::default(),
+            alive_tasks: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -480,6 +483,11 @@ impl Metrics {
             "Resident set size of the agent",
             m.resident_bytes.clone(),
         );
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive in the agent's tokio runtime",
+            m.alive_tasks.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -488,6 +496,10 @@ impl Metrics {
         let mem = crate::memory::sample();
         self.heap_bytes.set(mem.heap_bytes as i64);
         self.resident_bytes.set(mem.resident_bytes as i64);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.alive_tasks
+                .set(i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
     }
 
     /// Adds what the controller did since `last` (its counters start at zero with every stack).
