@@ -429,7 +429,7 @@ async fn start(
     );
     let cancel = deps.stop.child_token();
     let mut tasks = JoinSet::new();
-    let client = match kube::Client::try_from(deps.config.clone()) {
+    let client = match crate::telemetry::client(deps.config.clone(), &deps.metrics) {
         Ok(c) => c,
         Err(error) => {
             tracing::warn!(%error, "could not build the stack's own client; sharing the agent's");
@@ -511,6 +511,18 @@ async fn start(
             .run(leader.clone(), cancel.clone())
             .instrument(tracing::info_span!("controller")),
     );
+    // lazyscale_leader follows the Lease (0 again when the stack stops)
+    let (mut held, metrics, done) = (leader.clone(), deps.metrics.clone(), cancel.clone());
+    tasks.spawn(async move {
+        loop {
+            metrics.leader.set(i64::from(*held.borrow_and_update()));
+            tokio::select! {
+                () = done.cancelled() => break,
+                changed = held.changed() => if changed.is_err() { break },
+            }
+        }
+        metrics.leader.set(0);
+    });
     let mut selectors = demand::Selectors::new(client.clone());
     selectors.refresh(&wanted(demand, targets)).await;
     pods.set_interest(interest(demand, targets, &selectors));
