@@ -19,8 +19,8 @@ use lazyscale_api::DatadogPodAutoscaler;
 use serde::Serialize;
 use serde_json::json;
 
-use lazyscale_controller::pods::{ContainerRequests, PodPhase, PodSample, StaticPods};
 use lazyscale_api::time;
+use lazyscale_controller::pods::{ContainerRequests, PodPhase, PodSample, StaticPods};
 use lazyscale_controller::{Config, Controller, PassReport};
 
 /// Errors of the benchmark.

@@ -508,7 +508,8 @@ mod tests {
             }
         }
         // Preview freezes, it does not change the matrix
-        let preview = spec(serde_json::json!({"applyPolicy": {"mode": "Preview", "update": {"strategy": "Auto"}}}));
+        let preview =
+            spec(serde_json::json!({"applyPolicy": {"mode": "Preview", "update": {"strategy": "Auto"}}}));
         assert_eq!(preview.scaling(), Scaling::Vertical);
     }
 

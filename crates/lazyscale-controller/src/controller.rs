@@ -37,9 +37,9 @@ use crate::horizontal;
 use crate::pods::PodSource;
 use crate::reconcile::{self, Requeue};
 use crate::scale::Resolver;
-use lazyscale_api::time;
 use crate::usage::{self, NamespaceUsage};
 use crate::validate::{self, SelfTarget};
+use lazyscale_api::time;
 
 /// A DPA key: namespace and name.
 pub type Key = (String, String);

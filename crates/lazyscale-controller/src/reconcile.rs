@@ -27,8 +27,8 @@ use crate::horizontal;
 use crate::pods::PodPhase;
 use crate::scale::{self, TargetError};
 use crate::status::{self, Cond};
-use lazyscale_api::time;
 use crate::validate::{self, Invalid};
+use lazyscale_api::time;
 
 /// Errors of a reconcile (retried with backoff).
 #[derive(Debug, thiserror::Error)]
