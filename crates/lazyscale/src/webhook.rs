@@ -57,7 +57,28 @@ pub trait Mutator: Send + Sync {
 struct ReviewHead {
     #[serde(rename = "apiVersion")]
     api_version: Option<String>,
-    request: Option<RequestHead>,
+    request: Option<Object<RequestHead>>,
+}
+
+/// A struct that must come as a JSON object. serde's derived structs also accept a JSON array of their
+/// fields in order, so `["", ["u"]]` would pass as a review with the uid `u` (found by the
+/// `admission_fast` fuzz target); the API server only ever sends objects, so anything else is malformed.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -93,11 +114,11 @@ fn review_response(uid: &str, patch: Option<&serde_json::Value>, api_version: &s
 
 /// Decides the answer to one admission request body. Pure apart from calling the mutator.
 pub fn decide(body: &[u8], mutator: Option<&dyn Mutator>) -> Decision {
-    let head: ReviewHead = match serde_json::from_slice(body) {
-        Ok(h) => h,
+    let head: ReviewHead = match serde_json::from_slice::<Object<ReviewHead>>(body) {
+        Ok(Object(h)) => h,
         Err(e) => return Decision::BadRequest(format!("the body is not an AdmissionReview: {e}")),
     };
-    let Some(request) = head.request else {
+    let Some(Object(request)) = head.request else {
         return Decision::BadRequest("the AdmissionReview has no request".into());
     };
     let api_version = head.api_version.unwrap_or_else(|| "admission.k8s.io/v1".into());
@@ -623,6 +644,10 @@ mod tests {
             "{\"request\":{}}",
             "{\"kind\":\"AdmissionReview\"}",
             "\u{0}",
+            // arrays in place of objects (serde would take them as the fields in order)
+            r#"["",["0"]]"#,
+            r#"{"request":["0"]}"#,
+            r#"["admission.k8s.io/v1",{"uid":"u"}]"#,
         ] {
             assert!(
                 matches!(decide(body.as_bytes(), None), Decision::BadRequest(_)),
