@@ -2,11 +2,12 @@
 //! simulator drives, DPA specs, and typed handles on lazyscale's resources.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{Api, DynamicObject};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 use kube::core::ApiResource;
 use lazyscale_api::DatadogPodAutoscaler;
 
-use crate::{Error, Result};
+use crate::{Error, Result, try_wait_for};
 
 /// The DatadogPodAutoscaler resource, for dynamic clients.
 pub fn dpa_resource() -> ApiResource {
@@ -175,6 +176,45 @@ pub fn condition(d: &DatadogPodAutoscaler, type_: &str) -> Option<(String, Optio
         .as_ref()?
         .condition(type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// How long [`ensure_namespace`] waits for the namespace's `default` ServiceAccount.
+const SERVICE_ACCOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Creates `namespace` unless it exists and waits for its `default` ServiceAccount (the ServiceAccount
+/// admission plugin refuses pods until kube-controller-manager has made it).
+///
+/// # Errors
+/// When the namespace cannot be read or created, or its ServiceAccount does not appear within 30 s.
+pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> Result<()> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    if namespaces.get_opt(namespace).await?.is_none() {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        match namespaces.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            // another test of the process made it meanwhile
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    try_wait_for(SERVICE_ACCOUNT_WAIT, || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await
+    .map(drop)
+    .ok_or_else(|| {
+        Error::NotReady(format!(
+            "no default ServiceAccount in {namespace} after {}s (is kube-controller-manager running?)",
+            SERVICE_ACCOUNT_WAIT.as_secs()
+        ))
+    })
 }
 
 #[cfg(test)]

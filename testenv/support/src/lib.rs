@@ -20,20 +20,19 @@ pub mod proxy;
 pub mod rbac;
 pub mod recipe;
 mod server;
+pub mod simulated;
 pub mod tls;
 pub mod wait;
 
 pub use agent::{Agent, AgentOptions};
 pub use crds::install_crds;
 pub use server::{KWOK_NODE_ANNOTATION, NODE_PREFIX, Server, ServerOptions, node_json};
+pub use simulated::{Simulated, constant_load};
 pub use wait::{init_tracing, try_wait_for, wait_for};
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{ObjectMeta, PostParams};
 
 /// Errors of the test environment.
 #[derive(Debug, thiserror::Error)]
@@ -133,28 +132,9 @@ impl TestEnv {
     pub async fn namespace(&self) -> String {
         let n = NAMESPACES.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}-{}", std::process::id(), n);
-        let api = kube::Api::<Namespace>::all(self.client().await);
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        api.create(&PostParams::default(), &ns)
+        fixtures::ensure_namespace(&self.client().await, &name)
             .await
-            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
-        // The ServiceAccount admission plugin rejects pods until kube-controller-manager has made the
-        // namespace's `default` ServiceAccount.
-        let sas = kube::Api::<ServiceAccount>::namespaced(self.client().await, &name);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while sas.get_opt("default").await.ok().flatten().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no default ServiceAccount in {name} after 30 s (is kube-controller-manager running?)"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+            .unwrap_or_else(|e| panic!("namespace {name}: {}", error_chain(&e)));
         name
     }
 
