@@ -27,7 +27,7 @@ pub fn format_mem_ki(bytes: f64) -> String {
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let mut total = 0.0f64;
     let mut rest = s;
@@ -58,7 +58,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         };
         total += n * mult;
     }
-    Some(Duration::from_secs_f64(total))
+    // try_: a sum beyond Duration's range (`6666…6s`, found by the scenario fuzz target) is invalid, not a panic
+    Duration::try_from_secs_f64(total).ok()
 }
 
 struct QuantityVisitor(&'static str);
@@ -128,11 +129,7 @@ impl Visitor<'_> for DurVisitor {
         f.write_str("a duration such as 15s, 2m, 1h30m or a number of seconds")
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-        if v >= 0.0 && v.is_finite() {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(E::invalid_value(de::Unexpected::Float(v), &self))
-        }
+        Duration::try_from_secs_f64(v).map_err(|_| E::invalid_value(de::Unexpected::Float(v), &self))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
         u64::try_from(v)
@@ -185,5 +182,10 @@ mod tests {
         assert_eq!(parse_duration("2.5"), Some(Duration::from_millis(2500)));
         assert_eq!(parse_duration("3x"), None);
         assert_eq!(parse_duration("s"), None);
+        // out of Duration's range, negative, not a number: invalid, never a panic
+        assert_eq!(parse_duration(&format!("{}s", "6".repeat(60))), None);
+        assert_eq!(parse_duration(&"6".repeat(60)), None);
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("NaN"), None);
     }
 }
