@@ -9,6 +9,7 @@ mod demo;
 mod faults;
 mod fuzz;
 mod helm;
+mod image;
 mod profile_bench;
 mod reconcile_bench;
 mod supply;
@@ -54,6 +55,9 @@ enum Cmd {
     Fuzz(fuzz::Args),
     /// The dependency check of `cargo xtask test`: cargo-deny licences, bans and sources (offline).
     Deny,
+    /// The agent's container image without an engine: a static binary in an OCI image layout
+    /// (target/image/oci) and an oci-archive tarball; JSON on stdout. `--check` validates the layout.
+    Image(image::Args),
     /// The fault suite (and with --soak-seconds the soak) on a private control plane (JSON on stdout).
     Faults(faults::Args),
     /// helm built from Go modules (`testenv/helm`): `cargo xtask helm -- template x deploy/helm/lazyscale`;
@@ -116,6 +120,7 @@ fn main() -> Result<()> {
         Cmd::Fuzz(args) => fuzz::main(args),
         Cmd::Deny => supply::deny(),
         Cmd::Faults(args) => faults::run(args),
+        Cmd::Image(args) => image::run(args),
         Cmd::Helm { args } if args.is_empty() => helm::check(),
         Cmd::Helm { args } => helm::passthrough(&args),
     }
