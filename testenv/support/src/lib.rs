@@ -15,6 +15,7 @@ pub mod crds;
 pub mod fixtures;
 pub mod helm;
 pub mod metrics;
+pub mod peers;
 pub mod pki;
 pub mod proxy;
 pub mod rbac;
