@@ -27,7 +27,7 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use lazyscale_api::consts::labels;
 use rcgen::{
@@ -47,6 +47,8 @@ pub const CERT_KEY: &str = "tls.crt";
 pub const KEY_KEY: &str = "tls.key";
 /// Secret key of the CA bundle (PEM, newest CA first).
 pub const CA_KEY: &str = "ca.crt";
+/// The type of the Secret (immutable: a Secret of another type is deleted and created again).
+pub const SECRET_TYPE: &str = "kubernetes.io/tls";
 /// Default validity of a certificate.
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default time before expiry at which a certificate is renewed.
@@ -378,8 +380,12 @@ pub fn generate(
     })
 }
 
-/// The certificate a Secret holds (`None` when a key is missing or not UTF-8).
+/// The certificate a Secret holds (`None` when it is not of type [`SECRET_TYPE`], or a key is missing or
+/// not UTF-8).
 pub fn from_secret(s: &Secret) -> Option<Certificate> {
+    if s.type_.as_deref() != Some(SECRET_TYPE) {
+        return None;
+    }
     let data = s.data.as_ref()?;
     let text = |k: &str| String::from_utf8(data.get(k)?.0.clone()).ok();
     Some(Certificate {
@@ -392,7 +398,7 @@ pub fn from_secret(s: &Secret) -> Option<Certificate> {
 /// The Secret holding `cert`.
 pub fn to_secret(namespace: &str, cert: &Certificate, resource_version: Option<String>) -> Secret {
     let mut s = Secret {
-        type_: Some("kubernetes.io/tls".into()),
+        type_: Some(SECRET_TYPE.into()),
         ..Secret::default()
     };
     s.metadata.name = Some(SECRET_NAME.into());
@@ -514,12 +520,40 @@ impl Manager {
             let reason = match (self.judge(stored.as_ref(), now), stored) {
                 (Verdict::Reuse { .. }, Some(c)) => return Ok(c),
                 (Verdict::Reuse { .. }, None) => Reason::Missing,
+                (Verdict::Renew(Reason::Missing), None) if existing.is_some() => Reason::Unusable(format!(
+                    "not a {SECRET_TYPE} Secret with {CERT_KEY}, {KEY_KEY} and {CA_KEY}"
+                )),
                 (Verdict::Renew(r), _) => r,
             };
             let previous = existing.as_ref().and_then(from_secret).map(|c| c.ca_pem);
             let fresh = generate(&self.names, now, &self.policy, previous.as_deref())?;
             let written = match &existing {
                 None => {
+                    self.api
+                        .create(&PostParams::default(), &to_secret(&self.namespace, &fresh, None))
+                        .await
+                }
+                // a Secret's type cannot change: delete exactly this one, then create ours
+                Some(s) if s.type_.as_deref() != Some(SECRET_TYPE) => {
+                    tracing::warn!(
+                        secret = SECRET_NAME,
+                        namespace = %self.namespace,
+                        found = s.type_.as_deref().unwrap_or(""),
+                        "the webhook certificate Secret has the wrong type; replacing it"
+                    );
+                    let only_this = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            resource_version: s.metadata.resource_version.clone(),
+                            uid: s.metadata.uid.clone(),
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    match self.api.delete(SECRET_NAME, &only_this).await {
+                        Ok(_) => {}
+                        // gone or changed meanwhile: decide again on what is there now
+                        Err(e) if matches!(code(&e), Some(404 | 409)) => continue,
+                        Err(e) => return Err(self.api_error(e)),
+                    }
                     self.api
                         .create(&PostParams::default(), &to_secret(&self.namespace, &fresh, None))
                         .await

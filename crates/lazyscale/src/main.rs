@@ -167,7 +167,11 @@ async fn run(settings: Settings) -> Result<()> {
                 mutator: mutator.clone(),
             };
             let source = certificate_source(&settings, &client)?;
-            let files = settings.webhook_tls.clone();
+            // files mode: the files are followed, and a new CA goes to the caBundle too
+            let files = match settings.cert_mode {
+                config::CertMode::Files => settings.webhook_tls.clone(),
+                _ => None,
+            };
             let registering = settings.webhook_target.as_ref().map(|_| client.clone());
             let stop2 = stop.clone();
             Some(tokio::spawn(
@@ -177,18 +181,23 @@ async fn run(settings: Settings) -> Result<()> {
                     };
                     let tls = webhook::rustls_config(&cert)?;
                     ca_tx.send_replace(cert.ca_pem.clone());
+                    let serving = lazyscale::cert::Serving {
+                        tls: tls.clone(),
+                        ca: ca_tx,
+                        client: registering,
+                    };
                     if let Some(m) = manager {
-                        let serving = lazyscale::cert::Serving {
-                            tls: tls.clone(),
-                            ca: ca_tx,
-                            client: registering,
-                        };
                         tokio::spawn(
                             m.run(cert, serving, stop2.clone())
                                 .instrument(tracing::info_span!("certificate")),
                         );
+                    } else if let Some((c, k)) = files {
+                        tokio::spawn(
+                            webhook::follow_files(c, k, cert, serving, stop2.clone())
+                                .instrument(tracing::info_span!("certificate")),
+                        );
                     }
-                    webhook::serve(listener, tls, files, state, stop2).await
+                    webhook::serve(listener, tls, state, stop2).await
                 }
                 .instrument(tracing::info_span!("webhook")),
             ))

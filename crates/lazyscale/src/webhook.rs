@@ -7,7 +7,7 @@
 //!
 //! The MutatingWebhookConfiguration exists only while the stack is up, and selects only namespaces that
 //! have autoscalers ([`Registration`]); its caBundle follows the served certificate (see [`crate::cert`]
-//! for the agent-managed one, [`inject_ca`]).
+//! for the agent-managed one, [`follow_files`] for certificate files, [`inject_ca`]).
 //!
 //! The server is hardened against slow and large clients: TLS 1.2 and 1.3 only, a TLS handshake timeout,
 //! a header read timeout and a first-request timeout (slowloris), a body size limit (HTTP 413) and a body
@@ -15,9 +15,9 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -308,7 +308,18 @@ pub fn self_signed(service: Option<(&str, &str)>) -> Result<Certificate, Webhook
     })
 }
 
-/// Loads the certificate and key files.
+/// The CA bundle file mounted beside a certificate file: the `ca.crt` key of a cert-manager or
+/// `kubernetes.io/tls` Secret mounted as a folder.
+pub fn ca_file_beside(cert: &Path) -> PathBuf {
+    cert.with_file_name(CA_FILE)
+}
+
+/// File name of the CA bundle beside the certificate file.
+pub const CA_FILE: &str = "ca.crt";
+
+/// Loads the certificate and key files. The CA bundle is `ca.crt` beside the certificate file when it
+/// exists and holds a certificate (cert-manager writes it; its `tls.crt` may lack the root), else the
+/// last certificate of the chain.
 pub fn from_files(cert: &PathBuf, key: &PathBuf) -> Result<Certificate, WebhookError> {
     let read = |what, path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|source| WebhookError::Read {
@@ -322,15 +333,84 @@ pub fn from_files(cert: &PathBuf, key: &PathBuf) -> Result<Certificate, WebhookE
     let start = cert_pem
         .rfind("-----BEGIN CERTIFICATE-----")
         .ok_or_else(|| WebhookError::NoCertificate(cert.clone()))?;
+    let ca_path = ca_file_beside(cert);
+    let ca_pem = match std::fs::read_to_string(&ca_path) {
+        Ok(ca) if ca_path != *cert && ca.contains("-----BEGIN CERTIFICATE-----") => ca,
+        Ok(_) => cert_pem[start..].to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => cert_pem[start..].to_string(),
+        Err(source) => {
+            return Err(WebhookError::Read {
+                what: "CA bundle",
+                path: ca_path,
+                source,
+            });
+        }
+    };
     Ok(Certificate {
-        ca_pem: cert_pem[start..].to_string(),
         cert_pem,
         key_pem,
+        ca_pem,
     })
 }
 
-fn mtime(p: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+/// How often certificate files are re-read (polled, and compared by content: kubelet swaps Secret files
+/// through symlinks, which file-event watchers can miss).
+pub const FILE_POLL: Duration = Duration::from_secs(10);
+
+/// Keeps the webhook on the certificate files until `stop`: every [`FILE_POLL`] the certificate, key and
+/// CA files are read again, and a changed, consistent set (the key belongs to the certificate) is adopted
+/// through `serving`: the CA bundle for the registration and the registered configuration's caBundle
+/// first, then the served certificate. The bundle keeps the previous CA while it is valid (as the
+/// agent-managed certificate does), so the replica that has not re-read its files yet stays trusted. A
+/// half-written set (the certificate renewed, the key not yet) is retried at the next poll.
+pub async fn follow_files(
+    cert: PathBuf,
+    key: PathBuf,
+    initial: Certificate,
+    serving: crate::cert::Serving,
+    stop: CancellationToken,
+) {
+    // what the files held when last adopted, and the bundle published for it
+    let mut seen = initial.clone();
+    let mut published = initial;
+    let mut refused: Option<Certificate> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(FILE_POLL) => {}
+        }
+        let files = match from_files(&cert, &key) {
+            Ok(f) => f,
+            Err(error) => {
+                tracing::debug!(%error, "certificate files not readable; retrying");
+                continue;
+            }
+        };
+        if files == seen || refused.as_ref() == Some(&files) {
+            continue;
+        }
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let next = Certificate {
+            ca_pem: crate::cert::bundle(
+                &files.ca_pem,
+                &crate::cert::bundle_entries(&published.ca_pem),
+                now,
+            ),
+            ..files.clone()
+        };
+        match serving.adopt(&next).await {
+            Ok(()) => {
+                tracing::info!(cert = %cert.display(), "webhook certificate reloaded from its files");
+                seen = files;
+                published = next;
+                refused = None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the certificate files do not load; keeping the old certificate");
+                refused = Some(files);
+            }
+        }
+    }
 }
 
 /// The reloadable TLS configuration the server starts with ([`crate::cert::Serving`] reloads it).
@@ -349,42 +429,14 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves the webhook until `stop` is cancelled. With certificate files, they are re-read when their
-/// modification time changes (polled: kubelet swaps Secret files through symlinks, which file-event
-/// watchers can miss).
+/// Serves the webhook until `stop` is cancelled, with the TLS configuration `tls` (reloaded in place by
+/// [`crate::cert::Manager::run`] or [`follow_files`]).
 pub async fn serve(
     listener: std::net::TcpListener,
     tls: RustlsConfig,
-    files: Option<(PathBuf, PathBuf)>,
     state: WebhookState,
     stop: CancellationToken,
 ) -> Result<(), WebhookError> {
-    if let Some((c, k)) = files {
-        let tls = tls.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut seen = (mtime(&c), mtime(&k));
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
-                }
-                let now = (mtime(&c), mtime(&k));
-                if now != seen {
-                    match from_files(&c, &k).and_then(|cert| server_config(&cert)) {
-                        Ok(config) => {
-                            tls.reload_from_config(config);
-                            tracing::info!(cert = %c.display(), "webhook certificate reloaded")
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "webhook certificate reload failed; keeping the old one")
-                        }
-                    }
-                    seen = now;
-                }
-            }
-        });
-    }
     let addr = listener.local_addr().map_err(WebhookError::Serve)?;
     tracing::info!(address = %addr, path = PATH, "webhook server listening");
     let handle = axum_server::Handle::new();
