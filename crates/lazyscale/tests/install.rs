@@ -195,6 +195,8 @@ fn invalid_values_fail_with_the_value_named() {
         ("webhook.port=70000", "/webhook/port"),
         ("webhook.certificate.source=vault", "/webhook/certificate/source"),
         ("logFormat=xml", "/logFormat"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("image.repository=", "/image/repository"),
         (
             "autoscaling.gracePeriodSeconds=-1",
             "/autoscaling/gracePeriodSeconds",

@@ -1,8 +1,10 @@
 //! The agent under the Helm chart's RBAC on the real control plane: authenticated as the chart's
 //! ServiceAccount with a `TokenRequest` token (`lazyscale_testenv::rbac`), its whole stack runs with no
-//! request refused; without one rule of the chart a named behaviour fails while the agent keeps
-//! serving; and the in-cluster configuration path (token file, CA file, `KUBERNETES_SERVICE_HOST`)
-//! works.
+//! request refused, and of two replicas exactly one reports `lazyscale_leader 1` (the Lease holder; the
+//! other takes over when it stops); without one rule of the chart a named behaviour fails while the
+//! agent keeps serving, logs the verb and resource and counts them in
+//! `lazyscale_permission_denied_total`; and the in-cluster configuration path (token file, CA file,
+//! `KUBERNETES_SERVICE_HOST`) works.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -239,6 +241,7 @@ async fn the_whole_stack_runs_under_the_chart_rbac_with_no_request_refused() {
     install_crds(&client).await;
     let ns = env.namespace().await;
     let agent = Agent::with_kubeconfig(env.agent_kubeconfig_path());
+    let other = Agent::with_kubeconfig(env.agent_kubeconfig_path());
     autoscaled_workload(&client, &ns).await;
     // The stack: pod cache, webhook registration, Lease, controller, vertical loop, profiles.
     wait_until("the webhook configuration", Duration::from_secs(30), || async {
@@ -250,7 +253,7 @@ async fn the_whole_stack_runs_under_the_chart_rbac_with_no_request_refused() {
         let leases = leases.clone();
         async move {
             leases
-                .get_opt("lazyscale-controller")
+                .get_opt(lazyscale_api::consts::LEASE_NAME)
                 .await
                 .ok()
                 .flatten()
@@ -259,11 +262,52 @@ async fn the_whole_stack_runs_under_the_chart_rbac_with_no_request_refused() {
         }
     })
     .await;
-    wait_until("a reconcile", Duration::from_secs(30), || async {
-        agent.metric("lazyscale_controller_operations_total{op=\"Reconcile\"}") > 0.0
+    assert!(env.agent_requests("LIST", "pods") + env.agent_requests("WATCH", "pods") > 0);
+    // Two replicas: exactly one reports lazyscale_leader 1, the holder of the Lease.
+    let holder = || {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get_opt(lazyscale_api::consts::LEASE_NAME)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity)
+                .unwrap_or_default()
+        }
+    };
+    wait_until(
+        "exactly one lazyscale_leader 1",
+        Duration::from_secs(30),
+        || async {
+            let (a, b) = (agent.metric("lazyscale_leader"), other.metric("lazyscale_leader"));
+            (a, b) == (1.0, 0.0) || (a, b) == (0.0, 1.0)
+        },
+    )
+    .await;
+    let (leader, follower) = if agent.metric("lazyscale_leader") == 1.0 {
+        (agent, other)
+    } else {
+        (other, agent)
+    };
+    wait_until("a reconcile by the leader", Duration::from_secs(30), || async {
+        leader.metric("lazyscale_controller_operations_total{op=\"Reconcile\"}") > 0.0
     })
     .await;
-    assert!(env.agent_requests("LIST", "pods") + env.agent_requests("WATCH", "pods") > 0);
+    let identity = holder().await;
+    assert!(
+        identity.ends_with(&format!("-{}", leader.child.id())),
+        "the Lease holder {identity} is the replica reporting lazyscale_leader 1 (pid {})",
+        leader.child.id()
+    );
+    // The leader stops (releasing the Lease): the other replica takes over and says so.
+    drop(leader);
+    wait_until("the other replica leading", Duration::from_secs(30), || async {
+        follower.metric("lazyscale_leader") == 1.0
+            && holder().await.ends_with(&format!("-{}", follower.child.id()))
+    })
+    .await;
+    let agent = follower;
     let refused = refused(env);
     assert!(
         refused.is_empty(),
@@ -316,6 +360,37 @@ async fn without_the_webhook_rule_no_pod_is_mutated_and_the_agent_says_why() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The agent's own log line and counter name the verb and the resource, and nothing else was
+    // refused: only the one rule is missing.
+    wait_until(
+        "the refusal in the agent's log",
+        Duration::from_secs(10),
+        || async {
+            agent.log_text().lines().any(|l| {
+                l.contains("RBAC is missing a permission")
+                    && l.contains("verb=Patch")
+                    && l.contains("resource=WebhookConfigurations")
+            })
+        },
+    )
+    .await;
+    assert!(
+        agent.metric("lazyscale_permission_denied_total{verb=\"Patch\",resource=\"WebhookConfigurations\"}")
+            >= 1.0
+    );
+    let denied: Vec<String> = http_get(agent.admin, "/metrics")
+        .unwrap()
+        .1
+        .lines()
+        .filter(|l| l.starts_with("lazyscale_permission_denied_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .all(|series| series.contains("resource=\"WebhookConfigurations\"")),
+        "refusals beyond the removed rule: {denied:?}"
+    );
     // The named behaviour that fails: the webhook is never registered, so new pods are not right-sized.
     assert!(webhook_configuration(&client).await.is_none());
     // Everything else keeps serving.
