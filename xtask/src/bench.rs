@@ -1,7 +1,11 @@
 //! `cargo xtask bench ...`: benchmarks that print one JSON object on stdout (progress on stderr).
 //!
-//! - `lazy`: the agent's memory and pod requests through the life of the lazy stack, at N pods, with a
-//!   plain kube-rs reflector of full `Pod` objects as the reference in the same run.
+//! - `lazy`: the agent's memory and pod requests through the life of the lazy stack, at N pods, then the
+//!   peers on the same cluster in the same run, one after another: a plain kube-rs reflector of full
+//!   `Pod` objects, a client-go pod informer, the VPA recommender and the VPA admission controller (with
+//!   one VPA and with a VPA over every Deployment), each with its RSS, sync time and pod requests (audit
+//!   log, by the peer's own user) and its ratios to lazyscale; an HTML chart of every process's RSS over
+//!   the run next to the JSON (`target/bench/lazy.json`, `target/bench/lazy-rss.html`).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +16,8 @@ use serde_json::{Value, json};
 
 use crate::agent::{Agent, AgentOptions, reset_peak};
 
+#[path = "bench_peers.rs"]
+mod bench_peers;
 #[path = "quality.rs"]
 mod quality;
 
@@ -58,6 +64,12 @@ struct LazyArgs {
     /// Skip the reference reflector.
     #[arg(long)]
     no_reference: bool,
+    /// Skip the Go peers (client-go informer, VPA recommender and admission controller).
+    #[arg(long)]
+    no_peers: bool,
+    /// The VPA recommender's pass interval in the peer runs (the release's default is 60 s).
+    #[arg(long, default_value_t = 15)]
+    vpa_interval_seconds: u64,
 }
 
 /// Runs a benchmark.
@@ -244,6 +256,23 @@ fn lazy(a: LazyArgs) -> Result<()> {
         "full-pod-reflector",
     ]))?;
     let reflector = crate::workspace_root().join("target/release/full-pod-reflector");
+    let peer_bins = if a.no_peers {
+        None
+    } else {
+        progress("building the Go peers (client-go informer, VPA recommender and admission controller)");
+        let t = Instant::now();
+        let (bins, outcome) =
+            lazyscale_testenv::peers::ensure_built(&crate::workspace_root().join("testenv"))
+                .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
+        progress(&format!(
+            "peers {outcome:?} in {:.2}s: {}",
+            t.elapsed().as_secs_f64(),
+            lazyscale_testenv::peers::versions()
+                .unwrap_or_default()
+                .replace('\n', "; ")
+        ));
+        Some(bins)
+    };
     let rt = tokio::runtime::Runtime::new()?;
     let spec = lazyscale_sim::bulk::BulkSpec {
         pods: a.pods as usize,
@@ -257,7 +286,6 @@ fn lazy(a: LazyArgs) -> Result<()> {
     let client = rt.block_on(server.client())?;
     rt.block_on(lazyscale_testenv::install_crds(&client))?;
     let dir = crate::workspace_root().join("target/bench");
-    let kubeconfig = server.kubeconfig_path().to_path_buf();
     // The agent's own requests, from the audit log (the control plane lists and watches pods too).
     let counts = || -> (u64, u64) {
         (
@@ -267,6 +295,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     };
     let settle = Duration::from_secs(5);
     let mut phases = Vec::new();
+    let timeline = bench_peers::Timeline::start();
 
     progress("phase disabled: autoscaling.workload.enabled=false");
     let base = counts();
@@ -275,6 +304,8 @@ fn lazy(a: LazyArgs) -> Result<()> {
             .args(["--workload-autoscaling-enabled=false".to_string()])
             .log_to(dir.join("agent-disabled.log")),
     )?;
+    timeline.mark("lazyscale disabled");
+    timeline.follow("lazyscale (disabled)", agent.pid());
     std::thread::sleep(settle);
     phases.push(measure("disabled", &agent, &server, base)?);
     agent.stop()?;
@@ -286,6 +317,8 @@ fn lazy(a: LazyArgs) -> Result<()> {
             .args(["--grace-period-seconds=5".to_string()])
             .log_to(dir.join("agent.log")),
     )?;
+    timeline.mark("lazyscale idle");
+    timeline.follow("lazyscale", agent.pid());
     std::thread::sleep(settle);
     phases.push(measure("idle", &agent, &server, base)?);
 
@@ -313,6 +346,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
         Ok(())
     };
     reset_peak(agent.pid());
+    timeline.mark("one DPA");
     apply(&ns0, &d0)?;
     agent.wait_metrics(
         "the first DPA's pods in the cache",
@@ -328,6 +362,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
 
     progress(&format!("phase all_dpas: {} DPAs", targets.len()));
     reset_peak(agent.pid());
+    timeline.mark("all DPAs");
     let t = Instant::now();
     // applied concurrently, as a GitOps sync or a profile rollout would
     rt.block_on(async {
@@ -366,6 +401,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     phases.push(p);
 
     progress("phase after_teardown: every DPA deleted, grace period elapsed");
+    timeline.mark("teardown");
     for (ns, _) in targets
         .iter()
         .map(|(n, d)| (n.clone(), d.clone()))
@@ -385,26 +421,95 @@ fn lazy(a: LazyArgs) -> Result<()> {
     phases.push(measure("after_teardown", &agent, &server, base)?);
     agent.stop()?;
 
-    let reference = if a.no_reference {
-        Value::Null
-    } else {
-        progress("reference: a kube-rs reflector of full Pod objects");
-        let out = std::process::Command::new(&reflector)
-            .env("KUBECONFIG", &kubeconfig)
-            .output()
-            .context("run the reference reflector")?;
-        let line = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(line.trim())
-            .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&out.stderr)}))
+    let phase = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.clone())
+            .unwrap_or(Value::Null)
     };
+    let (lazy_one, lazy_all) = (phase("one_dpa"), phase("all_dpas"));
+    let ctx = bench_peers::Ctx {
+        server: &server,
+        rt: &rt,
+        client: client.clone(),
+        dir: dir.clone(),
+        timeline: &timeline,
+        settle,
+    };
+    let with_ratios = |mut v: Value, lazy: &Value| {
+        v["ratios_to_lazyscale"] = bench_peers::ratios(&v, lazy);
+        v
+    };
+    let mut peers = serde_json::Map::new();
+    let failed = |name: &str, e: anyhow::Error| {
+        progress(&format!("peer {name} failed: {e:#}"));
+        json!({"error": format!("{e:#}")})
+    };
+    if !a.no_reference {
+        progress("peer: a kube-rs reflector of full Pod objects");
+        let v = bench_peers::kube_rs_reflector(&ctx, &reflector)
+            .map(|v| with_ratios(v, &lazy_all))
+            .unwrap_or_else(|e| failed("kube_rs_full_reflector", e));
+        peers.insert("kube_rs_full_reflector".into(), v);
+    }
+    if let Some(bins) = &peer_bins {
+        progress("peer: a client-go shared pod informer");
+        let v = bench_peers::client_go_informer(&ctx, bins)
+            .map(|v| with_ratios(v, &lazy_all))
+            .unwrap_or_else(|e| failed("client_go_informer", e));
+        peers.insert("client_go_informer".into(), v);
+        progress("peers: the VPA recommender and admission controller, one VPA then a VPA per Deployment");
+        match bench_peers::vpa(&ctx, bins, &targets, Duration::from_secs(a.vpa_interval_seconds)) {
+            Ok((mut rec, mut adm)) => {
+                for v in [&mut rec, &mut adm] {
+                    v["ratios_to_lazyscale"] = bench_peers::ratios(v, &lazy_all);
+                    if let Some(one) = v.get_mut("one_vpa") {
+                        one["ratios_to_lazyscale_one_dpa"] = bench_peers::ratios(one, &lazy_one);
+                    }
+                }
+                peers.insert("vpa_recommender".into(), rec);
+                peers.insert("vpa_admission".into(), adm);
+            }
+            Err(e) => {
+                let v = failed("vpa", e);
+                peers.insert("vpa_recommender".into(), v.clone());
+                peers.insert("vpa_admission".into(), v);
+            }
+        }
+        peers.insert(
+            "versions".into(),
+            json!(
+                lazyscale_testenv::peers::versions()
+                    .unwrap_or_default()
+                    .lines()
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+    let (samples, marks) = timeline.finish();
+    let chart = dir.join("lazy-rss.html");
+    std::fs::write(
+        &chart,
+        bench_peers::chart_html(
+            &format!("RSS over the phases: lazyscale and its peers, {} pods", a.pods),
+            &samples,
+            &marks,
+        ),
+    )?;
     let result = json!({
         "pods": a.pods,
         "deployments": targets.len(),
         "phases": phases.into_iter().map(|p| { let _ = p.name; p.value }).collect::<Vec<_>>(),
-        "reference_full_pod_reflector": reference,
+        "peers": Value::Object(peers),
+        "ratios_note": "ratios_to_lazyscale: peer / lazyscale's all_dpas phase (every pod cached); one_vpa: peer / lazyscale's one_dpa phase",
+        "chart": "target/bench/lazy-rss.html",
         "total_seconds": started.elapsed().as_secs_f64(),
     });
-    println!("{}", serde_json::to_string_pretty(&result)?);
+    let text = serde_json::to_string_pretty(&result)?;
+    std::fs::write(dir.join("lazy.json"), &text)?;
+    progress(&format!("wrote target/bench/lazy.json and {}", chart.display()));
+    println!("{text}");
     server.stop();
     Ok(())
 }
