@@ -6,7 +6,7 @@
 
 use lazyscale_api::{DatadogPodAutoscalerClusterProfile, DatadogPodAutoscalerTemplate};
 use lazyscale_controller::profiles::plan::{
-    Profile, Workload, WorkloadKind, desired_dpa, template_hash, valid_profile_name,
+    PROFILE_KINDS, Profile, Workload, desired_dpa, template_hash, valid_profile_name,
 };
 use lazyscale_controller::validate::validate;
 use libfuzzer_sys::fuzz_target;
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     let profile = Profile::new(template.clone());
     let hash = template_hash(&template);
     assert_eq!(hash, template_hash(&template.clone()));
-    for kind in WorkloadKind::ALL {
+    for kind in PROFILE_KINDS {
         let workload = Workload {
             kind,
             namespace: "shop".into(),

@@ -1,6 +1,6 @@
 //! Fuzz target: simulator scenario files (`lazyscale_sim::scenario::parse`: YAML with locations, then
 //! the scenario's own validation), and the objects a parsed scenario creates. Invariants: no panic;
-//! every workload an event names resolves.
+//! every workload is a Deployment or a StatefulSet; every workload an event names resolves.
 #![no_main]
 
 use lazyscale_sim::WorkloadKind;
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         match w.value.kind {
             WorkloadKind::Deployment => drop(scenario::deployment_of(&w.value)),
             WorkloadKind::StatefulSet => drop(scenario::statefulset_of(&w.value)),
-            WorkloadKind::ReplicaSet => {}
+            other => panic!("a parsed scenario declares a {other} workload"),
         }
     }
     for ev in &sc.events {

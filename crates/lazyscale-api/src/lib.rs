@@ -2,7 +2,8 @@
 //! custom resources [`DatadogPodAutoscaler`] (namespaced, `dpa`) and
 //! [`DatadogPodAutoscalerClusterProfile`] (cluster-scoped, `dpacp`), the well-known strings of the API
 //! ([`consts`]: condition types and reasons, labels, annotations, the field managers), exact resource
-//! quantities ([`quantity`]), the one wall-clock time type ([`time`]) and the generation of
+//! quantities ([`quantity`]), the one wall-clock time type ([`time`]), the workload key and kind
+//! ([`workload`]) and the generation of
 //! our CustomResourceDefinitions ([`crds`], [`crds_yaml`]).
 //!
 //! The types are wire-compatible with the official CRDs shipped by the Datadog Operator: every object
@@ -19,6 +20,7 @@ pub mod quantity;
 mod schema;
 pub mod template;
 pub mod time;
+pub mod workload;
 
 pub use dpa::{
     ContainerResources, ContainerRuntime, DatadogPodAutoscaler, DatadogPodAutoscalerCondition,
@@ -41,6 +43,7 @@ pub use template::{
     ScalingPolicy, ScalingRule, ScalingRuleType, ScalingStrategySelect, TimeseriesQuery,
     TimeseriesQuerySource, UpdatePolicy, UpdateStrategy,
 };
+pub use workload::{WorkloadKey, WorkloadKind, WorkloadRef};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

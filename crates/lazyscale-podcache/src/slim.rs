@@ -52,138 +52,9 @@ pub enum SlimError {
 
 // === WorkloadKind / WorkloadKey ===
 
-/// The kind of workload that owns a pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum WorkloadKind {
-    /// `apps/v1` Deployment (through its ReplicaSets).
-    Deployment,
-    /// `apps/v1` StatefulSet.
-    StatefulSet,
-    /// Argo Rollouts `Rollout` (through its ReplicaSets).
-    Rollout,
-    /// A ReplicaSet with no recognised parent.
-    ReplicaSet,
-    /// `apps/v1` DaemonSet.
-    DaemonSet,
-    /// `batch/v1` Job.
-    Job,
-    /// Any other controller kind.
-    Other,
-}
-
-impl WorkloadKind {
-    /// The Kubernetes kind name (`"Other"` for [`WorkloadKind::Other`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "Deployment",
-            WorkloadKind::StatefulSet => "StatefulSet",
-            WorkloadKind::Rollout => "Rollout",
-            WorkloadKind::ReplicaSet => "ReplicaSet",
-            WorkloadKind::DaemonSet => "DaemonSet",
-            WorkloadKind::Job => "Job",
-            WorkloadKind::Other => "Other",
-        }
-    }
-
-    /// The kind for a Kubernetes kind name as found in a DPA's `targetRef` (case-sensitive).
-    pub fn from_kind(kind: &str) -> WorkloadKind {
-        match kind {
-            "Deployment" => WorkloadKind::Deployment,
-            "StatefulSet" => WorkloadKind::StatefulSet,
-            "Rollout" => WorkloadKind::Rollout,
-            "ReplicaSet" => WorkloadKind::ReplicaSet,
-            "DaemonSet" => WorkloadKind::DaemonSet,
-            "Job" => WorkloadKind::Job,
-            _ => WorkloadKind::Other,
-        }
-    }
-}
-
-impl fmt::Display for WorkloadKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Identifies a workload: namespace, kind and name. Cheap to clone (two `ArcStr`s).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct WorkloadKey {
-    /// Namespace.
-    pub namespace: ArcStr,
-    /// Workload kind.
-    pub kind: WorkloadKind,
-    /// Workload name.
-    pub name: ArcStr,
-}
-
-/// A borrowed [`WorkloadKey`], used to look keys up without allocating.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WorkloadRef<'a> {
-    /// Namespace.
-    pub namespace: &'a str,
-    /// Workload kind.
-    pub kind: WorkloadKind,
-    /// Workload name.
-    pub name: &'a str,
-}
-
-fn hash_workload<H: Hasher>(namespace: &str, kind: WorkloadKind, name: &str, state: &mut H) {
-    namespace.hash(state);
-    (kind as u8).hash(state);
-    name.hash(state);
-}
-
-impl Hash for WorkloadKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_workload(&self.namespace, self.kind, &self.name, state);
-    }
-}
-
-impl Hash for WorkloadRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_workload(self.namespace, self.kind, self.name, state);
-    }
-}
-
-impl hashbrown::Equivalent<WorkloadKey> for WorkloadRef<'_> {
-    fn equivalent(&self, key: &WorkloadKey) -> bool {
-        self.kind == key.kind && self.name == &*key.name && self.namespace == &*key.namespace
-    }
-}
-
-impl WorkloadKey {
-    /// A key from plain strings.
-    pub fn new(namespace: &str, kind: WorkloadKind, name: &str) -> Self {
-        WorkloadKey {
-            namespace: ArcStr::from(namespace),
-            kind,
-            name: ArcStr::from(name),
-        }
-    }
-
-    /// The borrowed form.
-    pub fn as_ref(&self) -> WorkloadRef<'_> {
-        WorkloadRef {
-            namespace: &self.namespace,
-            kind: self.kind,
-            name: &self.name,
-        }
-    }
-}
-
-impl WorkloadRef<'_> {
-    /// An owned key.
-    pub fn to_key(&self) -> WorkloadKey {
-        WorkloadKey::new(self.namespace, self.kind, self.name)
-    }
-}
-
-impl fmt::Display for WorkloadKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.namespace, self.kind, self.name)
-    }
-}
+// The one workload vocabulary of lazyscale. The pod cache keeps one key per interned `Owner` record,
+// shared by all pods of a ReplicaSet; the key's strings are `ArcStr`s, so a pod costs no key bytes.
+pub use lazyscale_api::workload::{WorkloadKey, WorkloadKind, WorkloadRef};
 
 /// Resolves a pod's controller reference to the workload the autoscaler targets.
 ///
@@ -1138,22 +1009,7 @@ mod tests {
         assert!(size_of::<SlimPod>() <= 80, "{}", size_of::<SlimPod>());
         assert_eq!(size_of::<Option<SlimPod>>(), size_of::<SlimPod>());
         assert_eq!(size_of::<ContainerState>(), 4);
-    }
-
-    #[test]
-    fn workload_ref_lookup() {
-        let mut set = hashbrown::HashSet::new();
-        set.insert(WorkloadKey::new("ns", WorkloadKind::Deployment, "web"));
-        let r = WorkloadRef {
-            namespace: "ns",
-            kind: WorkloadKind::Deployment,
-            name: "web",
-        };
-        assert!(set.contains(&r));
-        let other = WorkloadRef {
-            kind: WorkloadKind::StatefulSet,
-            ..r
-        };
-        assert!(!set.contains(&other));
+        // the shared workload key stays two shared strings and a byte
+        assert_eq!(size_of::<WorkloadKey>(), 24);
     }
 }

@@ -406,6 +406,16 @@ fn first_line(s: &str) -> String {
 
 fn validate(sc: &Scenario, path: &str) -> Result<()> {
     for w in &sc.workloads {
+        if !matches!(w.value.kind, WorkloadKind::Deployment | WorkloadKind::StatefulSet) {
+            return Err(loc_err(
+                path,
+                &w.referenced,
+                format!(
+                    "workloads: `kind` of {} must be Deployment or StatefulSet, not {}",
+                    w.value.name, w.value.kind
+                ),
+            ));
+        }
         if w.value.containers.is_empty() {
             return Err(loc_err(
                 path,
@@ -1067,6 +1077,23 @@ events:
         let (line, msg) = err_of(text);
         assert_eq!(line, 5, "{msg}");
         assert!(msg.contains("wobbly"), "{msg}");
+    }
+
+    /// A scenario declares only what it can create: a Deployment or a StatefulSet. Other workload kinds
+    /// (a known name such as `Rollout`, or an unknown one) are refused where they are written.
+    #[test]
+    fn workload_kinds_other_than_deployment_and_statefulset_are_refused() {
+        let text = "workloads:\n  - name: w\n    containers: [{name: a}]\n  - kind: Rollout\n    name: r\n    containers: [{name: a}]\n";
+        let (line, msg) = err_of(text);
+        assert_eq!(line, 4, "{msg}");
+        assert!(
+            msg.contains("Deployment or StatefulSet") && msg.contains("Rollout"),
+            "{msg}"
+        );
+        let text = "workloads:\n  - kind: CronJob\n    name: c\n    containers: [{name: a}]\n";
+        let (line, msg) = err_of(text);
+        assert_eq!(line, 2, "{msg}");
+        assert!(msg.contains("CronJob"), "{msg}");
     }
 
     #[test]

@@ -73,17 +73,10 @@ impl Default for SimConfig {
     }
 }
 
-/// Kind of a simulated workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub enum WorkloadKind {
-    /// apps/v1 Deployment.
-    #[default]
-    Deployment,
-    /// apps/v1 StatefulSet.
-    StatefulSet,
-    /// apps/v1 ReplicaSet without a Deployment.
-    ReplicaSet,
-}
+/// The kind of a simulated workload: lazyscale's one [`WorkloadKind`]. The simulator drives
+/// Deployments (the default), StatefulSets and ReplicaSets without a Deployment (found from their pods);
+/// a scenario declares Deployments and StatefulSets only (checked when it is loaded).
+pub use lazyscale_api::workload::WorkloadKind;
 
 /// Identifies a workload: namespace, kind and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

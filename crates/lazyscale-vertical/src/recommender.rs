@@ -241,28 +241,9 @@ impl Config {
     }
 }
 
-/// Identifies a workload: namespace, kind and name of the DPA's target (`Deployment`, `StatefulSet`,
-/// `Rollout`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WorkloadKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Kind of the target (`Deployment`, ...).
-    pub kind: String,
-    /// Name of the target.
-    pub name: String,
-}
-
-impl WorkloadKey {
-    /// A key from its parts.
-    pub fn new(namespace: impl Into<String>, kind: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            kind: kind.into(),
-            name: name.into(),
-        }
-    }
-}
+/// The workload a history belongs to: the DPA's target, the one key of lazyscale (its kind an enum, its
+/// strings shared; serialized as `{namespace, kind, name}` as when the kind was a string).
+pub use lazyscale_api::workload::WorkloadKey;
 
 /// Lower bound, target and upper bound of one resource (millicores for CPU, bytes for memory), with
 /// `lower ≤ target ≤ upper`.
@@ -623,7 +604,8 @@ impl Recommender {
         self.workloads
             .iter()
             .map(|(k, w)| {
-                let key = k.namespace.len() + k.kind.len() + k.name.len();
+                // two `ArcStr` blocks: the bytes after a 16-byte header each
+                let key = k.namespace.len() + k.name.len() + 2 * 16;
                 let containers: usize = w
                     .containers
                     .iter()

@@ -29,7 +29,6 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use lazyscale_api::DatadogPodAutoscaler;
 use lazyscale_api::consts;
-use lazyscale_podcache::slim::{WorkloadKey as PodWorkload, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
 use lazyscale_vertical::{Outcome, Recommender, WorkloadKey};
 use serde_json::json;
@@ -414,9 +413,9 @@ pub async fn run(
 
 fn key_of(dpa: &DatadogPodAutoscaler) -> Option<WorkloadKey> {
     Some(WorkloadKey::new(
-        dpa.metadata.namespace.clone()?,
-        dpa.spec.target_ref.kind.clone(),
-        dpa.spec.target_ref.name.clone(),
+        dpa.metadata.namespace.as_deref()?,
+        dpa.spec.target_ref.kind.as_str(),
+        &dpa.spec.target_ref.name,
     ))
 }
 
@@ -431,9 +430,8 @@ fn strip_time(v: &serde_json::Value) -> serde_json::Value {
 
 /// The CPU request per container of the workload's first live pod (the coupling rule's "current").
 fn current_cpu(pods: &PodStore, key: &WorkloadKey) -> HashMap<String, u64> {
-    let workload = PodWorkload::new(&key.namespace, WorkloadKind::from_kind(&key.kind), &key.name);
     let mut out = HashMap::new();
-    pods.for_each_pod_of(&workload, |pod| {
+    pods.for_each_pod_of(key, |pod| {
         if !out.is_empty() || pod.is_terminating() {
             return;
         }
@@ -455,10 +453,9 @@ fn feed(
     metrics: &HashMap<&str, &DynamicObject>,
     bump_up_ratio: Option<f64>,
 ) -> usize {
-    let workload = PodWorkload::new(&key.namespace, WorkloadKind::from_kind(&key.kind), &key.name);
     let now = Timestamp::now();
     let mut ooms = 0;
-    pods.for_each_pod_of(&workload, |pod| {
+    pods.for_each_pod_of(key, |pod| {
         alive.insert(pod.uid());
         for (i, state) in pod.container_states().iter().enumerate() {
             // each kill once: the termination stays in lastState until the next one

@@ -300,7 +300,7 @@ fn workload_of<K>(kind: WorkloadKind, o: &PartialObjectMeta<K>) -> Option<(Strin
         namespace: ns,
         name,
     };
-    Some((format!("{}/{}/{}", kind.kind(), w.namespace, w.name), w))
+    Some((format!("{}/{}/{}", kind.as_str(), w.namespace, w.name), w))
 }
 
 fn deployment_of(o: &PartialObjectMeta<Deployment>) -> Option<(String, Workload)> {
@@ -973,8 +973,8 @@ impl State {
     async fn publish(&self, n: &Notice) {
         let reference = match &n.subject {
             Subject::Workload(kind, ns, name) => ObjectReference {
-                api_version: Some(WorkloadKind::API_VERSION.to_owned()),
-                kind: Some(kind.kind().to_owned()),
+                api_version: Some(plan::PROFILE_API_VERSION.to_owned()),
+                kind: Some(kind.as_str().to_owned()),
                 namespace: Some(ns.clone()),
                 name: Some(name.clone()),
                 ..Default::default()

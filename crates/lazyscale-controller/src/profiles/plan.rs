@@ -38,38 +38,13 @@ use crate::validate::{self, Invalid};
 /// A DPA key: namespace and name.
 pub type Key = (String, String);
 
+pub use lazyscale_api::workload::WorkloadKind;
+
 /// The workload kinds a profile label activates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum WorkloadKind {
-    /// `apps/v1` Deployment.
-    Deployment,
-    /// `apps/v1` StatefulSet.
-    StatefulSet,
-}
+pub const PROFILE_KINDS: [WorkloadKind; 2] = [WorkloadKind::Deployment, WorkloadKind::StatefulSet];
 
-impl WorkloadKind {
-    /// Both kinds.
-    pub const ALL: [WorkloadKind; 2] = [WorkloadKind::Deployment, WorkloadKind::StatefulSet];
-
-    /// The Kubernetes kind name.
-    pub fn kind(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "Deployment",
-            WorkloadKind::StatefulSet => "StatefulSet",
-        }
-    }
-
-    /// The `GroupKind` string hashed into generated names (`Deployment.apps`).
-    pub fn group_kind(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "Deployment.apps",
-            WorkloadKind::StatefulSet => "StatefulSet.apps",
-        }
-    }
-
-    /// `apiVersion` of both kinds.
-    pub const API_VERSION: &'static str = "apps/v1";
-}
+/// `apiVersion` of the [`PROFILE_KINDS`].
+pub const PROFILE_API_VERSION: &str = "apps/v1";
 
 /// A Deployment or StatefulSet: labelled itself, or in a labelled namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +69,7 @@ impl Workload {
 
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.kind.kind(), self.namespace, self.name)
+        write!(f, "{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
     }
 }
 
@@ -252,8 +227,8 @@ pub fn valid_profile_name(value: &str) -> bool {
 
 fn target_ref(kind: WorkloadKind, name: &str) -> CrossVersionObjectReference {
     CrossVersionObjectReference {
-        api_version: Some(WorkloadKind::API_VERSION.to_owned()),
-        kind: kind.kind().to_owned(),
+        api_version: Some(PROFILE_API_VERSION.to_owned()),
+        kind: kind.as_str().to_owned(),
         name: name.to_owned(),
     }
 }
@@ -282,8 +257,8 @@ pub fn desired_dpa(
         )])),
         owner_references: workload.uid.as_ref().map(|uid| {
             vec![OwnerReference {
-                api_version: WorkloadKind::API_VERSION.to_owned(),
-                kind: workload.kind.kind().to_owned(),
+                api_version: PROFILE_API_VERSION.to_owned(),
+                kind: workload.kind.as_str().to_owned(),
                 name: workload.name.clone(),
                 uid: uid.clone(),
                 controller: None,
@@ -385,7 +360,8 @@ pub fn plan(inputs: Inputs<'_>) -> Plan {
         let name = generated_name(profile, w.kind, &w.namespace, &w.name);
         let key = (w.namespace.clone(), name);
         let here = (w.namespace.as_str(), key.1.as_str());
-        if let Some((uns, uname)) = user_targets.get(&(w.namespace.as_str(), w.kind.kind(), w.name.as_str()))
+        if let Some((uns, uname)) =
+            user_targets.get(&(w.namespace.as_str(), w.kind.as_str(), w.name.as_str()))
         {
             notices.insert(Notice {
                 subject: Subject::Workload(w.kind, w.namespace.clone(), w.name.clone()),
@@ -593,6 +569,20 @@ mod tests {
         assert_eq!(again.statuses, p.statuses);
     }
 
+    /// Generated names hash the `GroupKind`: the values the plan's own kind type produced before the
+    /// kind moved into `lazyscale_api`, so the DPAs already generated keep their names.
+    #[test]
+    fn generated_names_are_the_documented_hash() {
+        assert_eq!(
+            generated_name("p", WorkloadKind::Deployment, "ns", "web"),
+            "p-b71089e6"
+        );
+        assert_eq!(
+            generated_name("p", WorkloadKind::StatefulSet, "team", "db"),
+            "p-e52d4d93"
+        );
+    }
+
     #[test]
     fn template_change_updates_and_drift_resets() {
         let ws = [deployment("ns", "web", Some("p"))];
@@ -769,7 +759,7 @@ mod tests {
             proptest::collection::vec((0u8..2, 0u8..3, 0u8..4, arb_label()), 0..20).prop_map(|v| {
                 v.into_iter()
                     .map(|(k, ns, n, label)| Workload {
-                        kind: WorkloadKind::ALL[k as usize],
+                        kind: PROFILE_KINDS[k as usize],
                         namespace: format!("ns{ns}"),
                         name: format!("w{n}"),
                         uid: Some(format!("u{k}{ns}{n}")),
@@ -831,7 +821,7 @@ mod tests {
                 let ns_name = d.metadata.namespace.clone().unwrap_or_default();
                 let target = &d.spec.target_ref;
                 prop_assert!(!users.iter().any(|u| u.metadata.namespace.as_deref() == Some(ns_name.as_str()) && u.spec.target_ref.name == target.name && u.spec.target_ref.kind == target.kind));
-                let w = ws_b.iter().find(|w| w.namespace == ns_name && w.kind.kind() == target.kind && w.name == target.name);
+                let w = ws_b.iter().find(|w| w.namespace == ns_name && w.kind.as_str() == target.kind && w.name == target.name);
                 prop_assert!(w.is_some(), "a generated DPA without its workload");
                 let profile = profile_of(d).unwrap_or_default();
                 let w = w.map(|w| w.label.clone().filter(|l| !l.is_empty()).or_else(|| ns.get(&w.namespace).cloned()));
@@ -848,7 +838,7 @@ mod tests {
 
         #[test]
         fn generated_names_are_valid_object_names(profile in "[a-z][a-z0-9-]{0,40}[a-z0-9]", ns in "[a-z]{1,10}", name in "[a-z]{1,10}", k in 0usize..2) {
-            let n = generated_name(&profile, WorkloadKind::ALL[k], &ns, &name);
+            let n = generated_name(&profile, PROFILE_KINDS[k], &ns, &name);
             let prefix = format!("{profile}-");
             prop_assert!(n.starts_with(&prefix));
             let suffix = &n[profile.len() + 1..];
