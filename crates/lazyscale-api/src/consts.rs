@@ -37,6 +37,10 @@ pub const WEBHOOK_CONFIGURATION: &str = "lazyscale-pod-autoscaling";
 /// bundle and the serving certificate.
 pub const WEBHOOK_CERT_SECRET: &str = "lazyscale-webhook-cert";
 
+/// Name of the Lease (in the agent's lease namespace) the agent's replicas elect their leader with; the
+/// leader-only writers check that their replica holds it.
+pub const LEASE_NAME: &str = "lazyscale-controller";
+
 /// Plural resource name of the DatadogPodAutoscaler.
 pub const DPA_PLURAL: &str = "datadogpodautoscalers";
 

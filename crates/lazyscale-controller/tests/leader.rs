@@ -15,7 +15,7 @@ fn lease_config(ns: &str, identity: &str) -> LeaseConfig {
         duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
         renew_period: Duration::from_millis(300),
-        ..LeaseConfig::new(ns, "lazyscale-controller", identity)
+        ..LeaseConfig::new(ns, lazyscale_api::consts::LEASE_NAME, identity)
     }
 }
 
@@ -72,7 +72,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_durat
     assert!(!*leader_b.borrow());
     let released =
         kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.client.clone(), &c.ns)
-            .get("lazyscale-controller")
+            .get(lazyscale_api::consts::LEASE_NAME)
             .await
             .unwrap();
     assert_eq!(

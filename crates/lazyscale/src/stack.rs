@@ -450,7 +450,7 @@ async fn start(
         client.clone(),
         lazyscale_controller::lease::LeaseConfig::new(
             &deps.lease_namespace,
-            "lazyscale-controller",
+            lazyscale_api::consts::LEASE_NAME,
             &crate::horizontal::identity(),
         ),
         cancel.clone(),

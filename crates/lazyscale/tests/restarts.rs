@@ -183,7 +183,7 @@ fn horizontal_dpa(name: &str, window: u32) -> serde_json::Value {
 
 async fn lease_holder(client: &kube::Client, ns: &str) -> Option<String> {
     Api::<Lease>::namespaced(client.clone(), ns)
-        .get("lazyscale-controller")
+        .get(lazyscale_api::consts::LEASE_NAME)
         .await
         .ok()?
         .spec?

@@ -81,8 +81,8 @@ const MAX_REPLICAS: i32 = 12;
 /// late second write of a scale-up would show here.
 const SETTLE: Duration = Duration::from_secs(8);
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(120);
-/// The agents' leader-election Lease (named in the agent's stack; no shared constant exists yet).
-const LEASE: &str = "lazyscale-controller";
+/// The agents' leader-election Lease.
+const LEASE: &str = lazyscale_api::consts::LEASE_NAME;
 
 /// One fault's row.
 #[derive(Debug, Clone, serde::Serialize)]
