@@ -252,6 +252,9 @@ pub mod events {
     /// An in-place resize was refused as infeasible (over what the node can give); not retried until
     /// the recommendation drops below it.
     pub const FAILED_RESIZE: &str = "FailedResize";
+    /// The agent acts on a DPA again after it had stopped (the stop is a Warning event whose reason is
+    /// the `Active=False` condition's, such as `InvalidSpec` or `TargetNotFound`).
+    pub const AUTOSCALER_RESUMED: &str = "AutoscalerResumed";
     /// Pod event: the webhook applied a recommendation to the pod.
     pub const RECOMMENDATION_APPLIED: &str = "RecommendationApplied";
     /// Workload event: no DPA is generated from its profile because a DPA of the user targets it.

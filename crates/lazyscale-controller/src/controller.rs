@@ -51,6 +51,15 @@ pub trait DpaSource: Send + Sync {
     fn get(&self, namespace: &str, name: &str) -> Option<Arc<DatadogPodAutoscaler>>;
     /// Every DPA.
     fn list(&self) -> Vec<Arc<DatadogPodAutoscaler>>;
+    /// One DPA the source holds but could not decode ([`validate::decode`]); the controller
+    /// reports it `InvalidSpec` instead of acting on it.
+    fn undecodable(&self, _namespace: &str, _name: &str) -> Option<Arc<validate::Undecodable>> {
+        None
+    }
+    /// Every DPA the source could not decode.
+    fn undecodables(&self) -> Vec<Arc<validate::Undecodable>> {
+        Vec::new()
+    }
 }
 
 /// A change of an external [`DpaSource`], sent by its owner.
@@ -284,12 +293,16 @@ impl Shared {
         *self.allowed.write() = validate::within_limit(all, self.config.limit);
     }
 
+    /// The DPAs to reconcile: those decoded, and those that were not (to report them).
     fn keys(&self) -> Vec<Key> {
-        self.dpas
+        let mut keys: Vec<Key> = self
+            .dpas
             .list()
             .iter()
             .map(|d| (d.namespace().unwrap_or_default(), d.name_any()))
-            .collect()
+            .collect();
+        keys.extend(self.dpas.undecodables().iter().map(|u| u.key()));
+        keys
     }
 
     /// Lists PodMetrics of every namespace with DPAs and recomputes the limit.

@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use lazyscale_api::consts::conditions::{self, reasons};
 use lazyscale_api::consts::{API_VERSION, DPA_KIND, events, field_managers};
 use lazyscale_api::{
@@ -27,7 +28,7 @@ use crate::horizontal;
 use crate::pods::PodPhase;
 use crate::scale::{self, TargetError};
 use crate::status::{self, Cond};
-use crate::validate::{self, Invalid};
+use crate::validate::{self, Invalid, Transition, Undecodable};
 use lazyscale_api::time;
 
 /// Errors of a reconcile (retried with backoff).
@@ -66,6 +67,9 @@ pub struct Requeue(pub Option<Duration>);
 /// Reconciles the DPA `key`.
 pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue, Error> {
     let Some(dpa) = shared.dpa(key) else {
+        if let Some(u) = shared.dpas.undecodable(&key.0, &key.1) {
+            return report_undecodable(shared, key, &u).await;
+        }
         shared.forget(key);
         return Ok(Requeue::default());
     };
@@ -152,17 +156,8 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     if let Some(b) = blocked {
         ex.blocked = Some((b.reason.to_owned(), b.message.clone()));
         ex.outcome = "nothing (not active)".into();
-        let conds = [
-            Cond::no(conditions::ACTIVE).because(b.reason, b.message.clone()),
-            Cond::yes(conditions::ERROR).because(b.reason, b.message),
-        ];
-        let old_part = Owned::of(&old);
-        let new = Owned {
-            conditions: status::owned_conditions(&status::merge_conditions(&old_conditions, &conds, now)),
-            ..old_part.clone()
-        };
-        write_status(shared, key, &dpa, &old_part, new).await?;
         shared.explain_store(key, ex);
+        block(shared, key, &dpa.metadata, dpa.status.as_ref(), &old, b, now).await?;
         return Ok(Requeue::default());
     }
     let (Some(ar), Some(state)) = (target, state) else {
@@ -350,8 +345,13 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         horizontal: (horizontal != HorizontalStatus::default()).then_some(horizontal),
         conditions: status::owned_conditions(&status::merge_conditions(&old_conditions, &conds, now)),
     };
-    let written = write_status(shared, key, &dpa, &old_part, new).await;
+    let written = write_status(shared, key, &dpa.metadata, dpa.status.as_ref(), &old_part, new).await;
     shared.explain_store(key, ex);
+    if written.is_ok()
+        && let Some(t) = validate::transition(&old_conditions, None)
+    {
+        announce(shared, &dpa.metadata, t).await;
+    }
     if let Some(e) = scale_error {
         return Err(e);
     }
@@ -427,20 +427,130 @@ impl Owned {
     }
 }
 
+/// A DPA that is not acted on: `Active=False` and `Error=True` with the reason, applied by the
+/// horizontal writer (its other fields kept), and a Warning event when it stops being acted on.
+async fn block(
+    shared: &Arc<Shared>,
+    key: &Key,
+    meta: &ObjectMeta,
+    stored: Option<&DatadogPodAutoscalerStatus>,
+    old: &DatadogPodAutoscalerStatus,
+    b: Invalid,
+    now: time::Timestamp,
+) -> Result<(), Error> {
+    let old_conditions = old.conditions.clone().unwrap_or_default();
+    let transition = validate::transition(&old_conditions, Some(&b));
+    let conds = [
+        Cond::no(conditions::ACTIVE).because(b.reason, b.message.clone()),
+        Cond::yes(conditions::ERROR).because(b.reason, b.message),
+    ];
+    let old_part = Owned::of(old);
+    let new = Owned {
+        conditions: status::owned_conditions(&status::merge_conditions(&old_conditions, &conds, now)),
+        ..old_part.clone()
+    };
+    write_status(shared, key, meta, stored, &old_part, new).await?;
+    if let Some(t) = transition {
+        announce(shared, meta, t).await;
+    }
+    Ok(())
+}
+
+/// Reports a DPA whose object does not decode ([`validate::decode`]): blocked as `InvalidSpec`
+/// with the field and the decoder's error; nothing else is done with it.
+async fn report_undecodable(shared: &Arc<Shared>, key: &Key, u: &Undecodable) -> Result<Requeue, Error> {
+    let now = time::now();
+    let b = u.invalid();
+    tracing::debug!(namespace = %key.0, name = %key.1, field = %u.field, error = %u.error, "DPA cannot be read");
+    let old = shared.old_status(key, u.status.clone().unwrap_or_default());
+    shared.explain_store(
+        key,
+        Explanation {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            at: now,
+            target: "(the object cannot be read)".to_owned(),
+            mode: String::new(),
+            blocked: Some((b.reason.to_owned(), b.message.clone())),
+            current_replicas: None,
+            pods: 0,
+            metrics_listed_at: None,
+            recommendation: None,
+            unusable_objectives: Vec::new(),
+            decision: None,
+            outcome: "nothing (not active)".into(),
+        },
+    );
+    block(shared, key, &u.metadata, u.status.as_ref(), &old, b, now).await?;
+    Ok(Requeue::default())
+}
+
+/// Publishes the event of a [`Transition`]: a Warning with the blocking reason when the agent stops
+/// acting on a DPA, `AutoscalerResumed` when it acts on it again.
+async fn announce(shared: &Arc<Shared>, meta: &ObjectMeta, t: Transition) {
+    let (ns, name) = (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    );
+    let (type_, reason, action, note) = match t {
+        Transition::Stopped(b) => {
+            tracing::info!(namespace = ns, name, reason = b.reason, message = %b.message, "not acting on the autoscaler");
+            (
+                EventType::Warning,
+                b.reason.to_owned(),
+                "Stop",
+                format!("not acting on this autoscaler: {}", b.message),
+            )
+        }
+        Transition::Resumed(was) => {
+            tracing::info!(namespace = ns, name, was = %was, "acting on the autoscaler again");
+            (
+                EventType::Normal,
+                events::AUTOSCALER_RESUMED.to_owned(),
+                "Resume",
+                format!("acting on this autoscaler again (it was not: {was})"),
+            )
+        }
+    };
+    publish_to(shared, &reference(meta), type_, reason, action, note).await;
+}
+
+/// The event reference of a DPA.
+fn reference(meta: &ObjectMeta) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(API_VERSION.to_owned()),
+        kind: Some(DPA_KIND.to_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        field_path: None,
+    }
+}
+
 /// Applies the horizontal writer's fields (server-side apply on the status subresource) when they
-/// differ from the stored ones and this replica leads.
+/// differ from the stored ones (`stored`: the DPA's status as read) and this replica leads.
 async fn write_status(
     shared: &Arc<Shared>,
     key: &Key,
-    dpa: &DatadogPodAutoscaler,
+    meta: &ObjectMeta,
+    stored: Option<&DatadogPodAutoscalerStatus>,
     old: &Owned,
     new: Owned,
 ) -> Result<(), Error> {
     if &new == old || !shared.is_leader() {
         return Ok(());
     }
-    let (ns, name) = (dpa.namespace().unwrap_or_default(), dpa.name_any());
-    let api: Api<DatadogPodAutoscaler> = Api::namespaced(shared.client.clone(), &ns);
+    let (ns, name) = (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    // The answer is read as a raw object: the DPA may be one our types cannot decode.
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        shared.client.clone(),
+        &ns,
+        &ApiResource::erase::<DatadogPodAutoscaler>(&()),
+    );
     shared.count_request();
     shared.counters.status_writes.fetch_add(1, Ordering::Relaxed);
     api.patch_status(
@@ -450,7 +560,7 @@ async fn write_status(
     )
     .await
     .map_err(|e| Error::Status(format!("{ns}/{name}"), e))?;
-    let mut stored = dpa.status.clone().unwrap_or_default();
+    let mut stored = stored.cloned().unwrap_or_default();
     new.put_into(&mut stored);
     shared.written.lock().insert(key.clone(), stored);
     tracing::debug!(namespace = %ns, name = %name, "status written");
@@ -465,19 +575,38 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
+    publish_to(
+        shared,
+        &dpa.object_ref(&()),
+        type_,
+        reason.to_owned(),
+        "Scale",
+        note,
+    )
+    .await;
+}
+
+/// Publishes an event about `reference` (leader only; failures are logged, not returned).
+async fn publish_to(
+    shared: &Arc<Shared>,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: String,
+    action: &str,
+    note: String,
+) {
     if !shared.is_leader() {
         return;
     }
-    let reference: ObjectReference = dpa.object_ref(&());
     let ev = Event {
         type_,
-        reason: reason.to_owned(),
+        reason,
         note: Some(note),
-        action: "Scale".to_owned(),
+        action: action.to_owned(),
         secondary: None,
     };
     shared.count_request();
-    if let Err(error) = shared.recorder.publish(&ev, &reference).await {
-        tracing::warn!(%error, reason, "cannot publish event");
+    if let Err(error) = shared.recorder.publish(&ev, reference).await {
+        tracing::warn!(%error, reason = %ev.reason, "cannot publish event");
     }
 }

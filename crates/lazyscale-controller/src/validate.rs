@@ -3,11 +3,21 @@
 //! Validation is pure: it sees the object and the controller's own identity, and returns the
 //! condition reason and message of the first problem. The per-cluster limit keeps the oldest
 //! autoscalers (by creation time, then namespace and name) active and disables the rest.
+//!
+//! It starts with decoding ([`decode`]): the CRD schema admits objects our typed
+//! [`DatadogPodAutoscaler`] cannot hold (an enum value in an old or newer spelling, a shape the
+//! schema leaves open), and such an object must neither be dropped silently nor disturb the other
+//! DPAs. It becomes an [`Undecodable`]: its metadata, its status and the field and error of the
+//! decoder, which the controller reports as `InvalidSpec`. [`transition`] says when the agent
+//! announces that it stops acting on a DPA, or acts on it again.
 
 use std::collections::HashSet;
 
-use lazyscale_api::consts::conditions::reasons;
-use lazyscale_api::{DatadogPodAutoscaler, Objective, ObjectiveType};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use lazyscale_api::consts::conditions::{self, reasons};
+use lazyscale_api::{
+    DatadogPodAutoscaler, DatadogPodAutoscalerCondition, DatadogPodAutoscalerStatus, Objective, ObjectiveType,
+};
 
 use crate::scale::split_api_version;
 use lazyscale_api::quantity;
@@ -27,6 +37,84 @@ impl Invalid {
             reason,
             message: message.into(),
         }
+    }
+}
+
+/// A DPA the API server stored but whose object does not decode into [`DatadogPodAutoscaler`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undecodable {
+    /// Its metadata (namespace, name, uid, resourceVersion), decoded on its own.
+    pub metadata: ObjectMeta,
+    /// Its status, when that part decodes on its own (the conditions the controller compares with).
+    pub status: Option<DatadogPodAutoscalerStatus>,
+    /// Where decoding failed, as a path from the object's root (`spec.applyPolicy.mode`).
+    pub field: String,
+    /// The decoder's error.
+    pub error: String,
+}
+
+impl Undecodable {
+    /// Why it is not acted on: `InvalidSpec`, naming the field and the error.
+    pub fn invalid(&self) -> Invalid {
+        Invalid::new(
+            reasons::INVALID_SPEC,
+            format!("{} cannot be read: {}", self.field, self.error),
+        )
+    }
+
+    /// `namespace/name`, for logs.
+    pub fn key(&self) -> (String, String) {
+        (
+            self.metadata.namespace.clone().unwrap_or_default(),
+            self.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+/// Decodes one DPA object as the API server serves it (JSON). On failure the metadata and the status
+/// are decoded on their own, and the error names the first field that does not fit.
+pub fn decode(object: &serde_json::Value) -> Result<DatadogPodAutoscaler, Box<Undecodable>> {
+    serde_path_to_error::deserialize::<_, DatadogPodAutoscaler>(object).map_err(|e| {
+        let part = |name: &str| object.get(name).cloned().unwrap_or(serde_json::Value::Null);
+        let path = e.path().to_string();
+        Box::new(Undecodable {
+            metadata: serde_json::from_value(part("metadata")).unwrap_or_default(),
+            status: serde_json::from_value(part("status")).ok().flatten(),
+            field: if path == "." {
+                "the object".to_owned()
+            } else {
+                path
+            },
+            error: e.into_inner().to_string(),
+        })
+    })
+}
+
+/// What the agent announces when a DPA's `Active` condition moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// New, active until now, or blocked for another reason: it is not acted on (a Warning with the
+    /// blocking reason and message).
+    Stopped(Invalid),
+    /// It was not acted on and is again; the reason it was blocked for.
+    Resumed(String),
+}
+
+/// The announcement due when a DPA whose stored conditions are `old` is now blocked by `blocked`
+/// (`None`: acted on). Nothing while it stays as it was, so a restart or a repeated reconcile
+/// announces nothing again.
+pub fn transition(old: &[DatadogPodAutoscalerCondition], blocked: Option<&Invalid>) -> Option<Transition> {
+    let active = old.iter().find(|c| c.type_ == conditions::ACTIVE);
+    let inactive = active.filter(|c| c.status == conditions::STATUS_FALSE);
+    match (blocked, inactive) {
+        (Some(b), Some(c))
+            if c.reason.as_deref() == Some(b.reason) && c.message.as_deref() == Some(b.message.as_str()) =>
+        {
+            None
+        }
+        (Some(b), _) => Some(Transition::Stopped(b.clone())),
+        (None, Some(c)) => Some(Transition::Resumed(c.reason.clone().unwrap_or_default())),
+        (None, None) => None,
     }
 }
 
@@ -225,6 +313,97 @@ mod tests {
             validate(&d, None).map_err(|e| e.reason),
             Err(reasons::INVALID_SPEC)
         );
+    }
+
+    #[test]
+    fn decode_names_the_field_and_keeps_metadata_and_status() {
+        let object = serde_json::json!({
+            "apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+            "metadata": {"name": "a", "namespace": "ns", "uid": "u"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "owner": "Local",
+                "objectives": [{"type": "PodResource", "podResource": {"name": "cpu",
+                    "value": {"type": "Utilization", "utilization": "high"}}}]},
+            "status": {"conditions": [{"type": "Active", "status": "True"}]},
+        });
+        let u = decode(&object)
+            .err()
+            .unwrap_or_else(|| panic!("a string utilization decodes"));
+        assert_eq!(u.field, "spec.objectives[0].podResource.value.utilization");
+        assert_eq!(u.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(
+            u.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .map(Vec::len),
+            Some(1)
+        );
+        let i = u.invalid();
+        assert_eq!(i.reason, reasons::INVALID_SPEC);
+        assert!(
+            i.message
+                .starts_with("spec.objectives[0].podResource.value.utilization cannot be read: "),
+            "{}",
+            i.message
+        );
+        let mut good = object.clone();
+        good["spec"]["objectives"][0]["podResource"]["value"]["utilization"] = serde_json::json!(60);
+        assert!(decode(&good).is_ok());
+        // A status that does not decode does not hide the spec's error.
+        let mut both = object;
+        both["status"] = serde_json::json!("broken");
+        assert_eq!(decode(&both).err().map(|u| u.status), Some(None));
+    }
+
+    #[test]
+    fn transitions_announce_a_stop_and_a_resume_once() {
+        let cond =
+            |status: &str, reason: Option<&str>, message: Option<&str>| DatadogPodAutoscalerCondition {
+                type_: conditions::ACTIVE.to_owned(),
+                status: status.to_owned(),
+                last_transition_time: None,
+                reason: reason.map(str::to_owned),
+                message: message.map(str::to_owned),
+            };
+        let bad = Invalid::new(
+            reasons::INVALID_SPEC,
+            "constraints.maxReplicas 2 is below minReplicas 5",
+        );
+        // A new DPA, or one that was active, stops.
+        assert_eq!(
+            transition(&[], Some(&bad)),
+            Some(Transition::Stopped(bad.clone()))
+        );
+        let active = [cond(conditions::STATUS_TRUE, None, None)];
+        assert_eq!(
+            transition(&active, Some(&bad)),
+            Some(Transition::Stopped(bad.clone()))
+        );
+        // Blocked as before: nothing again.
+        let blocked = [cond(
+            conditions::STATUS_FALSE,
+            Some(bad.reason),
+            Some(&bad.message),
+        )];
+        assert_eq!(transition(&blocked, Some(&bad)), None);
+        // Blocked for another reason or another field: a new stop.
+        let other = Invalid::new(reasons::TARGET_NOT_FOUND, "Deployment web not found");
+        assert_eq!(
+            transition(&blocked, Some(&other)),
+            Some(Transition::Stopped(other))
+        );
+        let field = Invalid::new(reasons::INVALID_SPEC, "another field");
+        assert_eq!(
+            transition(&blocked, Some(&field)),
+            Some(Transition::Stopped(field))
+        );
+        // Acted on again: resumed, once.
+        assert_eq!(
+            transition(&blocked, None),
+            Some(Transition::Resumed(reasons::INVALID_SPEC.to_owned()))
+        );
+        assert_eq!(transition(&active, None), None);
+        assert_eq!(transition(&[], None), None);
     }
 
     #[test]

@@ -28,15 +28,16 @@ use lazyscale_api::consts;
 pub const PROFILE_SELECTOR: &str =
     "autoscaling.datadoghq.com/profile,autoscaling.datadoghq.com/profile!=excluded";
 
-/// The workload a DPA targets (`spec.targetRef`), and the DPA itself when it fits our types.
+/// The workload a DPA targets (`spec.targetRef`), and the DPA itself, decoded or why not.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Kind (`Deployment`, `StatefulSet`, `Rollout`, ...).
+    /// Kind (`Deployment`, `StatefulSet`, `Rollout`, ...); as far as readable when the DPA does not
+    /// decode.
     pub kind: String,
-    /// Name, in the DPA's namespace.
+    /// Name, in the DPA's namespace (as `kind`).
     pub name: String,
-    /// The DPA, typed.
-    pub dpa: Option<std::sync::Arc<lazyscale_api::DatadogPodAutoscaler>>,
+    /// The DPA, typed, or why it does not decode (it is then reported, not acted on).
+    pub dpa: crate::index::Entry,
     /// Whether the DPA was generated from a ClusterProfile ([`lazyscale_api::is_generated`]): it is
     /// indexed and reconciled, but it is not demand by itself.
     pub generated: bool,
@@ -74,11 +75,19 @@ impl Observed for DynamicObject {
         &self.metadata
     }
     fn target(&self) -> Option<Target> {
-        let t = self.data.get("spec")?.get("targetRef")?;
+        let dpa = crate::index::decode(self);
+        let (kind, name) = match &dpa {
+            Ok(d) => (d.spec.target_ref.kind.clone(), d.spec.target_ref.name.clone()),
+            Err(_) => {
+                let t = self.data.get("spec").and_then(|s| s.get("targetRef"));
+                let field = |f: &str| t.and_then(|t| t.get(f)?.as_str()).unwrap_or_default().to_owned();
+                (field("kind"), field("name"))
+            }
+        };
         Some(Target {
-            kind: t.get("kind")?.as_str()?.to_string(),
-            name: t.get("name")?.as_str()?.to_string(),
-            dpa: crate::vertical::parse_dpa(self),
+            kind,
+            name,
+            dpa,
             generated: lazyscale_api::is_generated(&self.metadata),
         })
     }

@@ -6,35 +6,103 @@
 //! copy-on-write, so a reader holding a snapshot keeps a consistent view while the index moves on. A
 //! relist builds the new snapshot completely before swapping it in ([`DpaIndex::replace`]): the
 //! webhook never sees an empty or half-filled index.
+//!
+//! The watch delivers raw objects ([`DynamicObject`]) and each is decoded on its own ([`decode`]): an
+//! object the schema admits but our types cannot hold becomes an [`Undecodable`] entry beside the
+//! others. It is in no reader's list of DPAs (the webhook, the vertical loop and the profile controller
+//! do not act on it, and a DPA that changes into such an object replaces its old decoded self), but the
+//! controller finds it ([`lazyscale_controller::DpaSource::undecodable`]) and reports it `InvalidSpec`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use kube::api::DynamicObject;
 use lazyscale_api::DatadogPodAutoscaler;
+use lazyscale_controller::validate::{self, Undecodable};
 use lazyscale_vertical::{Autoscaler, AutoscalerIndex};
 
 /// A DPA key: namespace and name.
 pub type DpaKey = (String, String);
 
+/// One DPA as the watch delivered it: decoded, or why not.
+pub type Entry = Result<Arc<DatadogPodAutoscaler>, Arc<Undecodable>>;
+
+/// Decodes one object of the DPA watch ([`validate::decode`]); the metadata of an undecodable one is
+/// the object's own.
+pub fn decode(object: &DynamicObject) -> Entry {
+    let decoded = serde_json::to_value(object)
+        .map_err(|e| {
+            Box::new(Undecodable {
+                metadata: object.metadata.clone(),
+                status: None,
+                field: "the object".to_owned(),
+                error: e.to_string(),
+            })
+        })
+        .and_then(|v| validate::decode(&v));
+    match decoded {
+        Ok(d) => Ok(Arc::new(d)),
+        Err(mut u) => {
+            u.metadata = object.metadata.clone();
+            tracing::warn!(
+                namespace = object.metadata.namespace.as_deref().unwrap_or_default(),
+                name = object.metadata.name.as_deref().unwrap_or_default(),
+                field = %u.field,
+                error = %u.error,
+                "DPA cannot be read: reported InvalidSpec, not acted on"
+            );
+            Err(Arc::from(u))
+        }
+    }
+}
+
 /// One consistent view of the index.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     dpas: BTreeMap<DpaKey, Arc<DatadogPodAutoscaler>>,
+    undecodable: BTreeMap<DpaKey, Arc<Undecodable>>,
     autoscalers: AutoscalerIndex,
 }
 
 impl Snapshot {
-    fn upsert(&mut self, dpa: Arc<DatadogPodAutoscaler>) {
-        let (Some(ns), Some(name)) = (dpa.metadata.namespace.clone(), dpa.metadata.name.clone()) else {
+    fn set(&mut self, entry: Entry) {
+        let meta = match &entry {
+            Ok(d) => &d.metadata,
+            Err(u) => &u.metadata,
+        };
+        let (Some(ns), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
             return;
         };
-        self.autoscalers.upsert(Autoscaler::from_dpa(&dpa, false));
-        self.dpas.insert((ns, name), dpa);
+        self.remove(&ns, &name);
+        match entry {
+            Ok(dpa) => {
+                self.autoscalers.upsert(Autoscaler::from_dpa(&dpa, false));
+                self.dpas.insert((ns, name), dpa);
+            }
+            Err(u) => {
+                self.undecodable.insert((ns, name), u);
+            }
+        }
     }
 
     fn remove(&mut self, namespace: &str, name: &str) {
-        self.autoscalers.remove(namespace, name);
-        self.dpas.remove(&(namespace.to_owned(), name.to_owned()));
+        let key = (namespace.to_owned(), name.to_owned());
+        if self.dpas.remove(&key).is_some() {
+            self.autoscalers.remove(namespace, name);
+        }
+        self.undecodable.remove(&key);
+    }
+
+    /// Every DPA known, decoded or not, ordered by namespace and name.
+    pub fn keys(&self) -> impl Iterator<Item = &DpaKey> {
+        let mut all: Vec<&DpaKey> = self.dpas.keys().chain(self.undecodable.keys()).collect();
+        all.sort_unstable();
+        all.into_iter()
+    }
+
+    /// The DPAs that could not be decoded.
+    pub fn undecodable(&self) -> impl ExactSizeIterator<Item = &Arc<Undecodable>> {
+        self.undecodable.values()
     }
 
     /// The DPAs, ordered by namespace and name.
@@ -78,7 +146,12 @@ impl DpaIndex {
 
     /// Records a DPA (added or changed).
     pub fn upsert(&self, dpa: Arc<DatadogPodAutoscaler>) {
-        self.change(|s| s.upsert(dpa));
+        self.set(Ok(dpa));
+    }
+
+    /// Records a DPA as the watch delivered it (added or changed), decoded or not.
+    pub fn set(&self, entry: Entry) {
+        self.change(|s| s.set(entry));
     }
 
     /// Forgets a DPA.
@@ -87,10 +160,10 @@ impl DpaIndex {
     }
 
     /// Replaces every DPA (after a relist), in one swap.
-    pub fn replace(&self, all: Vec<Arc<DatadogPodAutoscaler>>) {
+    pub fn replace(&self, all: impl IntoIterator<Item = Entry>) {
         let mut next = Snapshot::default();
         for d in all {
-            next.upsert(d);
+            next.set(d);
         }
         let next = Arc::new(next);
         match self.current.write() {
@@ -99,7 +172,7 @@ impl DpaIndex {
         }
     }
 
-    /// How many DPAs are known.
+    /// How many DPAs are known decoded.
     pub fn len(&self) -> usize {
         self.snapshot().dpas.len()
     }
@@ -119,6 +192,17 @@ impl lazyscale_controller::DpaSource for DpaIndex {
     fn list(&self) -> Vec<Arc<DatadogPodAutoscaler>> {
         self.snapshot().dpas().cloned().collect()
     }
+
+    fn undecodable(&self, namespace: &str, name: &str) -> Option<Arc<Undecodable>> {
+        self.snapshot()
+            .undecodable
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    fn undecodables(&self) -> Vec<Arc<Undecodable>> {
+        self.snapshot().undecodable().cloned().collect()
+    }
 }
 
 #[cfg(test)]
@@ -135,10 +219,69 @@ mod tests {
         Arc::new(serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}")))
     }
 
+    fn raw(ns: &str, name: &str, spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+            "metadata": {"name": name, "namespace": ns, "uid": "u-1", "resourceVersion": "7"},
+            "spec": spec,
+            "status": {"conditions": [{"type": "Active", "status": "True"}]},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn good_spec() -> serde_json::Value {
+        serde_json::json!({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "owner": "Local"})
+    }
+
+    #[test]
+    fn an_undecodable_object_is_kept_apart_with_the_field_and_the_others_stay() {
+        let mut bad = good_spec();
+        bad["applyPolicy"] = serde_json::json!({"mode": "Sometimes"});
+        let Err(u) = decode(&raw("a", "bad", bad.clone())) else {
+            panic!("an unknown mode decodes")
+        };
+        assert_eq!(u.field, "spec.applyPolicy.mode");
+        assert!(u.error.contains("Sometimes"), "{}", u.error);
+        assert_eq!(u.metadata.uid.as_deref(), Some("u-1"));
+        assert!(u.status.is_some(), "the status decodes on its own");
+        let index = DpaIndex::default();
+        index.replace([decode(&raw("a", "good", good_spec())), Err(u)]);
+        let s = index.snapshot();
+        assert_eq!(s.dpas().len(), 1);
+        assert_eq!(s.undecodable().len(), 1);
+        let keys: Vec<&DpaKey> = s.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                &("a".to_owned(), "bad".to_owned()),
+                &("a".to_owned(), "good".to_owned())
+            ]
+        );
+        use lazyscale_controller::DpaSource;
+        assert!(index.undecodable("a", "bad").is_some());
+        assert!(DpaSource::get(&index, "a", "bad").is_none());
+
+        // A good DPA that turns undecodable is no longer acted on (not in the list, not in the
+        // webhook's index), and comes back when it is repaired.
+        index.set(decode(&raw("a", "good", bad)));
+        let s = index.snapshot();
+        assert_eq!(s.dpas().len(), 0, "the stale decoded DPA is gone");
+        assert!(s.autoscalers().is_empty(), "the webhook forgets it");
+        assert_eq!(s.undecodable().len(), 2);
+        index.set(decode(&raw("a", "good", good_spec())));
+        let s = index.snapshot();
+        assert!(s.get("a", "good").is_some());
+        assert_eq!(s.undecodable().len(), 1);
+        assert!(!s.autoscalers().is_empty());
+        index.remove("a", "bad");
+        assert!(index.undecodable("a", "bad").is_none());
+    }
+
     #[test]
     fn a_snapshot_stays_whole_while_the_index_changes() {
         let index = DpaIndex::default();
-        index.replace(vec![dpa("a", "x", "web"), dpa("a", "y", "api")]);
+        index.replace([Ok(dpa("a", "x", "web")), Ok(dpa("a", "y", "api"))]);
         let before = index.snapshot();
         index.remove("a", "x");
         index.upsert(dpa("b", "z", "db"));
@@ -153,7 +296,7 @@ mod tests {
     #[test]
     fn a_relist_swaps_in_a_complete_index() {
         let index = Arc::new(DpaIndex::default());
-        index.replace((0..50).map(|i| dpa("a", &format!("d{i}"), "web")).collect());
+        index.replace((0..50).map(|i| Ok(dpa("a", &format!("d{i}"), "web"))));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let (index, stop) = (index.clone(), stop.clone());
@@ -169,7 +312,7 @@ mod tests {
         };
         for round in 0..200 {
             let n = if round % 2 == 0 { 60 } else { 50 };
-            index.replace((0..n).map(|i| dpa("a", &format!("d{i}"), "web")).collect());
+            index.replace((0..n).map(|i| Ok(dpa("a", &format!("d{i}"), "web"))));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap_or(0) > 0);

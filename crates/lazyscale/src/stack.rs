@@ -301,9 +301,9 @@ fn apply(
             if kind == SourceKind::Dpa {
                 // Every DPA before and after the relist: the deleted ones are forgotten too.
                 let before = index.snapshot();
-                changes.extend(before.dpas().filter_map(key_of));
+                changes.extend(before.keys().map(|k| DpaChange::Changed(k.clone())));
                 targets.clear();
-                index.replace(list.iter().filter_map(|(_, t)| t.as_ref()?.dpa.clone()).collect());
+                index.replace(list.iter().filter_map(|(_, t)| Some(t.as_ref()?.dpa.clone())));
                 changes.extend(
                     list.iter().map(|(s, _)| {
                         DpaChange::Changed((s.namespace_name().to_owned(), s.name().to_owned()))
@@ -315,7 +315,8 @@ fn apply(
             for (s, t) in list {
                 // A DPA generated from a profile is not demand: its labelled workload is.
                 let generated = t.as_ref().is_some_and(|t| t.generated);
-                if let Some(t) = t {
+                // A DPA that does not decode is reported, not acted on: no pods are kept for it.
+                if let Some(t) = t.filter(|t| t.dpa.is_ok()) {
                     targets.insert(s.clone(), t);
                 }
                 if !generated {
@@ -334,10 +335,14 @@ fn apply(
             let generated = t.as_ref().is_some_and(|t| t.generated);
             match t {
                 Some(t) => {
-                    if let Some(d) = &t.dpa {
-                        index.upsert(d.clone());
+                    if s.kind() == SourceKind::Dpa {
+                        index.set(t.dpa.clone());
                     }
-                    targets.insert(s.clone(), t)
+                    if t.dpa.is_ok() {
+                        targets.insert(s.clone(), t)
+                    } else {
+                        targets.remove(&s)
+                    }
                 }
                 None => targets.remove(&s),
             };
@@ -358,13 +363,6 @@ fn apply(
     changes
 }
 
-fn key_of(d: &Arc<lazyscale_api::DatadogPodAutoscaler>) -> Option<DpaChange> {
-    Some(DpaChange::Changed((
-        d.metadata.namespace.clone()?,
-        d.metadata.name.clone()?,
-    )))
-}
-
 /// The autoscaled workloads (DPA targets and profile-labelled workloads) with their `targetRef`
 /// `apiVersion` and kind, whose pod selectors scope the pod watches.
 pub fn wanted(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Vec<demand::Wanted> {
@@ -373,6 +371,7 @@ pub fn wanted(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Vec<demand
         let api_version = t
             .dpa
             .as_ref()
+            .ok()
             .and_then(|d| d.spec.target_ref.api_version.clone())
             .unwrap_or_else(|| "apps/v1".to_string());
         out.push((

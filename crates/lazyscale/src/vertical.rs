@@ -158,13 +158,6 @@ impl Mutator for VerticalMutator {
     }
 }
 
-/// Parses a DPA read as a dynamic object (`None` when it does not fit our types: the controller reports
-/// invalid DPAs; the webhook and recommender ignore them).
-pub fn parse_dpa(obj: &DynamicObject) -> Option<Arc<DatadogPodAutoscaler>> {
-    let value = serde_json::to_value(obj).ok()?;
-    serde_json::from_value(value).ok().map(Arc::new)
-}
-
 fn pod_metrics_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
@@ -210,7 +203,7 @@ pub async fn run(
     let mut written: HashMap<(String, String), serde_json::Value> = HashMap::new();
     let mut seen_ooms = std::collections::HashSet::new();
     let mut tracked: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
-    let mut restored: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
+    let mut restores = Restores::default();
     let mut applier =
         crate::vertical_apply::Applier::new(client.clone(), config.apply.clone(), config.metrics.clone());
     let mut tick = tokio::time::interval(config.period);
@@ -229,7 +222,7 @@ pub async fn run(
         let live: std::collections::HashSet<WorkloadKey> = dpas.iter().filter_map(|d| key_of(d)).collect();
         for gone in tracked.difference(&live) {
             recommender.forget(gone);
-            restored.remove(gone);
+            restores.forget(gone);
         }
         tracked = live;
         let names: std::collections::HashSet<(String, String)> = dpas
@@ -273,8 +266,11 @@ pub async fn run(
                 .collect();
             for dpa in list {
                 let Some(key) = key_of(&dpa) else { continue };
-                if restored.insert(key.clone()) {
-                    restore(&client, &mut recommender, &dpa, &key).await;
+                if restores.due(&key, Instant::now()) {
+                    match restore(&client, &mut recommender, &dpa, &key).await {
+                        Restored::Settled => restores.settled(&key),
+                        Restored::Failed => restores.failed(&key, Instant::now()),
+                    }
                 }
                 let bump = dpa
                     .spec
@@ -294,7 +290,9 @@ pub async fn run(
                 ) {
                     config.metrics.vertical(VerticalOp::OomRecorded);
                 }
+                // Never over a checkpoint not read yet: it would replace the stored history.
                 if *config.leader.borrow()
+                    && restores.is_settled(&key)
                     && let Some(cp) = recommender.checkpoint_if_due(&key, Timestamp::now())
                     && save_checkpoint(&client, &dpa, &cp).await
                 {
@@ -620,21 +618,78 @@ async fn save_checkpoint(
     }
 }
 
+/// The first retry of a checkpoint read that failed; each failure doubles it.
+const RESTORE_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two checkpoint reads.
+const RESTORE_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// How a checkpoint read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restored {
+    /// Read: restored, absent or unusable; nothing more to read.
+    Settled,
+    /// The read failed (the API server did not answer, or refused): read it again later.
+    Failed,
+}
+
+/// Which DPAs' checkpoints are read, and when a failed read is due again (exponential backoff from
+/// [`RESTORE_RETRY_FIRST`] to [`RESTORE_RETRY_MAX`]). Until its checkpoint is read the loop neither
+/// treats the DPA as having none nor writes a checkpoint for it.
+#[derive(Debug, Default)]
+struct Restores {
+    settled: std::collections::HashSet<WorkloadKey>,
+    /// Failed reads: when the next is due, and the wait after it fails again.
+    retry: HashMap<WorkloadKey, (Instant, Duration)>,
+}
+
+impl Restores {
+    /// Whether the checkpoint of `key` is to be read at `now`.
+    fn due(&self, key: &WorkloadKey, now: Instant) -> bool {
+        !self.settled.contains(key) && self.retry.get(key).is_none_or(|(at, _)| now >= *at)
+    }
+
+    fn is_settled(&self, key: &WorkloadKey) -> bool {
+        self.settled.contains(key)
+    }
+
+    fn settled(&mut self, key: &WorkloadKey) {
+        self.retry.remove(key);
+        self.settled.insert(key.clone());
+    }
+
+    fn failed(&mut self, key: &WorkloadKey, now: Instant) {
+        let wait = self.retry.get(key).map_or(RESTORE_RETRY_FIRST, |(_, w)| *w);
+        self.retry
+            .insert(key.clone(), (now + wait, (wait * 2).min(RESTORE_RETRY_MAX)));
+    }
+
+    /// The DPA is gone: its checkpoint is read again if it comes back.
+    fn forget(&mut self, key: &WorkloadKey) {
+        self.settled.remove(key);
+        self.retry.remove(key);
+    }
+}
+
 async fn restore(
     client: &kube::Client,
     recommender: &mut Recommender,
     dpa: &DatadogPodAutoscaler,
     key: &WorkloadKey,
-) {
+) -> Restored {
     let (Some(ns), Some(name)) = (&dpa.metadata.namespace, &dpa.metadata.name) else {
-        return;
+        return Restored::Settled;
     };
     let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns);
-    let Ok(Some(cm)) = api.get_opt(&checkpoint_name(name)).await else {
-        return;
+    let cm = match api.get_opt(&checkpoint_name(name)).await {
+        Ok(Some(cm)) => cm,
+        Ok(None) => return Restored::Settled,
+        Err(error) => {
+            tracing::warn!(%error, namespace = %ns, dpa = %name, "vertical checkpoint not readable; retrying with backoff");
+            return Restored::Failed;
+        }
     };
     let Some(text) = cm.data.as_ref().and_then(|d| d.get(CHECKPOINT_KEY)) else {
-        return;
+        return Restored::Settled;
     };
     match lazyscale_vertical::WorkloadCheckpoint::from_json(text).map(|cp| recommender.restore(key, &cp)) {
         Ok(Ok(())) => {
@@ -646,5 +701,76 @@ async fn restore(
         Err(error) => {
             tracing::warn!(%error, namespace = %ns, dpa = %name, "checkpoint unreadable; starting afresh")
         }
+    }
+    Restored::Settled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> WorkloadKey {
+        WorkloadKey::new("ns", "Deployment", "web")
+    }
+
+    #[test]
+    fn a_failed_checkpoint_read_is_retried_with_backoff_and_holds_checkpoints_back() {
+        let mut r = Restores::default();
+        let t0 = Instant::now();
+        assert!(r.due(&key(), t0), "a new DPA's checkpoint is read");
+        r.failed(&key(), t0);
+        assert!(!r.is_settled(&key()), "a failed read is not \"no checkpoint\"");
+        assert!(!r.due(&key(), t0));
+        assert!(r.due(&key(), t0 + Duration::from_secs(1)));
+        r.failed(&key(), t0 + Duration::from_secs(1));
+        assert!(!r.due(&key(), t0 + Duration::from_millis(2_900)));
+        assert!(
+            r.due(&key(), t0 + Duration::from_secs(3)),
+            "the wait doubled to 2 s"
+        );
+        let mut at = t0;
+        for _ in 0..20 {
+            r.failed(&key(), at);
+            at += Duration::from_secs(1);
+        }
+        assert!(!r.due(&key(), at + RESTORE_RETRY_MAX - Duration::from_secs(2)));
+        assert!(r.due(&key(), at + RESTORE_RETRY_MAX), "the wait is bounded");
+        r.settled(&key());
+        assert!(r.is_settled(&key()));
+        assert!(
+            !r.due(&key(), at + Duration::from_secs(3600)),
+            "read once settled"
+        );
+        r.forget(&key());
+        assert!(r.due(&key(), at), "a DPA back again is read again");
+    }
+
+    #[tokio::test]
+    async fn restore_reports_a_read_that_fails_as_failed() {
+        // An API server that is not there: the GET fails (connection refused), which is no answer
+        // about the checkpoint.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut config = kube::Config::new(
+            format!("http://127.0.0.1:{port}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        config.connect_timeout = Some(Duration::from_secs(2));
+        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+        let mut recommender =
+            Recommender::new(lazyscale_vertical::Config::default()).unwrap_or_else(|e| panic!("{e}"));
+        let dpa: DatadogPodAutoscaler = serde_json::from_value(json!({
+            "apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                     "owner": "Local"}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            restore(&client, &mut recommender, &dpa, &key()).await,
+            Restored::Failed
+        );
     }
 }
