@@ -17,10 +17,23 @@ const MANAGER: &str = "lazyscale-testenv";
 /// # Errors
 /// When the API server refuses a CRD or one is not established within 30 s.
 pub async fn install_crds(client: &kube::Client) -> Result<()> {
+    apply_crds(client, MANAGER, lazyscale_api::crds()).await
+}
+
+/// Applies `crds` with server-side apply under `manager` and waits until each one is established: the
+/// one way the test environment installs CRDs (ours, and the peers' such as the VPA's).
+///
+/// # Errors
+/// When the API server refuses a CRD or one is not established within 30 s.
+pub async fn apply_crds(
+    client: &kube::Client,
+    manager: &str,
+    crds: impl IntoIterator<Item = CustomResourceDefinition>,
+) -> Result<()> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in lazyscale_api::crds() {
+    for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+        api.patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&crd))
             .await?;
         tokio::time::timeout(
             Duration::from_secs(30),

@@ -20,8 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, Patch, PatchParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::ApiResource;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose,
@@ -396,22 +395,14 @@ const MANAGER: &str = "lazyscale-bench-peers";
 /// within 30 s.
 pub async fn install_vpa_crds(client: &kube::Client, path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(io(format!("read {}", path.display())))?;
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    for doc in yaml_documents(&text) {
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(doc)
-            .map_err(|e| Error::NotReady(format!("parse {}: {e}", path.display())))?;
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await?;
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(api.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .map_err(|_| Error::NotReady(format!("CRD {name} not established after 30s")))?
-        .map_err(|e| Error::NotReady(format!("CRD {name}: {e}")))?;
-    }
-    Ok(())
+    let crds = yaml_documents(&text)
+        .into_iter()
+        .map(|doc| {
+            serde_saphyr::from_str::<CustomResourceDefinition>(doc)
+                .map_err(|e| Error::NotReady(format!("parse {}: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::crds::apply_crds(client, MANAGER, crds).await
 }
 
 /// The non-empty documents of a multi-document YAML text.
