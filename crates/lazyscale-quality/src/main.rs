@@ -44,8 +44,9 @@ struct Args {
     /// JSON report file; the charts (`<trace>.html`) are written next to it.
     #[arg(long, default_value = "target/quality/quality.json")]
     out: PathBuf,
-    /// Smallest interval between two periodic resource changes, in hours.
-    #[arg(long, default_value_t = 12.0)]
+    /// Smallest interval between two periodic resource changes, in hours, for every recommender (1: an
+    /// in-place resize at most every hour; 12: the VPA updater's pod lifetime gate).
+    #[arg(long, default_value_t = 1.0)]
     min_update_interval_hours: f64,
     /// Smallest relative move of a request worth a periodic change.
     #[arg(long, default_value_t = 0.1)]
@@ -53,7 +54,8 @@ struct Args {
     /// Hours replayed before scoring starts.
     #[arg(long, default_value_t = 24.0)]
     score_from_hours: f64,
-    /// lazyscale's method under test: `adaptive` or `vpa`.
+    /// lazyscale's method under test: `adaptive` (its default configuration) or `vpa` (its
+    /// VPA-compatible configuration).
     #[arg(long, default_value = "adaptive")]
     lazyscale_method: String,
     /// lazyscale's full recommender configuration as JSON (the agent's `autoscaling.vertical.recommender`
@@ -77,9 +79,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let method = match args.lazyscale_method.as_str() {
-        "adaptive" => EstimationMethod::Adaptive,
-        "vpa" => EstimationMethod::Vpa,
+    let base = match args.lazyscale_method.as_str() {
+        "adaptive" => Config::default(),
+        "vpa" => Config::vpa_compatible(),
         other => bail!("--lazyscale-method: unknown method `{other}` (adaptive, vpa)"),
     };
     let minutes = |h: f64, flag: &str| -> Result<usize> {
@@ -93,15 +95,21 @@ fn main() -> Result<()> {
         change_threshold: args.change_threshold,
         score_from_minutes: minutes(args.score_from_hours, "--score-from-hours")?,
     };
-    // The harness re-applies recommendations every update interval at most: that is the horizon an
-    // applied CPU request lives for (used by the adaptive method only).
+    // lazyscale's shipped defaults, with the horizon an applied request lives for set to the update
+    // interval, as an operator sets `cpuHorizonSeconds` to their cadence (at the default 1 h interval this
+    // is exactly `Config::default()`; 24 h or more: the whole day). Used by the adaptive method only.
+    let horizon = policy.min_update_interval_minutes * 60;
     let config = match &args.lazyscale_config {
         Some(json) => serde_json::from_str::<Config>(json).context("--lazyscale-config")?,
-        None => Config {
-            method,
-            cpu_horizon_seconds: u64::try_from(policy.min_update_interval_minutes * 60).unwrap_or(0),
-            ..Config::vpa_compatible()
+        None if base.method == EstimationMethod::Adaptive => Config {
+            cpu_horizon_seconds: if horizon < 24 * 3600 {
+                u64::try_from(horizon).unwrap_or(0)
+            } else {
+                0
+            },
+            ..base
         },
+        None => base,
     };
     let node = NodeModel {
         seed: args.seed,

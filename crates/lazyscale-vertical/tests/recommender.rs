@@ -34,7 +34,7 @@ proptest! {
         minutes in 1i64..3000,
         oom in prop::option::of(0u64..30_000),
     ) {
-        let mut r = Recommender::new(Config::default()).unwrap();
+        let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
         let k = key();
         feed(&mut r, &k, minutes, &cpu, &mem);
         if let Some(o) = oom {
@@ -64,7 +64,7 @@ proptest! {
 
     #[test]
     fn garbage_input_is_ignored(v in prop::num::f64::ANY) {
-        let mut r = Recommender::new(Config::default()).unwrap();
+        let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
         let accepted = r.add_cpu_sample(&key(), "app", v, ts(0));
         prop_assert_eq!(accepted, v.is_finite() && v >= 0.0);
         if let Some(rec) = r.recommend(&key()) {
@@ -80,7 +80,7 @@ fn more_history_narrows_the_bounds() {
     let mem = [200, 250, 300];
     let mut widths = Vec::new();
     for hours in [1, 6, 24, 72, 168] {
-        let mut r = Recommender::new(Config::default()).unwrap();
+        let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
         feed(&mut r, &key(), hours * 60, &cpu, &mem);
         let c = r.recommend(&key()).unwrap().containers[0].clone();
         let e = c.cpu_millicores.unwrap();
@@ -94,7 +94,7 @@ fn more_history_narrows_the_bounds() {
 
 #[test]
 fn targets_follow_percentiles_with_margin() {
-    let mut r = Recommender::new(Config::default()).unwrap();
+    let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
     // CPU: 90 % of the time 100m, 10 % 1000m → p90 is 100m (the 90th sample is still 100m).
     let cpu: Vec<f64> = (0..100).map(|i| if i < 85 { 100.0 } else { 1000.0 }).collect();
     feed(&mut r, &key(), 24 * 60, &cpu, &[500]);
@@ -109,7 +109,7 @@ fn targets_follow_percentiles_with_margin() {
 
 #[test]
 fn memory_uses_peaks_per_interval() {
-    let mut r = Recommender::new(Config::default()).unwrap();
+    let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
     let k = key();
     // Each day: a single 1 GiB spike among many 100 MiB samples.
     for day in 0..7 {
@@ -125,7 +125,7 @@ fn memory_uses_peaks_per_interval() {
 
 #[test]
 fn oom_bump_raises_memory() {
-    let mut r = Recommender::new(Config::default()).unwrap();
+    let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
     let k = key();
     feed(&mut r, &k, 600, &[100.0], &[200]);
     let before = r.recommend(&k).unwrap().containers[0].memory_bytes.unwrap();
@@ -138,14 +138,14 @@ fn oom_bump_raises_memory() {
     assert!(after.target >= 356 * MIB, "{after:?}");
 
     // A DPA ratio of 2 wins over +100 MiB.
-    let mut r2 = Recommender::new(Config::default()).unwrap();
+    let mut r2 = Recommender::new(Config::vpa_compatible()).unwrap();
     feed(&mut r2, &k, 600, &[100.0], &[200]);
     r2.record_oom(&k, "app", 1024 * MIB, ts(600 * 60), Some(2.0));
     let m = r2.recommend(&k).unwrap().containers[0].memory_bytes.unwrap();
     assert!(m.target >= 2048 * MIB, "{m:?}");
 
     // An OOM of a container without samples yet still yields a memory recommendation.
-    let mut r3 = Recommender::new(Config::default()).unwrap();
+    let mut r3 = Recommender::new(Config::vpa_compatible()).unwrap();
     r3.record_oom(&k, "job", 50 * MIB, ts(0), None);
     let c = r3.recommend(&k).unwrap().containers[0].clone();
     assert!(c.cpu_millicores.is_none());
@@ -156,7 +156,7 @@ fn oom_bump_raises_memory() {
     // The floor expires after oomFloorSeconds of further history.
     let mut r4 = Recommender::new(Config {
         oom_floor_seconds: 3600,
-        ..Config::default()
+        ..Config::vpa_compatible()
     })
     .unwrap();
     r4.record_oom(&k, "app", 4096 * MIB, ts(0), None);
@@ -173,7 +173,7 @@ fn oom_kills_ratchet_the_memory_limit_under_every_controlled_values() {
     use lazyscale_vertical::apply::{CurrentResources, container_resources};
     use lazyscale_vertical::{DesiredContainer, LimitAction, Resources, apply_constraints};
 
-    let mut r = Recommender::new(Config::default()).unwrap();
+    let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
     let k = key();
     feed(&mut r, &k, 60, &[100.0], &[200]);
     assert_eq!(r.recommend(&k).unwrap().containers[0].memory_limit_bytes, None);
@@ -195,7 +195,7 @@ fn oom_kills_ratchet_the_memory_limit_under_every_controlled_values() {
 
     // through a checkpoint
     let cp = WorkloadCheckpoint::from_json(&r.checkpoint(&k).unwrap().to_json().unwrap()).unwrap();
-    let mut restored = Recommender::new(Config::default()).unwrap();
+    let mut restored = Recommender::new(Config::vpa_compatible()).unwrap();
     restored.restore(&k, &cp).unwrap();
     assert_eq!(
         restored.recommend(&k).unwrap().containers[0].memory_limit_bytes,
@@ -262,7 +262,7 @@ fn oom_kills_ratchet_the_memory_limit_under_every_controlled_values() {
     // the ratchet expires with the OOM floor
     let mut short = Recommender::new(Config {
         oom_floor_seconds: 3600,
-        ..Config::default()
+        ..Config::vpa_compatible()
     })
     .unwrap();
     short.record_oom_limit(&k, "app", 256 * MIB, ts(0), None);
@@ -281,7 +281,7 @@ fn oom_kills_ratchet_the_memory_limit_under_every_controlled_values() {
 
 #[test]
 fn minimums_apply() {
-    let mut r = Recommender::new(Config::default()).unwrap();
+    let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
     let k = key();
     feed(&mut r, &k, 100, &[0.0], &[0]);
     let c = r.recommend(&k).unwrap().containers[0].clone();
@@ -293,7 +293,7 @@ fn minimums_apply() {
     let mut r = Recommender::new(Config {
         min_cpu_millicores: 50,
         min_memory_bytes: 64 * MIB,
-        ..Config::default()
+        ..Config::vpa_compatible()
     })
     .unwrap();
     feed(&mut r, &k, 100, &[0.0], &[0]);
@@ -304,7 +304,7 @@ fn minimums_apply() {
 
 #[test]
 fn forget_and_garbage_collect() {
-    let mut r = Recommender::new(Config::default()).unwrap();
+    let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
     let a = key();
     let b = WorkloadKey::new("ns", "StatefulSet", "db");
     feed(&mut r, &a, 10, &[100.0], &[100]);
@@ -325,7 +325,7 @@ fn forget_and_garbage_collect() {
 
 #[test]
 fn checkpoints_round_trip_and_throttle() {
-    let mut r = Recommender::new(Config::default()).unwrap();
+    let mut r = Recommender::new(Config::vpa_compatible()).unwrap();
     let k = key();
     feed(&mut r, &k, 3 * 24 * 60, &[100.0, 300.0, 900.0], &[100, 400]);
     r.record_oom(&k, "app", 500 * MIB, ts(100), None);
@@ -335,14 +335,14 @@ fn checkpoints_round_trip_and_throttle() {
     let json = cp.to_json().unwrap();
     assert!(json.len() < 8 * 1024, "{} bytes", json.len());
 
-    let mut fresh = Recommender::new(Config::default()).unwrap();
+    let mut fresh = Recommender::new(Config::vpa_compatible()).unwrap();
     fresh
         .restore(&k, &WorkloadCheckpoint::from_json(&json).unwrap())
         .unwrap();
     assert_eq!(fresh.recommend(&k), r.recommend(&k));
 
     // Restoring into a recommender that already saw new samples merges both.
-    let mut merged = Recommender::new(Config::default()).unwrap();
+    let mut merged = Recommender::new(Config::vpa_compatible()).unwrap();
     merged.add_cpu_sample(&k, "app", 5000.0, ts(3 * 86_400 + 60));
     merged.restore(&k, &cp).unwrap();
     let c = merged.recommend(&k).unwrap().containers[0].clone();
@@ -351,7 +351,7 @@ fn checkpoints_round_trip_and_throttle() {
     // Another layout is refused.
     let mut other = Recommender::new(Config {
         bucket_ratio: 1.1,
-        ..Config::default()
+        ..Config::vpa_compatible()
     })
     .unwrap();
     assert!(other.restore(&k, &cp).is_err());
@@ -368,21 +368,21 @@ fn config_from_yaml_like_json() {
     assert!(
         Recommender::new(Config {
             cpu_target_percentile: 1.5,
-            ..Config::default()
+            ..Config::vpa_compatible()
         })
         .is_err()
     );
     assert!(
         Recommender::new(Config {
             half_life_seconds: 0,
-            ..Config::default()
+            ..Config::vpa_compatible()
         })
         .is_err()
     );
     assert!(
         Recommender::new(Config {
             lower_bound_percentile: 0.95,
-            ..Config::default()
+            ..Config::vpa_compatible()
         })
         .is_err()
     );
