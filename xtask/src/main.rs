@@ -229,7 +229,10 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         c.arg("--").args(extra);
     }
     run(&mut c)?;
-    eprintln!("== fault suite, short (API server killed, connections cut: nothing lost or duplicated)");
+    eprintln!(
+        "== fault suite, short (API server killed, connections cut: nothing lost or duplicated), then a \
+         short soak on the same control plane (30 gate cycles: RSS, heap, watches, tasks must not grow)"
+    );
     faults::run(faults::Args::short())?;
     eprintln!("== fuzz smoke (every target for a few seconds)");
     fuzz::smoke()?;

@@ -40,32 +40,54 @@ pub struct Args {
     /// Only the short set (API server killed, connections cut), as `cargo xtask test` runs it.
     #[arg(long)]
     short: bool,
-    /// Only the faults whose name contains this.
+    /// Only the faults whose name contains one of these (comma-separated), in the suite's order.
     #[arg(long)]
     only: Option<String>,
-    /// Seconds of soak after the faults (0: none; 3600 for the hour-long run).
+    /// Soak after the faults, lasting at least this many seconds (0: as long as the cycles take; 3600
+    /// for the hour-long run). Without it, no soak.
+    #[arg(long)]
+    soak_seconds: Option<u64>,
+    /// Gate open/close cycles of the soak.
+    #[arg(long, default_value_t = soak::DEFAULT_CYCLES)]
+    soak_cycles: u32,
+    /// A check of the soak's rule: open one watch as the agent's user every N cycles and keep it (the
+    /// soak must then fail on its open_watches series). 0: never.
     #[arg(long, default_value_t = 0)]
-    soak_seconds: u64,
+    soak_leak_watch_every: u32,
     /// Skip the faults (with --soak-seconds: the soak alone).
     #[arg(long)]
     no_faults: bool,
     /// Run the debug build of the agent (already built by `cargo test`; quicker than a release build).
     #[arg(long)]
     debug_agent: bool,
+    /// Run this agent binary as it is (no build).
+    #[arg(long)]
+    agent_binary: Option<PathBuf>,
+    /// `RUST_LOG` of the agents (their logs go to `target/faults/agent-N.log`).
+    #[arg(long, default_value = "info")]
+    agent_log: String,
 }
 
 impl Args {
-    /// The short set on the debug agent `cargo test` just built (the step of `cargo xtask test`).
+    /// The short set and a short soak ([`SHORT_SOAK_CYCLES`] cycles) on the debug agent `cargo test`
+    /// just built, on one control plane (the step of `cargo xtask test`).
     pub fn short() -> Args {
         Args {
             short: true,
             only: None,
-            soak_seconds: 0,
+            soak_seconds: Some(0),
+            soak_cycles: SHORT_SOAK_CYCLES,
+            soak_leak_watch_every: 0,
             no_faults: false,
             debug_agent: true,
+            agent_binary: None,
+            agent_log: "info".into(),
         }
     }
 }
+
+/// Soak cycles of `cargo xtask test` (about 6 s each on the debug agent).
+const SHORT_SOAK_CYCLES: u32 = 30;
 
 /// The namespace every fault's objects live in.
 pub(crate) const NS: &str = "faults";
@@ -104,11 +126,16 @@ pub(crate) struct Ctx {
     binary: PathBuf,
     proxied_kubeconfig: PathBuf,
     logs: PathBuf,
+    agent_log: String,
+    /// `--grace-period-seconds` of the agents started from now on (0: the stack never stops).
+    pub(crate) grace_seconds: u64,
     started: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let binary = if args.debug_agent {
+    let binary = if let Some(b) = args.agent_binary.clone() {
+        b
+    } else if args.debug_agent {
         crate::run(crate::cargo().args(["build", "--quiet", "-p", "lazyscale"]))?;
         crate::workspace_root().join("target/debug/lazyscale")
     } else {
@@ -122,16 +149,22 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()?;
     let out = rt.block_on(async move {
-        let mut ctx = Ctx::start(server, binary).await?;
+        let mut ctx = Ctx::start(server, binary, args.agent_log).await?;
         let faults = if args.no_faults {
             Vec::new()
         } else {
             run_faults(&mut ctx, args.short, args.only.as_deref()).await?
         };
-        let soak = if args.soak_seconds > 0 {
-            soak::run(&mut ctx, Duration::from_secs(args.soak_seconds)).await?
-        } else {
-            json!({"skipped": "run with --soak-seconds N"})
+        let soak = match args.soak_seconds {
+            Some(s) => {
+                let cfg = soak::SoakConfig {
+                    duration: Duration::from_secs(s),
+                    cycles: args.soak_cycles,
+                    leak_watch_every: args.soak_leak_watch_every,
+                };
+                soak::run(&mut ctx, cfg).await?
+            }
+            None => json!({"skipped": "run with --soak-seconds N"}),
         };
         ctx.shutdown().await;
         anyhow::Ok(json!({"faults": faults, "soak": soak}))
@@ -147,10 +180,19 @@ pub fn run(args: Args) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    if !bad.is_empty() {
+    let soak_failed = out["soak"]["pass"] == false;
+    if !bad.is_empty() || soak_failed {
         bail!(
-            "{} fault(s) lost or duplicated /scale writes or did not recover",
-            bad.len()
+            "{} fault(s) lost or duplicated /scale writes or did not recover{}",
+            bad.len(),
+            if soak_failed {
+                format!(
+                    "; the soak failed (growing: {}, failures: {})",
+                    out["soak"]["growing"], out["soak"]["failures"]
+                )
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())
@@ -179,7 +221,7 @@ async fn run_faults(ctx: &mut Ctx, short: bool, only: Option<&str>) -> Result<Ve
     ];
     let mut out = Vec::new();
     for (name, in_short, f) in all {
-        if (short && !in_short) || only.is_some_and(|o| !name.contains(o)) {
+        if (short && !in_short) || only.is_some_and(|o| !o.split(',').any(|o| name.contains(o.trim()))) {
             continue;
         }
         eprintln!("== fault {name}");
@@ -248,7 +290,7 @@ struct Before {
 }
 
 impl Ctx {
-    async fn start(server: Server, binary: PathBuf) -> Result<Ctx> {
+    async fn start(server: Server, binary: PathBuf, agent_log: String) -> Result<Ctx> {
         let client = server.client().await?;
         install_crds(&client).await?;
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
@@ -294,6 +336,8 @@ impl Ctx {
             binary,
             proxied_kubeconfig,
             logs,
+            agent_log,
+            grace_seconds: 0,
             started: 0,
         };
         ctx.start_agent().await?;
@@ -304,15 +348,16 @@ impl Ctx {
     pub(crate) async fn start_agent(&mut self) -> Result<()> {
         self.started += 1;
         let log = self.logs.join(format!("agent-{}.log", self.started));
-        let opts = AgentOptions::new(&self.binary, &self.proxied_kubeconfig)
+        let mut opts = AgentOptions::new(&self.binary, &self.proxied_kubeconfig)
             .args([
                 "--horizontal-period-seconds=2",
                 "--vertical-period-seconds=5",
                 // The chart's Role grants Leases in the agent's own namespace only.
                 &format!("--lease-namespace={}", rbac::AGENT_NAMESPACE),
-                "--grace-period-seconds=0",
+                &format!("--grace-period-seconds={}", self.grace_seconds),
             ])
             .log_to(log);
+        opts.rust_log = self.agent_log.clone();
         let agent = tokio::task::block_in_place(|| Agent::start(opts))
             .map_err(|e| anyhow::anyhow!(lazyscale_testenv::error_chain(&e)))?;
         self.agents.push(agent);
@@ -622,7 +667,7 @@ impl Ctx {
 
 /// Counters and gauges of the agent that moved, among the ones a fault shows in.
 fn metric_deltas(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
-    const SHOWN: [&str; 7] = [
+    const SHOWN: [&str; 9] = [
         "Error",
         "error",
         "restarts",
@@ -630,6 +675,8 @@ fn metric_deltas(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) 
         "ScaleWrite",
         "gate_transitions",
         "Conflict",
+        "Held",
+        "Dropped",
     ];
     let moved: Vec<String> = after
         .iter()
