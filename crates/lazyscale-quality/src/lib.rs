@@ -24,6 +24,7 @@ pub mod trace;
 pub mod vpa;
 
 use lazyscale_vertical::Config;
+use lazyscale_vertical::apply::UpdateGate;
 
 use crate::methods::{DpaPublished, Lazyscale, VpaMethod};
 use crate::replay::{Method, NodeModel, Policy, Replay, replay};
@@ -33,28 +34,60 @@ use crate::trace::Trace;
 /// Name of lazyscale with its VPA-compatible configuration in the report.
 pub const LAZYSCALE_VPA_COMPATIBLE: &str = "lazyscale_vpa_compatible";
 
-/// The recommenders of one run: lazyscale with `lazyscale` (reported as [`report::LAZYSCALE`]),
-/// lazyscale with the VPA-compatible defaults, the VPA and the DPA method.
-pub fn methods(lazyscale: &Config) -> Result<Vec<Box<dyn Method>>, lazyscale_vertical::ConfigError> {
-    Ok(vec![
-        Box::new(Lazyscale::new(report::LAZYSCALE, lazyscale.clone())?),
-        Box::new(Lazyscale::new(
-            LAZYSCALE_VPA_COMPATIBLE,
-            Config::vpa_compatible(),
-        )?),
-        Box::new(VpaMethod::new()),
-        Box::new(DpaPublished::new()),
-    ])
+/// The recommenders of one run: lazyscale with `lazyscale` behind `gate` (reported as
+/// [`report::LAZYSCALE`]), the same without a gate ([`report::LAZYSCALE_UNGATED`]; only when `gate` is
+/// set), lazyscale with the VPA-compatible defaults behind `gate`, the VPA and the DPA method.
+pub fn methods_gated(
+    lazyscale: &Config,
+    gate: Option<UpdateGate>,
+) -> Result<Vec<Box<dyn Method>>, lazyscale_vertical::ConfigError> {
+    let mut out: Vec<Box<dyn Method>> = vec![Box::new(Lazyscale::with_gate(
+        report::LAZYSCALE,
+        lazyscale.clone(),
+        gate,
+    )?)];
+    if gate.is_some() {
+        out.push(Box::new(Lazyscale::with_gate(
+            report::LAZYSCALE_UNGATED,
+            lazyscale.clone(),
+            None,
+        )?));
+    }
+    out.push(Box::new(Lazyscale::with_gate(
+        LAZYSCALE_VPA_COMPATIBLE,
+        Config::vpa_compatible(),
+        gate,
+    )?));
+    out.push(Box::new(VpaMethod::new()));
+    out.push(Box::new(DpaPublished::new()));
+    Ok(out)
 }
 
-/// Replays `trace` through fresh instances of every recommender; returns the replays by name.
+/// [`methods_gated`] with the agent's default update gate.
+pub fn methods(lazyscale: &Config) -> Result<Vec<Box<dyn Method>>, lazyscale_vertical::ConfigError> {
+    methods_gated(lazyscale, Some(UpdateGate::default()))
+}
+
+/// Replays `trace` through fresh instances of every recommender ([`methods`]); returns the replays by
+/// name.
 pub fn run_trace(
     trace: &Trace,
     lazyscale: &Config,
     policy: &Policy,
     node: &NodeModel,
 ) -> Result<Vec<(String, Replay)>, lazyscale_vertical::ConfigError> {
-    Ok(methods(lazyscale)?
+    run_trace_gated(trace, lazyscale, Some(UpdateGate::default()), policy, node)
+}
+
+/// [`run_trace`] with lazyscale behind `gate` ([`methods_gated`]).
+pub fn run_trace_gated(
+    trace: &Trace,
+    lazyscale: &Config,
+    gate: Option<UpdateGate>,
+    policy: &Policy,
+    node: &NodeModel,
+) -> Result<Vec<(String, Replay)>, lazyscale_vertical::ConfigError> {
+    Ok(methods_gated(lazyscale, gate)?
         .into_iter()
         .map(|mut m| {
             let r = replay(trace, m.as_mut(), policy, node);

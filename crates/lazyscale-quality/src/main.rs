@@ -15,11 +15,13 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use lazyscale_quality::replay::{NodeModel, Policy};
 use lazyscale_quality::{generate, report, trace};
+use lazyscale_vertical::apply::UpdateGate;
 use lazyscale_vertical::{Config, EstimationMethod};
 use serde_json::json;
 
@@ -72,6 +74,18 @@ struct Args {
     /// Length of each horizontal scenario, in seconds.
     #[arg(long, default_value_t = 240.0)]
     horizontal_seconds: f64,
+    /// Replay lazyscale without its update gate (and no `lazyscale_ungated` row).
+    #[arg(long)]
+    no_update_gate: bool,
+    /// The update gate's smallest relative change (default: the agent's).
+    #[arg(long)]
+    gate_min_change: Option<f64>,
+    /// The update gate's smallest age of the target in force before a lowering, in hours.
+    #[arg(long)]
+    gate_min_age_to_lower_hours: Option<f64>,
+    /// The update gate's age from which any change goes through, in hours.
+    #[arg(long)]
+    gate_max_age_hours: Option<f64>,
     /// Skip the HTML charts.
     #[arg(long)]
     no_charts: bool,
@@ -110,6 +124,25 @@ fn main() -> Result<()> {
             ..base
         },
         None => base,
+    };
+    let hours = |h: f64, flag: &str| -> Result<Duration> {
+        Duration::try_from_secs_f64(h * 3600.0).with_context(|| format!("{flag}: {h} hours"))
+    };
+    let gate = if args.no_update_gate {
+        None
+    } else {
+        let d = UpdateGate::default();
+        Some(UpdateGate {
+            min_change: args.gate_min_change.unwrap_or(d.min_change),
+            min_age_to_lower: match args.gate_min_age_to_lower_hours {
+                Some(h) => hours(h, "--gate-min-age-to-lower-hours")?,
+                None => d.min_age_to_lower,
+            },
+            max_age: match args.gate_max_age_hours {
+                Some(h) => hours(h, "--gate-max-age-hours")?,
+                None => d.max_age,
+            },
+        })
     };
     let node = NodeModel {
         seed: args.seed,
@@ -158,7 +191,7 @@ fn main() -> Result<()> {
             t.minutes,
             t.series.len()
         );
-        let replays = lazyscale_quality::run_trace(t, &config, &policy, &node)?;
+        let replays = lazyscale_quality::run_trace_gated(t, &config, gate, &policy, &node)?;
         let these = lazyscale_quality::rows(t, &replays);
         if !args.no_charts {
             let refs: Vec<(String, &lazyscale_quality::replay::Replay)> =
@@ -173,6 +206,11 @@ fn main() -> Result<()> {
         "seed": args.seed,
         "days": args.days,
         "lazyscaleConfig": serde_json::to_value(&config)?,
+        "updateGate": gate.map(|g| json!({
+            "minChange": g.min_change,
+            "minAgeToLowerHours": g.min_age_to_lower.as_secs_f64() / 3600.0,
+            "maxAgeHours": g.max_age.as_secs_f64() / 3600.0,
+        })),
         "traces": traces.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
     });
     let mut value = report::report(&rows, &policy, &node, settings);

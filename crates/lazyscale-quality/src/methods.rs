@@ -1,12 +1,17 @@
 //! The recommenders under test, behind the harness's [`Method`] trait:
 //!
-//! - [`Lazyscale`]: the real `lazyscale-vertical` [`Recommender`] with a given [`Config`] (its
-//!   VPA-compatible default, or another method); limits scaled with the requests, as lazyscale's webhook
-//!   does by default (`controlledValues: RequestsAndLimits`);
+//! - [`Lazyscale`]: the real `lazyscale-vertical` [`Recommender`] with a given [`Config`], behind the
+//!   agent's update gate ([`lazyscale_vertical::apply::gate`], per container here, per workload in the
+//!   agent) or without it; limits scaled with the requests, as lazyscale's webhook does by default
+//!   (`controlledValues: RequestsAndLimits`);
 //! - [`VpaMethod`]: the VPA's algorithm ([`crate::vpa`]), limits scaled with the requests;
 //! - [`DpaPublished`]: the DPA's published method ([`crate::dpa`]), which sets the limits itself.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use k8s_openapi::jiff::Timestamp;
+use lazyscale_vertical::apply::{CurrentResources, UpdateGate, gate};
 use lazyscale_vertical::{Config, Recommender, WorkloadKey};
 
 use crate::dpa::DpaMethod;
@@ -24,17 +29,51 @@ pub struct Lazyscale {
     name: String,
     recommender: Recommender,
     key: WorkloadKey,
+    gate: Option<UpdateGate>,
+    /// Per container: the resources the gate let through last, and when.
+    in_force: BTreeMap<String, (Resources, i64)>,
 }
 
 impl Lazyscale {
-    /// The recommender with `config`, reported as `name`.
+    /// The recommender with `config` behind the agent's default update gate, reported as `name`.
     pub fn new(name: &str, config: Config) -> Result<Self, lazyscale_vertical::ConfigError> {
+        Self::with_gate(name, config, Some(UpdateGate::default()))
+    }
+
+    /// The recommender with `config` behind `gate` (`None`: every new recommendation goes to the
+    /// harness's update policy as it is), reported as `name`.
+    pub fn with_gate(
+        name: &str,
+        config: Config,
+        gate: Option<UpdateGate>,
+    ) -> Result<Self, lazyscale_vertical::ConfigError> {
         Ok(Self {
             name: name.to_owned(),
             recommender: Recommender::new(config)?,
             key: WorkloadKey::new("replay", "Deployment", "trace"),
+            gate,
+            in_force: BTreeMap::new(),
         })
     }
+}
+
+/// The gate's view of a container's resources (millicores and bytes).
+fn gate_view(name: &str, r: &Resources) -> [(String, CurrentResources); 1] {
+    let milli = |v: f64| (v * 1000.0).round().max(0.0) as u64;
+    let bytes = |v: f64| v.round().max(0.0) as u64;
+    [(
+        name.to_owned(),
+        CurrentResources {
+            requests: lazyscale_vertical::Resources {
+                cpu_millicores: Some(milli(r.cpu_request)),
+                memory_bytes: Some(bytes(r.memory_request)),
+            },
+            limits: lazyscale_vertical::Resources {
+                cpu_millicores: r.cpu_limit.map(milli),
+                memory_bytes: r.memory_limit.map(bytes),
+            },
+        },
+    )]
 }
 
 impl Method for Lazyscale {
@@ -60,12 +99,29 @@ impl Method for Lazyscale {
         );
     }
 
-    fn recommend(&mut self, _at: i64, spec: &ContainerSpec, _containers_per_pod: usize) -> Option<Resources> {
+    fn recommend(&mut self, at: i64, spec: &ContainerSpec, _containers_per_pod: usize) -> Option<Resources> {
         let rec = self.recommender.recommend(&self.key)?;
         let c = rec.containers.into_iter().find(|c| c.name == spec.name)?;
         let cpu = c.cpu_millicores?.target as f64 / 1000.0;
         let memory = c.memory_bytes?.target as f64;
-        Some(Resources::proportional(spec, cpu, memory))
+        let new = Resources::proportional(spec, cpu, memory);
+        let Some(g) = &self.gate else {
+            return Some(new);
+        };
+        if let Some((old, since)) = self.in_force.get(&spec.name) {
+            let age = Duration::from_secs(u64::try_from(at - since).unwrap_or(0));
+            let d = gate(
+                &gate_view(&spec.name, old),
+                &gate_view(&spec.name, &new),
+                Some(age),
+                g,
+            );
+            if !d.applies() {
+                return Some(*old);
+            }
+        }
+        self.in_force.insert(spec.name.clone(), (new, at));
+        Some(new)
     }
 }
 

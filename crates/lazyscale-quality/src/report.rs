@@ -1,5 +1,6 @@
 //! The report: one JSON object with a row per trace and recommender and a summary comparing lazyscale
-//! with the VPA and with the DPA's published method, and a self-contained HTML chart per trace (inline
+//! with the VPA and with the DPA's published method (and, when it ran, with itself without the update
+//! gate: `update_gate`; the changes applied by every recommender: `changes`), and a self-contained HTML chart per trace (inline
 //! SVG: usage against each recommender's request over time).
 
 use std::fmt::Write as _;
@@ -12,6 +13,8 @@ use crate::trace::{GIB, Trace};
 
 /// Name of the lazyscale recommender the summary is about.
 pub const LAZYSCALE: &str = "lazyscale";
+/// Name of the same lazyscale recommender without the update gate.
+pub const LAZYSCALE_UNGATED: &str = "lazyscale_ungated";
 /// Name of the VPA baseline.
 pub const VPA: &str = "vpa";
 /// Name of the DPA method baseline.
@@ -90,12 +93,29 @@ pub fn report(rows: &[Row], policy: &Policy, node: &NodeModel, settings: Value) 
             ..r.clone()
         })
         .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        if !names.contains(&r.recommender.as_str()) {
+            names.push(&r.recommender);
+        }
+    }
+    let changes: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|n| ((*n).to_owned(), json!(total(rows, n).changes)))
+        .collect();
+    let mut summary = json!({
+        "lazyscale_vs_vpa": compare(rows, VPA),
+        "lazyscale_vs_dpa_method": compare(rows, DPA),
+        "changes": changes,
+    });
+    if names.contains(&LAZYSCALE_UNGATED)
+        && let Some(o) = summary.as_object_mut()
+    {
+        o.insert("update_gate".into(), json!(compare(rows, LAZYSCALE_UNGATED)));
+    }
     json!({
         "traces": traces,
-        "summary": {
-            "lazyscale_vs_vpa": compare(rows, VPA),
-            "lazyscale_vs_dpa_method": compare(rows, DPA),
-        },
+        "summary": summary,
         "settings": {
             "policy": policy,
             "node": node,

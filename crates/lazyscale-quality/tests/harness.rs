@@ -296,7 +296,13 @@ fn every_recommender_replays_a_short_set() {
         let names: Vec<&str> = replays.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["lazyscale", "lazyscale_vpa_compatible", "vpa", "dpa_method"]
+            [
+                "lazyscale",
+                "lazyscale_ungated",
+                "lazyscale_vpa_compatible",
+                "vpa",
+                "dpa_method"
+            ]
         );
         for (_, r) in &replays {
             assert!(r.score.cpu_used_core_hours > 0.0);
@@ -306,5 +312,36 @@ fn every_recommender_replays_a_short_set() {
         let refs: Vec<_> = replays.iter().map(|(n, r)| (n.clone(), r)).collect();
         let html = report::chart_html(t, &refs, &rows);
         assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
+    }
+}
+
+/// Applied every minute any change (the agent's loop without the harness's cadence), the update gate
+/// cuts lazyscale's changes on a diurnal trace and a leak to a fraction while wasting about as much.
+#[test]
+fn the_update_gate_cuts_changes_at_the_agents_cadence() {
+    let policy = Policy {
+        min_update_interval_minutes: 0,
+        change_threshold: 0.0,
+        score_from_minutes: 24 * 60,
+    };
+    let node = NodeModel::default();
+    let set = generate::standard_set(1, 4);
+    for name in ["diurnal-web", "memory-leak"] {
+        let t = set.iter().find(|t| t.name == name).unwrap();
+        let replays = lazyscale_quality::run_trace(t, &Config::default(), &policy, &node).unwrap();
+        let score = |n: &str| replays.iter().find(|(m, _)| m == n).unwrap().1.score.clone();
+        let (gated, ungated) = (score(report::LAZYSCALE), score(report::LAZYSCALE_UNGATED));
+        assert!(
+            gated.changes * 3 <= ungated.changes,
+            "{name}: {} vs {} changes",
+            gated.changes,
+            ungated.changes
+        );
+        assert!(
+            gated.cpu_waste_core_hours <= ungated.cpu_waste_core_hours * 1.1
+                && gated.memory_waste_gib_hours <= ungated.memory_waste_gib_hours * 1.1,
+            "{name}: {gated:?} vs {ungated:?}"
+        );
+        assert_eq!(gated.oom_kills, ungated.oom_kills, "{name}");
     }
 }

@@ -25,8 +25,16 @@
 //! fall. Raising a request at `maxReplicas` lowers utilization, the horizontal part leaves the bound and
 //! the CPU request freezes again; lowering at `minReplicas` does the mirror. Each loop moves only while
 //! the other is pinned, so a step load converges instead of the two chasing each other.
+//!
+//! **Update gate** ([`gate`], [`UpdateGate`]): when a new target replaces the one in force. A raise of
+//! 10 % or more goes through at once; a lowering of 10 % or more once the target in force is an hour
+//! old; smaller moves once it is a day old. [`crate::dpa_vertical_target`] keeps the DPA's
+//! `status.vertical.target` (version and `generatedAt`) while the gate holds, so the webhook and the
+//! apply path see no new rec-id: a recommender whose CPU follows the hours of the day does not roll the
+//! workload out every hour.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 pub use lazyscale_api::dpa::Scaling;
 use lazyscale_api::{
@@ -395,6 +403,178 @@ pub fn resize_body(
         spec.insert("initContainers".into(), serde_json::Value::Array(sidecars));
     }
     serde_json::json!({ "spec": spec })
+}
+
+/// When a new vertical target replaces the one in force (see [`gate`]). The recommender refreshes its
+/// target every period and its CPU follows the hours of the day, so without a gate every bucket step
+/// would be a new rec-id, and with rollouts only a new set of pods.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpdateGate {
+    /// Smallest relative move of a request or limit that replaces the target in force (0.1: the VPA
+    /// updater's change threshold; at most the adaptive method's 12 % CPU horizon margin, so a request
+    /// the gate leaves in place still covers the level it was sized for).
+    pub min_change: f64,
+    /// Smallest age of the target in force before a target that only lowers values replaces it: raises
+    /// are applied at once (they prevent OOM kills and starvation), savings wait.
+    pub min_age_to_lower: Duration,
+    /// Age from which a target that differs at all replaces the one in force.
+    pub max_age: Duration,
+}
+
+impl Default for UpdateGate {
+    fn default() -> Self {
+        Self {
+            min_change: 0.1,
+            min_age_to_lower: Duration::from_secs(3600),
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What [`gate`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GateDecision {
+    /// Replace the target in force, because:
+    Apply(GateReason),
+    /// Keep the target in force, because:
+    Hold(GateReason),
+}
+
+/// Why [`gate`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GateReason {
+    /// There is no target in force (or its age is unknown).
+    First,
+    /// The containers or the resources set differ (a container, a request or a limit appears or goes).
+    Shape,
+    /// A value rises by at least `min_change`.
+    Raise,
+    /// A value falls by at least `min_change` and the target in force is at least `min_age_to_lower`
+    /// old (Apply), or younger (Hold).
+    Lower,
+    /// Every value moves by less than `min_change` and the target in force is at least `max_age` old
+    /// (Apply), or younger (Hold).
+    Small,
+    /// Nothing differs (Hold).
+    Same,
+}
+
+impl GateDecision {
+    /// True for [`GateDecision::Apply`].
+    pub fn applies(self) -> bool {
+        matches!(self, GateDecision::Apply(_))
+    }
+}
+
+/// Whether `new` replaces `in_force` (per container: its requests and limits), the target in force
+/// being `age` old:
+///
+/// 1. no target in force or an unknown age → apply;
+/// 2. a container, request or limit in one and not the other → apply;
+/// 3. a value rising by at least `min_change` → apply at once;
+/// 4. a value falling by at least `min_change` → apply once the target in force is `min_age_to_lower`
+///    old, else hold;
+/// 5. every value moving by less than `min_change` → apply once it is `max_age` old, else hold; equal →
+///    hold.
+///
+/// Containers are matched by name, in any order.
+pub fn gate(
+    in_force: &[(String, CurrentResources)],
+    new: &[(String, CurrentResources)],
+    age: Option<Duration>,
+    g: &UpdateGate,
+) -> GateDecision {
+    use GateDecision::{Apply, Hold};
+    let Some(age) = age.filter(|_| !in_force.is_empty()) else {
+        return Apply(GateReason::First);
+    };
+    if in_force.len() != new.len() {
+        return Apply(GateReason::Shape);
+    }
+    let (mut raise, mut lower, mut differs) = (false, false, false);
+    for (name, n) in new {
+        let Some((_, old)) = in_force.iter().find(|(o, _)| o == name) else {
+            return Apply(GateReason::Shape);
+        };
+        for r in Resource::ALL {
+            for (o, v) in [
+                (old.requests.get(r), n.requests.get(r)),
+                (old.limits.get(r), n.limits.get(r)),
+            ] {
+                match (o, v) {
+                    (None, None) => {}
+                    (Some(o), Some(v)) => {
+                        differs |= o != v;
+                        let moved = o.abs_diff(v) as f64;
+                        let big = moved >= g.min_change * (o.max(1) as f64);
+                        raise |= big && v > o;
+                        lower |= big && v < o;
+                    }
+                    _ => return Apply(GateReason::Shape),
+                }
+            }
+        }
+    }
+    if raise {
+        Apply(GateReason::Raise)
+    } else if lower {
+        if age >= g.min_age_to_lower {
+            Apply(GateReason::Lower)
+        } else {
+            Hold(GateReason::Lower)
+        }
+    } else if !differs {
+        Hold(GateReason::Same)
+    } else if age >= g.max_age {
+        Apply(GateReason::Small)
+    } else {
+        Hold(GateReason::Small)
+    }
+}
+
+/// Per container, its name and the values [`gate`] compares.
+pub type GateValues = Vec<(String, CurrentResources)>;
+
+/// A plan's values as [`gate`] compares them: the requests, and the limits the plan sets (`Set`,
+/// `AtLeast`; a removed limit counts as unset, `Untouched` and `Proportional` follow the requests).
+/// Plans whose containers differ in limit actions otherwise (one removes a limit the other scales, say)
+/// differ in shape: `None`.
+pub fn gate_values(in_force: &VerticalPlan, new: &VerticalPlan) -> Option<(GateValues, GateValues)> {
+    let kind = |a: LimitAction| match a {
+        LimitAction::Untouched => 0,
+        LimitAction::Proportional => 1,
+        LimitAction::Set(_) | LimitAction::AtLeast(_) => 2,
+        LimitAction::Remove => 3,
+    };
+    let values = |p: &ContainerPlan| {
+        let limit = |a: LimitAction| match a {
+            LimitAction::Set(v) | LimitAction::AtLeast(v) => Some(v),
+            _ => None,
+        };
+        (
+            p.name.clone(),
+            CurrentResources {
+                requests: p.requests,
+                limits: Resources {
+                    cpu_millicores: limit(p.cpu_limit),
+                    memory_bytes: limit(p.memory_limit),
+                },
+            },
+        )
+    };
+    for n in &new.containers {
+        let o = in_force.container(&n.name)?;
+        if kind(o.cpu_limit) != kind(n.cpu_limit)
+            || kind(o.memory_limit) != kind(n.memory_limit)
+            || o.gomemlimit.is_some() != n.gomemlimit.is_some()
+        {
+            return None;
+        }
+    }
+    Some((
+        in_force.containers.iter().map(values).collect(),
+        new.containers.iter().map(values).collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -843,6 +1023,167 @@ mod tests {
                 if let (Some(req), Some(lim)) = (new.requests.get(r), new.limits.get(r)) {
                     prop_assert!(req <= lim, "{:?}: {} > {}", r, req, lim);
                 }
+            }
+        }
+    }
+
+    fn view(cpu: u64, mem: u64, mem_limit: Option<u64>) -> Vec<(String, CurrentResources)> {
+        vec![("app".to_owned(), res(Some(cpu), Some(mem), None, mem_limit))]
+    }
+
+    #[test]
+    fn the_gate_applies_raises_at_once_waits_to_lower_and_holds_small_moves() {
+        let g = UpdateGate::default();
+        let h = |n: u64| Some(Duration::from_secs(n * 3600));
+        let old = view(1000, 1000, None);
+        use GateDecision::{Apply, Hold};
+        let cases = [
+            (vec![], view(500, 500, None), h(0), Apply(GateReason::First)),
+            (old.clone(), view(500, 500, None), None, Apply(GateReason::First)),
+            (
+                old.clone(),
+                view(1000, 1000, Some(1200)),
+                h(0),
+                Apply(GateReason::Shape),
+            ),
+            (old.clone(), vec![], h(0), Apply(GateReason::Shape)),
+            (
+                old.clone(),
+                view(1100, 1000, None),
+                h(0),
+                Apply(GateReason::Raise),
+            ),
+            (old.clone(), view(950, 1100, None), h(0), Apply(GateReason::Raise)),
+            (old.clone(), view(900, 1000, None), h(0), Hold(GateReason::Lower)),
+            (old.clone(), view(900, 1000, None), h(1), Apply(GateReason::Lower)),
+            (
+                old.clone(),
+                view(1000, 1090, None),
+                h(23),
+                Hold(GateReason::Small),
+            ),
+            (
+                old.clone(),
+                view(1000, 1090, None),
+                h(24),
+                Apply(GateReason::Small),
+            ),
+            (
+                old.clone(),
+                view(1000, 1000, None),
+                h(100),
+                Hold(GateReason::Same),
+            ),
+        ];
+        for (i, (a, b, age, want)) in cases.into_iter().enumerate() {
+            assert_eq!(gate(&a, &b, age, &g), want, "case {i}");
+        }
+        // another container: a shape change
+        let mut two = old.clone();
+        two.push(("proxy".to_owned(), res(Some(10), None, None, None)));
+        assert_eq!(gate(&old, &two, h(0), &g), Apply(GateReason::Shape));
+        // a limit the plan sets (the OOM ratchet) counts like a request
+        let limited = view(1000, 1000, Some(1000));
+        assert_eq!(
+            gate(&limited, &view(1000, 1000, Some(1200)), h(0), &g),
+            Apply(GateReason::Raise)
+        );
+    }
+
+    #[test]
+    fn gate_values_compare_set_limits_and_refuse_other_limit_changes() {
+        let plan = |limit: LimitAction, mem: u64| VerticalPlan {
+            containers: vec![plan_of(Some(100), Some(mem), LimitAction::Proportional, limit)],
+            limited: vec![],
+            changed: false,
+            version: "v".into(),
+        };
+        let (a, b) = gate_values(
+            &plan(LimitAction::Set(500), 400),
+            &plan(LimitAction::Set(600), 400),
+        )
+        .unwrap();
+        assert_eq!(
+            (a[0].1.limits.memory_bytes, b[0].1.limits.memory_bytes),
+            (Some(500), Some(600))
+        );
+        assert_eq!(b[0].1.requests.memory_bytes, Some(400));
+        assert!(
+            gate_values(
+                &plan(LimitAction::Proportional, 400),
+                &plan(LimitAction::Set(600), 400)
+            )
+            .is_none()
+        );
+        assert!(
+            gate_values(
+                &plan(LimitAction::Proportional, 400),
+                &plan(LimitAction::Remove, 400)
+            )
+            .is_none()
+        );
+        let mut other = plan(LimitAction::Proportional, 400);
+        other.containers[0].name = "other".into();
+        assert!(gate_values(&plan(LimitAction::Proportional, 400), &other).is_none());
+        let (a, b) = gate_values(
+            &plan(LimitAction::Proportional, 400),
+            &plan(LimitAction::Proportional, 420),
+        )
+        .unwrap();
+        assert_eq!(
+            gate(&a, &b, Some(Duration::ZERO), &UpdateGate::default()),
+            GateDecision::Hold(GateReason::Small)
+        );
+    }
+
+    fn gate_settings() -> impl proptest::strategy::Strategy<Value = UpdateGate> {
+        (0.0f64..0.5, 0u64..48, 0u64..96).prop_map(|(c, lower, max)| UpdateGate {
+            min_change: c,
+            min_age_to_lower: Duration::from_secs(lower * 3600),
+            max_age: Duration::from_secs(max * 3600),
+        })
+    }
+
+    proptest! {
+        /// The gate holds only what it promises to hold: no value rises by `min_change` or more, a value
+        /// that falls by that much only while the target in force is younger than `min_age_to_lower`, and
+        /// small moves only while it is younger than `max_age`; an older target in force never turns an
+        /// Apply into a Hold.
+        #[test]
+        fn the_gate_holds_only_small_moves_and_young_lowerings(
+            old in proptest::collection::vec((1u64..1 << 20, 1u64..1 << 30), 1..3),
+            factor in proptest::collection::vec((0.5f64..2.0, 0.5f64..2.0), 3),
+            age in 0u64..200_000,
+            later in 0u64..200_000,
+            g in gate_settings(),
+        ) {
+            let name = |i: usize| format!("c{i}");
+            let a: Vec<(String, CurrentResources)> = old.iter().enumerate()
+                .map(|(i, (c, m))| (name(i), res(Some(*c), Some(*m), None, None))).collect();
+            let b: Vec<(String, CurrentResources)> = old.iter().enumerate()
+                .map(|(i, (c, m))| {
+                    let (fc, fm) = factor[i];
+                    (name(i), res(Some((*c as f64 * fc) as u64), Some((*m as f64 * fm) as u64), None, None))
+                }).collect();
+            let age_d = Duration::from_secs(age);
+            let d = gate(&a, &b, Some(age_d), &g);
+            let moves: Vec<(u64, u64)> = a.iter().zip(&b).flat_map(|((_, x), (_, y))| {
+                [(x.requests.cpu_millicores.unwrap_or(0), y.requests.cpu_millicores.unwrap_or(0)),
+                 (x.requests.memory_bytes.unwrap_or(0), y.requests.memory_bytes.unwrap_or(0))]
+            }).collect();
+            let big = |o: u64, v: u64| o.abs_diff(v) as f64 >= g.min_change * o.max(1) as f64;
+            let raise = moves.iter().any(|&(o, v)| v > o && big(o, v));
+            let lower = moves.iter().any(|&(o, v)| v < o && big(o, v));
+            let same = moves.iter().all(|&(o, v)| o == v);
+            if raise {
+                prop_assert!(d.applies(), "{d:?}");
+            }
+            if !d.applies() {
+                prop_assert!(!raise);
+                prop_assert!(same || (lower && age_d < g.min_age_to_lower) || (!lower && age_d < g.max_age), "{d:?}");
+            }
+            if d.applies() {
+                prop_assert!(gate(&a, &b, Some(age_d + Duration::from_secs(later)), &g).applies());
             }
         }
     }

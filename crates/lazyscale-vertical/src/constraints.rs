@@ -715,18 +715,75 @@ pub fn vertical_target(
 
 /// [`vertical_target`] for a DPA: its effective constraints ([`crate::apply::effective_constraints`]: the
 /// H+V memory-only default) and burstable setting (`agent_burstable` when the DPA does not set one), source
-/// `Local`.
+/// `Local`, behind the default [`crate::apply::UpdateGate`]: while the gate holds, the target in force
+/// (`status.vertical.target`, its version and `generatedAt`) stays, so neither the webhook nor the apply
+/// path moves pods for a change the gate deems not worth it. The target in force is kept only while the
+/// current constraints leave it as it is (a constraint edit applies at once). An unchanged version keeps
+/// the `generatedAt` in force: it is the age the gate reads.
 pub fn dpa_vertical_target(
     dpa: &DatadogPodAutoscaler,
     recommendation: Option<&WorkloadRecommendation>,
     agent_burstable: bool,
     generated_at: Timestamp,
 ) -> VerticalTargetOutcome {
-    vertical_target(
+    dpa_vertical_target_gated(
+        dpa,
         recommendation,
-        crate::apply::effective_constraints(dpa).as_ref(),
-        effective_burstable(dpa, agent_burstable),
+        agent_burstable,
+        generated_at,
+        &crate::apply::UpdateGate::default(),
+    )
+}
+
+/// [`dpa_vertical_target`] behind `gate`.
+pub fn dpa_vertical_target_gated(
+    dpa: &DatadogPodAutoscaler,
+    recommendation: Option<&WorkloadRecommendation>,
+    agent_burstable: bool,
+    generated_at: Timestamp,
+    gate: &crate::apply::UpdateGate,
+) -> VerticalTargetOutcome {
+    let constraints = crate::apply::effective_constraints(dpa);
+    let burstable = effective_burstable(dpa, agent_burstable);
+    let mut out = vertical_target(
+        recommendation,
+        constraints.as_ref(),
+        burstable,
         lazyscale_api::consts::value_sources::LOCAL,
         generated_at,
-    )
+    );
+    let in_force = dpa
+        .status
+        .as_ref()
+        .and_then(|s| s.vertical.as_ref())
+        .and_then(|v| v.target.as_ref())
+        .filter(|t| t.source == lazyscale_api::consts::value_sources::LOCAL);
+    let (Some(target), Some(plan), Some(in_force)) = (out.target.as_mut(), out.plan.as_ref(), in_force)
+    else {
+        return out;
+    };
+    if target.version == in_force.version {
+        target.generated_at = in_force.generated_at.clone().or(target.generated_at.take());
+        return out;
+    }
+    // the target in force under the current constraints: kept only when they leave it unchanged
+    let Ok(old_plan) = DesiredContainer::from_status(&in_force.desired_resources)
+        .and_then(|d| apply_constraints(&d, constraints.as_ref(), burstable))
+    else {
+        return out;
+    };
+    if old_plan.version != in_force.version {
+        return out;
+    }
+    let age = in_force
+        .generated_at
+        .as_ref()
+        .map(|t| std::time::Duration::try_from(generated_at.duration_since(t.0)).unwrap_or_default());
+    let hold = crate::apply::gate_values(&old_plan, plan)
+        .is_some_and(|(old, new)| !crate::apply::gate(&old, &new, age, gate).applies());
+    if hold {
+        out.target = Some(in_force.clone());
+        out.plan = Some(old_plan);
+    }
+    out
 }

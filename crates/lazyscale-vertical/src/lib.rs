@@ -15,7 +15,8 @@
 //! - [`mutate`]: the pod admission decision: AdmissionReview bytes and a lookup of autoscalers in, an
 //!   [`Outcome`] with an RFC 6902 JSON patch out; never panics.
 //! - [`apply`]: what reaches running pods: the mode matrix, the H+V memory-only default, the CPU coupling
-//!   rule, a container's resources under a plan and the in-place resize body.
+//!   rule, the update gate (when a new target replaces the one in force), a container's resources under
+//!   a plan and the in-place resize body.
 //! - [`oom`]: the OOM ratchet of memory limits (raised by the bump ratio on each OOM kill, also under
 //!   `RequestsOnly`).
 //! - [`rollout`]: when to trigger, wait for or re-trigger a rollout of the workload.
@@ -36,8 +37,8 @@ pub mod rollout;
 
 pub use constraints::{
     ConditionInput, ConstraintError, ContainerPlan, DesiredContainer, LimitAction, Resource, Resources,
-    VerticalPlan, VerticalTargetOutcome, apply_constraints, dpa_vertical_target, resources_hash,
-    vertical_target,
+    VerticalPlan, VerticalTargetOutcome, apply_constraints, dpa_vertical_target, dpa_vertical_target_gated,
+    resources_hash, vertical_target,
 };
 pub use histogram::{BucketLayout, DecayingHistogram, HistogramCheckpoint, HistogramError};
 pub use mutate::{

@@ -421,3 +421,74 @@ fn status_round_trip_keeps_the_version() {
     assert_eq!(again.version, t.version);
     assert!(!again.changed);
 }
+
+fn dpa_with(
+    target: Option<&lazyscale_api::VerticalRecommendation>,
+    max_cpu: Option<&str>,
+) -> lazyscale_api::DatadogPodAutoscaler {
+    let mut spec = serde_json::json!({
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "owner": "Local",
+        "applyPolicy": {"update": {"strategy": "TriggerRollout"}},
+    });
+    if let Some(m) = max_cpu {
+        spec["constraints"] = serde_json::json!({"containers": [{"name": "*", "maxAllowed": {"cpu": m}}]});
+    }
+    let mut d = serde_json::json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "ns"}, "spec": spec});
+    if let Some(t) = target {
+        d["status"] = serde_json::json!({"vertical": {"target": t}});
+    }
+    serde_json::from_value(d).unwrap()
+}
+
+#[test]
+fn the_dpa_target_in_force_is_kept_while_the_update_gate_holds() {
+    use lazyscale_vertical::dpa_vertical_target;
+    let t0: Timestamp = "2025-01-02T00:00:00Z".parse().unwrap();
+    let at = |hours: i64| t0 + k8s_openapi::jiff::SignedDuration::from_hours(hours);
+    // no target in force: the recommendation
+    let first = dpa_vertical_target(
+        &dpa_with(None, None),
+        Some(&recommendation(1000, 1000)),
+        false,
+        t0,
+    )
+    .target
+    .unwrap();
+    assert_eq!(first.generated_at.as_ref().unwrap().0, t0);
+    let in_force = dpa_with(Some(&first), None);
+    let next = |rec: WorkloadRecommendation, hours: i64| {
+        dpa_vertical_target(&in_force, Some(&rec), false, at(hours))
+            .target
+            .unwrap()
+    };
+    // the same recommendation later keeps the version and the time it came in force
+    let same = next(recommendation(1000, 1000), 5);
+    assert_eq!(
+        (&same.version, &same.generated_at),
+        (&first.version, &first.generated_at)
+    );
+    // 5 % more CPU: held (the webhook and the apply path keep what they have)
+    let small = next(recommendation(1050, 1000), 1);
+    assert_eq!(small.version, first.version);
+    assert_eq!(small.desired_resources, first.desired_resources);
+    // ... until the target in force is a day old
+    assert_ne!(next(recommendation(1050, 1000), 24).version, first.version);
+    // 15 % more memory: at once
+    let raise = next(recommendation(1000, 1150), 0);
+    assert_ne!(raise.version, first.version);
+    assert_eq!(raise.generated_at.as_ref().unwrap().0, at(0));
+    // 20 % less CPU: after an hour
+    assert_eq!(next(recommendation(800, 1000), 0).version, first.version);
+    let lower = next(recommendation(800, 1000), 1);
+    assert_ne!(lower.version, first.version);
+    assert_eq!(lower.pod_cpu_request.0, "850m");
+    // a constraint edit that changes the target in force applies at once, small or not
+    let capped = dpa_with(Some(&first), Some("990m"));
+    let out = dpa_vertical_target(&capped, Some(&recommendation(1000, 1000)), false, at(0));
+    assert_ne!(out.target.unwrap().version, first.version);
+    // the held plan is the one in force
+    let held = dpa_vertical_target(&in_force, Some(&recommendation(1050, 1000)), false, at(1));
+    assert_eq!(held.plan.unwrap().version, first.version);
+}
