@@ -29,7 +29,8 @@
 //! **Update gate** ([`gate`], [`UpdateGate`]): when a new target replaces the one in force. A raise of
 //! 10 % or more goes through at once; a lowering of 10 % or more once the target in force is an hour
 //! old; smaller moves once it is a day old. [`crate::dpa_vertical_target`] keeps the DPA's
-//! `status.vertical.target` (version and `generatedAt`) while the gate holds, so the webhook and the
+//! `status.vertical.target` (version and `generatedAt`) while the gate holds (only for DPAs whose values
+//! reach pods: `Auto` or `TriggerRollout`, not paused, not Preview), so the webhook and the
 //! apply path see no new rec-id: a recommender whose CPU follows the hours of the day does not roll the
 //! workload out every hour.
 
@@ -415,9 +416,9 @@ pub struct UpdateGate {
     /// the gate leaves in place still covers the level it was sized for).
     pub min_change: f64,
     /// Smallest age of the target in force before a target that only lowers values replaces it: raises
-    /// are applied at once (they prevent OOM kills and starvation), savings wait.
+    /// are applied at once (they prevent OOM kills and starvation), savings wait. Default 1 h.
     pub min_age_to_lower: Duration,
-    /// Age from which a target that differs at all replaces the one in force.
+    /// Age from which a target that differs at all replaces the one in force. Default 24 h.
     pub max_age: Duration,
 }
 

@@ -715,7 +715,8 @@ pub fn vertical_target(
 
 /// [`vertical_target`] for a DPA: its effective constraints ([`crate::apply::effective_constraints`]: the
 /// H+V memory-only default) and burstable setting (`agent_burstable` when the DPA does not set one), source
-/// `Local`, behind the default [`crate::apply::UpdateGate`]: while the gate holds, the target in force
+/// `Local`, behind the default [`crate::apply::UpdateGate`] when its values reach pods (strategy `Auto` or
+/// `TriggerRollout`, not paused, not Preview): while the gate holds, the target in force
 /// (`status.vertical.target`, its version and `generatedAt`) stays, so neither the webhook nor the apply
 /// path moves pods for a change the gate deems not worth it. The target in force is kept only while the
 /// current constraints leave it as it is (a constraint edit applies at once). An unchanged version keeps
@@ -764,6 +765,11 @@ pub fn dpa_vertical_target_gated(
     };
     if target.version == in_force.version {
         target.generated_at = in_force.generated_at.clone().or(target.generated_at.take());
+        return out;
+    }
+    // nothing reaches pods (Preview, paused, Disabled, not opted in): nothing to spare, the status shows
+    // the recommendation as it is
+    if matches!(crate::apply::mode(dpa).strategy, crate::apply::Strategy::Hold(_)) {
         return out;
     }
     // the target in force under the current constraints: kept only when they leave it unchanged

@@ -491,4 +491,9 @@ fn the_dpa_target_in_force_is_kept_while_the_update_gate_holds() {
     // the held plan is the one in force
     let held = dpa_vertical_target(&in_force, Some(&recommendation(1050, 1000)), false, at(1));
     assert_eq!(held.plan.unwrap().version, first.version);
+    // in Preview nothing reaches pods: no gate, the status follows the recommendation
+    let mut preview = in_force.clone();
+    preview.spec.apply_policy.mode = lazyscale_api::ApplyMode::Preview;
+    let out = dpa_vertical_target(&preview, Some(&recommendation(800, 1000)), false, at(0));
+    assert_eq!(out.target.unwrap().pod_cpu_request.0, "850m");
 }
