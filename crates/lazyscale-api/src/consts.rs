@@ -44,6 +44,9 @@ pub const LEASE_NAME: &str = "lazyscale-controller";
 /// Plural resource name of the DatadogPodAutoscaler.
 pub const DPA_PLURAL: &str = "datadogpodautoscalers";
 
+/// Plural resource name of the DatadogPodAutoscalerClusterProfile.
+pub const CLUSTER_PROFILE_PLURAL: &str = "datadogpodautoscalerclusterprofiles";
+
 /// API group of both custom resources.
 pub const GROUP: &str = "datadoghq.com";
 
@@ -137,9 +140,12 @@ pub mod conditions {
         pub const APPLYING: &str = "Applying";
         /// Every pod runs with the vertical recommendation.
         pub const APPLIED: &str = "Applied";
+        /// Horizontal decisions are held while the agent's inputs re-sync: the pod cache relisting after
+        /// a watch error or restart, or fewer pods of the target in it than the target's replicas.
+        pub const INPUTS_SYNCING: &str = "InputsSyncing";
 
         /// Every reason above.
-        pub const ALL: [&str; 18] = [
+        pub const ALL: [&str; 19] = [
             INVALID_TARGET_REF,
             INVALID_TARGET,
             INVALID_SPEC,
@@ -158,6 +164,7 @@ pub mod conditions {
             RECOMMENDATION_INFEASIBLE,
             APPLYING,
             APPLIED,
+            INPUTS_SYNCING,
         ];
     }
 }

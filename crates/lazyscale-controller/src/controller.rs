@@ -27,6 +27,7 @@ use lazyscale_api::{DatadogPodAutoscaler, DatadogPodAutoscalerStatus};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use lazyscale_api::HorizontalStatus;
 use lazyscale_core::horizontal::policy::History;
@@ -141,6 +142,10 @@ pub struct Counters {
     pub reconciles: AtomicU64,
     /// Reconciles that failed.
     pub errors: AtomicU64,
+    /// Decisions held because the inputs were re-syncing ([`crate::inputs::Hold`]).
+    pub held: AtomicU64,
+    /// Decisions dropped before their write ([`crate::inputs::Dropped`]).
+    pub dropped: AtomicU64,
 }
 
 /// A copy of the [`Counters`].
@@ -158,6 +163,10 @@ pub struct CounterSnapshot {
     pub reconciles: u64,
     /// Failed reconciles.
     pub errors: u64,
+    /// Held decisions.
+    pub held: u64,
+    /// Dropped decisions.
+    pub dropped: u64,
 }
 
 impl Counters {
@@ -169,6 +178,8 @@ impl Counters {
             scale_errors: self.scale_errors.load(Ordering::Relaxed),
             reconciles: self.reconciles.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -183,6 +194,8 @@ impl std::ops::Sub for CounterSnapshot {
             scale_errors: self.scale_errors.saturating_sub(o.scale_errors),
             reconciles: self.reconciles.saturating_sub(o.reconciles),
             errors: self.errors.saturating_sub(o.errors),
+            held: self.held.saturating_sub(o.held),
+            dropped: self.dropped.saturating_sub(o.dropped),
         }
     }
 }
@@ -461,14 +474,17 @@ impl Controller {
             watcher::watcher(self.dpa_api(), watcher::Config::default()).default_backoff(),
         );
         let shared = self.shared.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(ev) = stream.next().await {
-                if matches!(ev, Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) {
-                    shared.limit_dirty.store(true, Ordering::Release);
+        let task = tokio::spawn(
+            async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(ev) = stream.next().await {
+                    if matches!(ev, Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) {
+                        shared.limit_dirty.store(true, Ordering::Release);
+                    }
                 }
             }
-        });
+            .instrument(tracing::info_span!("dpa_reflector")),
+        );
         if let Some(store) = &self.store {
             let _ = store.wait_until_ready().await;
         }

@@ -28,12 +28,15 @@
 //! # }
 //! ```
 //!
-//! The pure parts ([`horizontal`], [`status`], [`validate`], [`explain`]) have no I/O and are
+//! Decisions wait for consistent inputs and are dropped rather than written late ([`inputs`]).
+//!
+//! The pure parts ([`horizontal`], [`inputs`], [`status`], [`validate`], [`explain`]) have no I/O and are
 //! tested on their own.
 
 mod controller;
 pub mod explain;
 pub mod horizontal;
+pub mod inputs;
 pub mod lease;
 pub mod pods;
 pub mod profiles;

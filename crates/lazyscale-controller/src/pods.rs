@@ -15,11 +15,13 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::RwLock;
+use tracing::Instrument;
 
 use lazyscale_api::quantity;
 use lazyscale_api::time::Timestamp;
 use lazyscale_podcache::slim::{WorkloadKind, resolve_workload};
 
+pub use crate::inputs::PodSync;
 pub use lazyscale_core::horizontal::recommender::PodPhase;
 
 /// Requests of one container.
@@ -64,6 +66,23 @@ pub trait PodSource: Send + Sync {
     /// `true`.
     fn is_synced(&self) -> bool {
         true
+    }
+
+    /// Whether the pods of `namespace` are current ([`crate::inputs`] holds decisions until they
+    /// are). Defaults to [`PodSync::Synced`] once [`PodSource::is_synced`], else
+    /// [`PodSync::Listing`].
+    fn pod_sync(&self, _namespace: &str) -> PodSync {
+        if self.is_synced() {
+            PodSync::Synced
+        } else {
+            PodSync::Listing
+        }
+    }
+
+    /// How many times the source lost its sync so far (a watch error or restart); a decision on pods
+    /// read before a change is dropped. Defaults to 0 (never).
+    fn sync_losses(&self) -> u64 {
+        0
     }
 }
 
@@ -129,22 +148,28 @@ impl WatchedPods {
             .applied_objects();
         let ready = Arc::new(AtomicBool::new(false));
         let (r, s) = (ready.clone(), store.clone());
-        let task = tokio::spawn(async move {
-            let drive = async {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(item) = stream.next().await {
-                    if let Err(error) = item {
-                        tracing::debug!(%error, "pod watch error");
+        let task = tokio::spawn(
+            async move {
+                let drive = async {
+                    let mut stream = std::pin::pin!(stream);
+                    while let Some(item) = stream.next().await {
+                        if let Err(error) = item {
+                            tracing::debug!(%error, "pod watch error");
+                        }
                     }
-                }
-            };
-            let mark = async {
-                if s.wait_until_ready().await.is_ok() {
-                    r.store(true, Ordering::Relaxed);
-                }
-            };
-            futures::join!(drive, mark);
-        });
+                };
+                let mark = async {
+                    if s.wait_until_ready().await.is_ok() {
+                        r.store(true, Ordering::Relaxed);
+                    }
+                };
+                futures::join!(drive, mark);
+            }
+            .instrument(tracing::info_span!(
+                "pod_reflector",
+                namespace = namespace.unwrap_or("*")
+            )),
+        );
         (Self { store, ready }, task)
     }
 

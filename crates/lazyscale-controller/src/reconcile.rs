@@ -1,7 +1,7 @@
 //! One reconcile of one DPA: limit and validation, target resolution, the scale subresource, pods,
 //! the horizontal engine of `lazyscale-core` (recommendation, then policy), the scale write with its
 //! event, and the status write when the fields this writer owns changed. Writes happen only while
-//! this replica leads.
+//! this replica leads, on inputs that agree, and while the decision is fresh ([`inputs`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +25,7 @@ use serde_json::json;
 use crate::controller::{Key, Shared};
 use crate::explain::Explanation;
 use crate::horizontal;
+use crate::inputs::{self, Basis, Dropped, Hold};
 use crate::pods::PodPhase;
 use crate::scale::{self, TargetError};
 use crate::status::{self, Cond};
@@ -109,6 +110,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     };
     let mut target = None;
     let mut state = None;
+    let mut replicas_read_at = now;
     let blocked = match blocked {
         Some(b) => Some(b),
         None => {
@@ -132,6 +134,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
                 Err(e @ TargetError::Discovery(..)) => return Err(Error::Discovery(e)),
                 Ok(ar) => {
                     shared.count_request();
+                    replicas_read_at = time::now();
                     let s = scale::get(&shared.client, &ar, ns, &t.name)
                         .await
                         .map_err(|source| Error::GetScale {
@@ -164,10 +167,18 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         return Ok(Requeue::default());
     };
 
-    // Pods and the recommendation.
-    if !shared.pods.is_synced() {
-        return Ok(Requeue(Some(Duration::from_secs(1))));
+    // Pods and the recommendation, held while the pod view of the namespace is not current. The count
+    // of sync losses is read first: a loss after this point drops the decision before its write.
+    let sync_losses = shared.pods.sync_losses();
+    let pod_hold = inputs::hold_for_pods(shared.pods.pod_sync(ns));
+    if pod_hold.as_ref().is_some_and(|h| !h.shows()) {
+        shared.counters.held.fetch_add(1, Ordering::Relaxed);
+        return Ok(Requeue(Some(inputs::RETRY)));
     }
+    let basis = Basis {
+        replicas_read_at,
+        sync_losses,
+    };
     let pods = shared.pods.pods_of(ns, &t.kind, &t.name);
     let current = state.spec_replicas;
     ex.current_replicas = Some(current);
@@ -216,6 +227,8 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let mut conds = vec![Cond::yes(conditions::ACTIVE), Cond::no(conditions::ERROR)];
     let mut requeue = Requeue::default();
     match &recommendation {
+        // Computed on a stale view: shown by explain, not in the status.
+        _ if pod_hold.is_some() => {}
         Ok(_) => conds.push(Cond::yes(conditions::HORIZONTAL_ABLE_TO_RECOMMEND)),
         Err(e) => conds.push(
             Cond::no(conditions::HORIZONTAL_ABLE_TO_RECOMMEND)
@@ -225,7 +238,36 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let mut history = shared.history(key, old_part.horizontal.as_ref());
     let mut horizontal = old_part.horizontal.clone().unwrap_or_default();
     let mut scale_error = None;
-    if current == 0 {
+    let decision = recommendation.as_ref().ok().map(|r| {
+        policy::evaluate(
+            &policy,
+            &history,
+            &policy::Input {
+                now,
+                current_replicas: current_u,
+                recommended_replicas: r.replicas,
+                source: r.source,
+            },
+        )
+    });
+    // A scale-up on a pod view that lags the target would count the missing pods' load twice.
+    let lagging = decision.as_ref().filter(|d| d.action.is_some()).and_then(|d| {
+        inputs::hold_scale_up(
+            current_u,
+            d.final_replicas,
+            u32::try_from(live_pods).unwrap_or(u32::MAX),
+        )
+    });
+    // A held decision sets only `HorizontalAbleToScale`; the other owned conditions and fields stay.
+    let held = pod_hold.is_some() || lagging.is_some();
+    if let Some(h) = pod_hold.as_ref().or(lagging.as_ref()) {
+        let doing = match &decision {
+            Some(d) if d.action.is_some() => format!("would scale {current} -> {}", d.final_replicas),
+            _ => "no scaling decision".to_owned(),
+        };
+        hold(shared, &mut conds, &mut ex, &mut requeue, h, &doing);
+        ex.decision = decision;
+    } else if current == 0 {
         let m = "target has 0 replicas: scaling disabled";
         conds.push(Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE).because(reasons::SCALING_DISABLED, m));
         ex.outcome = format!("nothing ({m})");
@@ -237,18 +279,32 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             "no change (recommends {} but the pod metrics predate the last scale; waiting for a newer list)",
             r.replicas
         );
-    } else if let Ok(r) = &recommendation {
-        let d = policy::evaluate(
-            &policy,
-            &history,
-            &policy::Input {
-                now,
-                current_replicas: current_u,
-                recommended_replicas: r.replicas,
-                source: r.source,
-            },
+    } else if let (Ok(r), Some(d)) = (&recommendation, decision) {
+        // Checked before the write: a decision whose inputs aged or resynced is dropped, not recorded.
+        let stale = d.action.as_ref().filter(|_| shared.is_leader()).and_then(|_| {
+            inputs::check_basis(
+                &basis,
+                time::now(),
+                shared.pods.sync_losses(),
+                inputs::MAX_DECISION_AGE,
+            )
+            .err()
+        });
+        if stale.is_none() {
+            history.record_recommendation(now, r.replicas);
+        }
+        tracing::debug!(
+            namespace = ns,
+            name,
+            current,
+            pods = pods.len(),
+            live_pods,
+            ready_pods = pods.iter().filter(|p| p.ready).count(),
+            metrics_listed_at = ?usage.as_ref().map(|u| u.fetched_at),
+            recommended = r.replicas,
+            desired = d.final_replicas,
+            "horizontal decision"
         );
-        history.record_recommendation(now, r.replicas);
         match (d.limit, &d.limited_reason) {
             (Some(l), reason) => conds.push(
                 Cond::yes(conditions::HORIZONTAL_SCALING_LIMITED)
@@ -261,11 +317,31 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         if let Some(action) = &d.action {
             if !shared.is_leader() {
                 ex.outcome = format!("would scale {current} -> {desired} (not the leader)");
+            } else if let Some(why) = stale {
+                dropped(shared, &mut ex, &mut requeue, why, current, desired);
             } else {
                 shared.count_request();
-                let result = scale::set(&shared.client, &ar, ns, &t.name, desired).await;
+                let result = scale::set(
+                    &shared.client,
+                    &ar,
+                    ns,
+                    &t.name,
+                    desired,
+                    state.resource_version.as_deref(),
+                )
+                .await;
                 shared.counters.scale_writes.fetch_add(1, Ordering::Relaxed);
                 match result {
+                    Err(e) if scale::is_conflict(&e) => {
+                        dropped(
+                            shared,
+                            &mut ex,
+                            &mut requeue,
+                            Dropped::TargetChanged,
+                            current,
+                            desired,
+                        );
+                    }
                     Ok(()) => {
                         tracing::info!(
                             namespace = ns,
@@ -275,7 +351,11 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
                             recommended = r.replicas,
                             "scaled"
                         );
-                        history.record_action(action.clone());
+                        // The action counts from when it took effect (the metrics guard compares
+                        // the next list with it).
+                        let mut action = action.clone();
+                        action.time = time::now();
+                        history.record_action(action);
                         conds.push(Cond::yes(conditions::HORIZONTAL_ABLE_TO_SCALE));
                         publish(
                             shared,
@@ -341,9 +421,12 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     shared.keep_history(key, history);
 
     let new = Owned {
-        current_replicas: Some(i32::try_from(live_pods).unwrap_or(i32::MAX)),
+        current_replicas: match pod_hold {
+            Some(_) => old_part.current_replicas,
+            None => Some(i32::try_from(live_pods).unwrap_or(i32::MAX)),
+        },
         horizontal: (horizontal != HorizontalStatus::default()).then_some(horizontal),
-        conditions: status::owned_conditions(&status::merge_conditions(&old_conditions, &conds, now)),
+        conditions: status::owned_conditions(&merged_conditions(&old_conditions, &conds, held, now)),
     };
     let written = write_status(shared, key, &dpa.metadata, dpa.status.as_ref(), &old_part, new).await;
     shared.explain_store(key, ex);
@@ -357,6 +440,69 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     }
     written?;
     Ok(requeue)
+}
+
+/// A decision held ([`inputs::Hold`]): `HorizontalAbleToScale=False` with the reason, the outcome,
+/// the counter, and a retry.
+fn hold(
+    shared: &Shared,
+    conds: &mut Vec<Cond>,
+    ex: &mut Explanation,
+    requeue: &mut Requeue,
+    h: &Hold,
+    doing: &str,
+) {
+    shared.counters.held.fetch_add(1, Ordering::Relaxed);
+    let m = h.message();
+    tracing::debug!(namespace = %ex.namespace, name = %ex.name, hold = ?h, "horizontal decision held");
+    ex.outcome = format!("held: {doing}, but {m} ({})", h.reason());
+    conds.push(Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE).because(h.reason(), m));
+    *requeue = Requeue(Some(inputs::RETRY));
+}
+
+/// A decision dropped before its write ([`inputs::Dropped`]): nothing written, recomputed soon.
+fn dropped(
+    shared: &Shared,
+    ex: &mut Explanation,
+    requeue: &mut Requeue,
+    why: Dropped,
+    current: i32,
+    desired: i32,
+) {
+    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(namespace = %ex.namespace, name = %ex.name, from = current, to = desired, reason = %why, "scale decision dropped");
+    ex.outcome = format!("dropped: would scale {current} -> {desired}, but {why}; recomputing");
+    *requeue = Requeue(Some(inputs::RETRY));
+}
+
+/// The owned conditions after this reconcile: merged as [`status::merge_conditions`] does; with
+/// `keep_unset` (a held decision) the owned conditions it did not set stay as they were.
+fn merged_conditions(
+    old: &[DatadogPodAutoscalerCondition],
+    new: &[Cond],
+    keep_unset: bool,
+    now: time::Timestamp,
+) -> Vec<DatadogPodAutoscalerCondition> {
+    let merged = status::merge_conditions(old, new, now);
+    if !keep_unset {
+        return merged;
+    }
+    let mut out = Vec::new();
+    for t in conditions::DPA_CONDITION_TYPES {
+        if let Some(c) = merged.iter().find(|c| c.type_ == t) {
+            out.push(c.clone());
+        } else if status::OWNED.contains(&t)
+            && let Some(o) = old.iter().find(|o| o.type_ == t)
+        {
+            out.push(o.clone());
+        }
+    }
+    out.extend(
+        merged
+            .into_iter()
+            .filter(|c| !conditions::DPA_CONDITION_TYPES.contains(&c.type_.as_str())),
+    );
+    out
 }
 
 fn limit_reason(l: policy::Limit) -> &'static str {

@@ -3,13 +3,17 @@
 //! A DPA's `targetRef` (`apiVersion`, `kind`) is resolved to an API resource: Deployments and
 //! StatefulSets directly, anything else through discovery, which must show a `scale` subresource
 //! (else the kind is unsupported). Results are cached (successes for 10 minutes, failures for one) so
-//! a pass over many DPAs does not repeat discovery. Replicas are read and written through `/scale`.
+//! a pass over many DPAs does not repeat discovery. Replicas are read and written through `/scale`; a
+//! write carries the resourceVersion that was read, so it lands only on the target the decision saw
+//! (the HPA updates `/scale` the same way).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use parking_lot::Mutex;
 use serde_json::json;
@@ -34,12 +38,14 @@ pub enum TargetError {
 }
 
 /// The replica counts of a target, from its scale subresource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScaleState {
     /// `spec.replicas`.
     pub spec_replicas: i32,
     /// `status.replicas`.
     pub status_replicas: i32,
+    /// `metadata.resourceVersion` (the target's), which fences the write ([`set`]).
+    pub resource_version: Option<String>,
 }
 
 /// Splits an `apiVersion` into group and version (`apps/v1` → (`apps`, `v1`), `v1` → (``, `v1`)).
@@ -153,25 +159,55 @@ pub async fn get(
         Ok(s) => Ok(Some(ScaleState {
             spec_replicas: s.spec.and_then(|s| s.replicas).unwrap_or(0),
             status_replicas: s.status.map_or(0, |s| s.replicas),
+            resource_version: s.metadata.resource_version,
         })),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Sets `spec.replicas` through the scale subresource.
+/// Sets `spec.replicas` through the scale subresource: with the `resource_version` that was read, a
+/// replace that the API server refuses with 409 Conflict ([`is_conflict`]) if the target changed
+/// since; without one, a merge patch.
 pub async fn set(
     client: &Client,
     ar: &ApiResource,
     namespace: &str,
     name: &str,
     replicas: i32,
+    resource_version: Option<&str>,
 ) -> Result<(), kube::Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
-    let patch = json!({"spec": {"replicas": replicas}});
-    api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
+    match resource_version {
+        Some(rv) => {
+            let scale = Scale {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    resource_version: Some(rv.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(ScaleSpec {
+                    replicas: Some(replicas),
+                }),
+                status: None,
+            };
+            api.replace_scale(name, &PostParams::default(), &scale)
+                .await
+                .map(|_| ())
+        }
+        None => {
+            let patch = json!({"spec": {"replicas": replicas}});
+            api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// Whether a write was refused because the object changed since it was read.
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ impl SourceKind {
     /// `Namespace`); `None` for anything else, ClusterProfiles included.
     pub fn from_api_kind(kind: &str) -> Option<SourceKind> {
         match kind {
-            "DatadogPodAutoscaler" => Some(SourceKind::Dpa),
+            lazyscale_api::consts::DPA_KIND => Some(SourceKind::Dpa),
             "Deployment" => Some(SourceKind::Deployment),
             "StatefulSet" => Some(SourceKind::StatefulSet),
             "Namespace" => Some(SourceKind::Namespace),
@@ -65,7 +65,7 @@ impl SourceKind {
     /// The Kubernetes kind name.
     pub fn api_kind(self) -> &'static str {
         match self {
-            SourceKind::Dpa => "DatadogPodAutoscaler",
+            SourceKind::Dpa => lazyscale_api::consts::DPA_KIND,
             SourceKind::Deployment => "Deployment",
             SourceKind::StatefulSet => "StatefulSet",
             SourceKind::Namespace => "Namespace",

@@ -19,7 +19,15 @@
 //! deletions are remembered, so a lagging old watch cannot resurrect a pod — switching between scoped and
 //! cluster-wide neither loses nor doubles pods. A workload that joins the interest set under a watch that
 //! already runs (the cluster-wide one, or a shared selector) is backfilled with a scoped list
-//! ([`backfill`]). [`PodCollection::synced`] resolves once every planned watch has listed. Cancelling the
+//! ([`backfill`]). [`PodCollection::synced`] resolves once every planned watch has listed.
+//!
+//! A watch is *synced* while the store holds what it delivers up to now: from its completed list until its
+//! next error or restart, and again from the list that follows. Resumed from its last resourceVersion
+//! after an error, kube's watcher would give no sign of being current again, so a watch that fails after
+//! it has listed starts over with a fresh list (one relist per outage, which a `410 Gone` after an API
+//! server restart forces anyway). [`SyncView`] tells the controller whether the watches of a namespace
+//! are synced and counts every loss of sync, so a decision taken on pods read before a loss can be
+//! recognised and dropped. Cancelling the
 //! token given to `start` (or dropping the collection, or [`PodCollection::stop`]) ends the watches and
 //! clears the store, releasing its memory; [`PodCollection::stopped`] resolves once that is done.
 
@@ -143,6 +151,8 @@ pub struct CollectionStats {
     pub restarts: u64,
     /// Watch errors (each retried with backoff).
     pub errors: u64,
+    /// Times a synced watch lost its sync (an error or a relist), each followed by a fresh list.
+    pub sync_losses: u64,
     /// Backfill lists completed.
     pub backfills: u64,
     /// Backfill attempts that failed.
@@ -158,6 +168,7 @@ struct Counters {
     decoded: AtomicU64,
     restarts: AtomicU64,
     errors: AtomicU64,
+    sync_losses: AtomicU64,
     backfills: AtomicU64,
     backfill_errors: AtomicU64,
 }
@@ -167,6 +178,8 @@ struct WatchTask {
     cancel: CancellationToken,
     /// Set while the watch is being replaced.
     retiring: Arc<AtomicBool>,
+    /// Set from a loss of sync until the watch has listed again.
+    lost: Arc<AtomicBool>,
     synced: tokio_watch::Receiver<bool>,
     handle: JoinHandle<()>,
 }
@@ -197,6 +210,78 @@ impl Shared {
         let w = self.watches.lock();
         let all = !w.closed && w.planned.values().all(|t| *t.synced.borrow());
         self.synced.send_if_modified(|s| std::mem::replace(s, all) != all);
+    }
+
+    /// A watch lost its sync: counted first (so a reader that saw it synced sees the count move), then
+    /// the flags.
+    fn lose_sync(&self, synced: &tokio_watch::Sender<bool>, lost: &AtomicBool) {
+        if *synced.borrow() {
+            self.counters.sync_losses.fetch_add(1, Ordering::AcqRel);
+            lost.store(true, Ordering::Release);
+            synced.send_replace(false);
+            self.refresh_synced();
+        }
+    }
+
+    /// The planned watches delivering pods of `namespace`.
+    fn covering<'a>(w: &'a Watches, namespace: &'a str) -> impl Iterator<Item = &'a WatchTask> + 'a {
+        w.planned
+            .iter()
+            .filter(move |(scope, _)| match scope {
+                WatchScope::Cluster => true,
+                WatchScope::Namespace { namespace: ns, .. } => ns.as_str() == namespace,
+            })
+            .map(|(_, t)| t)
+    }
+
+    /// Whether the planned watches that deliver pods of `namespace` (the cluster-wide one, or the
+    /// namespace's scoped ones) all listed since their last error or restart; `false` when none does.
+    fn namespace_synced(&self, namespace: &str) -> bool {
+        let w = self.watches.lock();
+        let mut covering = Self::covering(&w, namespace).peekable();
+        !w.closed && covering.peek().is_some() && covering.all(|t| *t.synced.borrow())
+    }
+
+    /// Whether a planned watch delivering pods of `namespace` lost its sync and has not listed again.
+    fn namespace_lost_sync(&self, namespace: &str) -> bool {
+        let w = self.watches.lock();
+        Self::covering(&w, namespace).any(|t| t.lost.load(Ordering::Acquire))
+    }
+}
+
+/// The sync state of a collection's watches, for readers that decide on the cached pods (a cheap
+/// clone; see the [module docs](self)).
+#[derive(Clone)]
+pub struct SyncView {
+    shared: Arc<Shared>,
+}
+
+impl SyncView {
+    /// Whether the pods of `namespace` are current: every planned watch delivering them has listed
+    /// since its last error or restart.
+    pub fn namespace_synced(&self, namespace: &str) -> bool {
+        self.shared.namespace_synced(namespace)
+    }
+
+    /// Whether a watch delivering the pods of `namespace` lost its sync (an error or a relist after it
+    /// had listed) and has not listed again: unlike a watch that is still on its first list, the cache
+    /// then holds pods that may be out of date.
+    pub fn lost_sync(&self, namespace: &str) -> bool {
+        self.shared.namespace_lost_sync(namespace)
+    }
+
+    /// How many times a synced watch lost its sync so far. Read it before reading pods and again
+    /// before acting on them: a change means a watch failed or relisted in between.
+    pub fn losses(&self) -> u64 {
+        self.shared.counters.sync_losses.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for SyncView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncView")
+            .field("losses", &self.losses())
+            .finish_non_exhaustive()
     }
 }
 
@@ -273,6 +358,13 @@ impl PodCollection {
         self.synced.clone()
     }
 
+    /// The per-namespace sync state and the count of sync losses, for deciding on the cached pods.
+    pub fn sync_view(&self) -> SyncView {
+        SyncView {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// The watches planned now.
     pub fn scopes(&self) -> BTreeSet<WatchScope> {
         self.shared.watches.lock().planned.keys().cloned().collect()
@@ -298,6 +390,7 @@ impl PodCollection {
             decoded: c.decoded.load(Ordering::Relaxed),
             restarts: c.restarts.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            sync_losses: c.sync_losses.load(Ordering::Relaxed),
             backfills: c.backfills.load(Ordering::Relaxed),
             backfill_errors: c.backfill_errors.load(Ordering::Relaxed),
             dropped: s.dropped,
@@ -327,12 +420,15 @@ impl PodCollection {
             }
             let shared = Arc::clone(&self.shared);
             let target = target.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = shared.cancel.cancelled() => {}
-                    _ = backfill_with_retry(&shared, &target) => {}
+            tokio::spawn(
+                async move {
+                    tokio::select! {
+                        _ = shared.cancel.cancelled() => {}
+                        _ = backfill_with_retry(&shared, &target) => {}
+                    }
                 }
-            });
+                .instrument(tracing::info_span!("pod_backfill")),
+            );
         }
         update
     }
@@ -415,25 +511,28 @@ fn reconcile_watches(shared: &Arc<Shared>, scopes: BTreeSet<WatchScope>) -> Vec<
             "pod watches replaced"
         );
         let shared = Arc::clone(shared);
-        tokio::spawn(async move {
-            for mut synced in waits {
-                tokio::select! {
-                    _ = shared.cancel.cancelled() => return,
-                    r = synced.wait_for(|s| *s) => if r.is_err() { break },
+        tokio::spawn(
+            async move {
+                for mut synced in waits {
+                    tokio::select! {
+                        _ = shared.cancel.cancelled() => return,
+                        r = synced.wait_for(|s| *s) => if r.is_err() { break },
+                    }
                 }
+                let done: Vec<WatchTask> = {
+                    let mut w = shared.watches.lock();
+                    retired.iter().filter_map(|s| w.retiring.remove(s)).collect()
+                };
+                for task in &done {
+                    task.cancel.cancel();
+                }
+                for task in done {
+                    let _ = task.handle.await;
+                }
+                drop(guard);
             }
-            let done: Vec<WatchTask> = {
-                let mut w = shared.watches.lock();
-                retired.iter().filter_map(|s| w.retiring.remove(s)).collect()
-            };
-            for task in &done {
-                task.cancel.cancel();
-            }
-            for task in done {
-                let _ = task.handle.await;
-            }
-            drop(guard);
-        });
+            .instrument(tracing::info_span!("pod_watch_retire")),
+        );
     } else if !started.is_empty() {
         tracing::info!(started = started.len(), "pod watches started");
     }
@@ -444,6 +543,7 @@ fn reconcile_watches(shared: &Arc<Shared>, scopes: BTreeSet<WatchScope>) -> Vec<
 fn spawn_watch(shared: &Arc<Shared>, scope: WatchScope) -> WatchTask {
     let cancel = shared.cancel.child_token();
     let retiring = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(AtomicBool::new(false));
     let (synced_tx, synced) = tokio_watch::channel(false);
     let span = match &scope {
         WatchScope::Cluster => tracing::info_span!("pods", scope = "cluster"),
@@ -457,6 +557,7 @@ fn spawn_watch(shared: &Arc<Shared>, scope: WatchScope) -> WatchTask {
             Arc::clone(shared),
             scope,
             Arc::clone(&retiring),
+            Arc::clone(&lost),
             synced_tx,
             cancel.clone(),
         )
@@ -465,6 +566,7 @@ fn spawn_watch(shared: &Arc<Shared>, scope: WatchScope) -> WatchTask {
     WatchTask {
         cancel,
         retiring,
+        lost,
         synced,
         handle,
     }
@@ -503,6 +605,7 @@ async fn run_watch(
     shared: Arc<Shared>,
     scope: WatchScope,
     retiring: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
     synced: tokio_watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
@@ -514,9 +617,12 @@ async fn run_watch(
     let mut streaming = config.streaming_lists;
     let mut inits = 0u64;
     let mut listing = Listing::Idle;
+    let mut relists = RelistBackoff::default();
     'streams: loop {
         let stream = watcher(api.clone(), config.watcher_config(&scope, streaming)).default_backoff();
         let mut stream = pin!(stream);
+        // Whether this stream has completed a list and is watching (an error then restarts it).
+        let mut listed = false;
         // Only a streaming list needs a deadline for its first InitDone.
         let mut deadline = streaming.then(|| Instant::now() + config.streaming_timeout);
         loop {
@@ -540,8 +646,16 @@ async fn run_watch(
                     } else {
                         Delivery::Current
                     };
+                    if matches!(event, Event::Init) {
+                        listed = false;
+                        if inits > 0 {
+                            shared.lose_sync(&synced, &lost);
+                        }
+                    }
                     if handle_event(&shared, &scope, from, &mut listing, &mut inits, event) {
                         deadline = None;
+                        listed = true;
+                        lost.store(false, Ordering::Release);
                         if !synced.send_replace(true) {
                             shared.refresh_synced();
                         }
@@ -549,6 +663,18 @@ async fn run_watch(
                 }
                 Some(Err(error)) => {
                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    shared.lose_sync(&synced, &lost);
+                    if listed {
+                        // Resumed from its resourceVersion the watch would never say it is current
+                        // again: start over with a list (its InitDone syncs it). A failing list retries
+                        // with the new stream's backoff.
+                        let wait = relists.next(Instant::now());
+                        tracing::warn!(%error, ?wait, "pod watch error; relisting");
+                        tokio::select! {
+                            _ = cancel.cancelled() => break 'streams,
+                            _ = tokio::time::sleep(wait) => continue 'streams,
+                        }
+                    }
                     tracing::warn!(%error, "pod watch error; retrying with backoff");
                 }
                 None => {
@@ -562,6 +688,36 @@ async fn run_watch(
     if matches!(listing, Listing::Cluster) {
         // An unfinished cluster-wide relist must not leave the store in relist mode.
         shared.store.finish_relist_abandoned();
+    }
+}
+
+/// The wait before a relist after a watch error: none for an isolated error, doubling from
+/// [`RelistBackoff::FIRST`] up to [`RelistBackoff::MAX`] while errors follow lists closely (a watch the
+/// API server refuses right after every list would otherwise relist in a loop).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelistBackoff {
+    last: Option<Instant>,
+    wait: Duration,
+}
+
+impl RelistBackoff {
+    /// The first wait of a run of close errors.
+    pub const FIRST: Duration = Duration::from_millis(500);
+    /// The longest wait.
+    pub const MAX: Duration = Duration::from_secs(30);
+    /// Errors further apart than this start over without a wait.
+    pub const QUIET: Duration = Duration::from_secs(60);
+
+    /// The wait before the relist of an error at `now`.
+    pub fn next(&mut self, now: Instant) -> Duration {
+        let close = self.last.is_some_and(|l| now.duration_since(l) < Self::QUIET);
+        self.wait = if close {
+            (self.wait * 2).clamp(Self::FIRST, Self::MAX)
+        } else {
+            Duration::ZERO
+        };
+        self.last = Some(now);
+        self.wait
     }
 }
 
@@ -615,6 +771,7 @@ fn handle_event(
         }
         Event::Apply(pod) => {
             shared.counters.decoded.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(uid = crate::slim::wire_uid(&pod), "pod applied");
             store.apply_from(&pod, from)
         }
         Event::Delete(pod) => {
@@ -703,4 +860,30 @@ pub async fn backfill_workload(
         label_selector: label_selector.map(str::to_owned),
     };
     backfill(client, store, &target, config).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relists_wait_only_while_errors_follow_closely() {
+        let t0 = Instant::now();
+        let mut b = RelistBackoff::default();
+        assert_eq!(b.next(t0), Duration::ZERO, "an isolated error relists at once");
+        let s = Duration::from_secs;
+        assert_eq!(b.next(t0 + s(1)), RelistBackoff::FIRST);
+        assert_eq!(b.next(t0 + s(2)), RelistBackoff::FIRST * 2);
+        let mut at = t0 + s(2);
+        for _ in 0..20 {
+            at += s(1);
+            assert!(b.next(at) <= RelistBackoff::MAX);
+        }
+        assert_eq!(b.next(at + s(1)), RelistBackoff::MAX);
+        assert_eq!(
+            b.next(at + s(1) + RelistBackoff::QUIET),
+            Duration::ZERO,
+            "a quiet minute starts over"
+        );
+    }
 }

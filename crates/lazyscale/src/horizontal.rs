@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use lazyscale_controller::pods::ContainerRequests;
+use lazyscale_controller::pods::{ContainerRequests, PodSync};
 use lazyscale_controller::{PodSample, PodSource};
 use lazyscale_podcache::slim::{SlimPod, WorkloadKey, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
+use lazyscale_podcache::watch::SyncView;
 use lazyscale_podcache::wire::PodPhase;
 
 /// The stack's pod cache as the controller's pod source.
@@ -15,6 +16,8 @@ pub struct CachePods {
     pub store: Arc<PodStore>,
     /// Whether the pod collection finished its initial list.
     pub synced: tokio::sync::watch::Receiver<bool>,
+    /// The collection's per-namespace sync state and sync losses.
+    pub sync: SyncView,
 }
 
 /// The controller's view of one cached pod (pure).
@@ -53,6 +56,20 @@ impl PodSource for CachePods {
 
     fn is_synced(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    fn pod_sync(&self, namespace: &str) -> PodSync {
+        if self.sync.namespace_synced(namespace) {
+            PodSync::Synced
+        } else if self.sync.lost_sync(namespace) {
+            PodSync::Relisting
+        } else {
+            PodSync::Listing
+        }
+    }
+
+    fn sync_losses(&self) -> u64 {
+        self.sync.losses()
     }
 }
 

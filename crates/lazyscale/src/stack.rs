@@ -470,6 +470,7 @@ async fn start(
         Arc::new(crate::horizontal::CachePods {
             store: pods.store().clone(),
             synced: pods.subscribe_synced(),
+            sync: pods.sync_view(),
         }),
         deps.vertical.clone(),
         changes,
@@ -512,16 +513,19 @@ async fn start(
     );
     // lazyscale_leader follows the Lease (0 again when the stack stops)
     let (mut held, metrics, done) = (leader.clone(), deps.metrics.clone(), cancel.clone());
-    tasks.spawn(async move {
-        loop {
-            metrics.leader.set(i64::from(*held.borrow_and_update()));
-            tokio::select! {
-                () = done.cancelled() => break,
-                changed = held.changed() => if changed.is_err() { break },
+    tasks.spawn(
+        async move {
+            loop {
+                metrics.leader.set(i64::from(*held.borrow_and_update()));
+                tokio::select! {
+                    () = done.cancelled() => break,
+                    changed = held.changed() => if changed.is_err() { break },
+                }
             }
+            metrics.leader.set(0);
         }
-        metrics.leader.set(0);
-    });
+        .instrument(tracing::info_span!("leader_metric")),
+    );
     let mut selectors = demand::Selectors::new(client.clone());
     selectors.refresh(&wanted(demand, targets)).await;
     pods.set_interest(interest(demand, targets, &selectors));

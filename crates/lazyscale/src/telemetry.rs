@@ -2,6 +2,7 @@
 //!
 //! Every name is listed in the README's "Metrics" section.
 
+use lazyscale_api::consts;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -179,9 +180,9 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> DeniedLabels {
         ("apps", "statefulsets", _) => R::StatefulSets,
         ("apps", "replicasets", _) => R::ReplicaSets,
         ("argoproj.io", "rollouts", _) => R::Rollouts,
-        ("datadoghq.com", "datadogpodautoscalers", Some("status")) => R::DpaStatus,
-        ("datadoghq.com", "datadogpodautoscalers", _) => R::Dpas,
-        ("datadoghq.com", "datadogpodautoscalerclusterprofiles", _) => R::ClusterProfiles,
+        (consts::GROUP, consts::DPA_PLURAL, Some("status")) => R::DpaStatus,
+        (consts::GROUP, consts::DPA_PLURAL, _) => R::Dpas,
+        (consts::GROUP, consts::CLUSTER_PROFILE_PLURAL, _) => R::ClusterProfiles,
         ("", "namespaces", _) => R::Namespaces,
         ("metrics.k8s.io", "pods", _) => R::PodMetrics,
         ("", "configmaps", _) => R::ConfigMaps,
@@ -283,6 +284,11 @@ pub enum ControllerOp {
     StatusWrite,
     /// An API request of a reconcile or a pass (watches aside).
     ApiRequest,
+    /// A decision held while the inputs re-sync (the pod cache relisting, or behind the target).
+    Held,
+    /// A decision dropped before its `/scale` write (inputs too old, a pod watch resynced, or the
+    /// target changed since it was read).
+    Dropped,
 }
 
 /// Label set of controller operations.
@@ -516,6 +522,8 @@ impl Metrics {
             (ControllerOp::ScaleError, d.scale_errors),
             (ControllerOp::StatusWrite, d.status_writes),
             (ControllerOp::ApiRequest, d.api_requests),
+            (ControllerOp::Held, d.held),
+            (ControllerOp::Dropped, d.dropped),
         ] {
             if n > 0 {
                 self.controller.get_or_create(&ControllerLabels { op }).inc_by(n);

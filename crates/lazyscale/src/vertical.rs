@@ -33,6 +33,7 @@ use lazyscale_podcache::store::PodStore;
 use lazyscale_vertical::{Outcome, Recommender, WorkloadKey};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::index::DpaIndex;
 use crate::telemetry::{Metrics, VerticalOp};
@@ -102,7 +103,9 @@ fn report_conflict(
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    rt.spawn(async move {
+    let span = tracing::info_span!("conflict_event", namespace = %namespace);
+    rt.spawn(
+        async move {
         let note = format!(
             "{} DatadogPodAutoscalers target the same workload ({}); new pods are not patched until only one does",
             autoscalers.len(),
@@ -128,7 +131,8 @@ fn report_conflict(
                 tracing::debug!(%error, "conflict event not written");
             }
         }
-    });
+    }
+    .instrument(span));
 }
 
 impl Mutator for VerticalMutator {

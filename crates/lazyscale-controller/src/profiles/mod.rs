@@ -176,7 +176,7 @@ fn inc(c: &AtomicU64) {
 pub fn profile_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(GROUP, VERSION, CLUSTER_PROFILE_KIND),
-        "datadogpodautoscalerclusterprofiles",
+        lazyscale_api::consts::CLUSTER_PROFILE_PLURAL,
     )
 }
 
@@ -583,29 +583,32 @@ impl ProfileController {
         let (tx, rx) = mpsc::channel(64);
         let api = Api::<DatadogPodAutoscaler>::all(self.client.clone());
         let stop = stop.clone();
-        tokio::spawn(async move {
-            let stream = kube::runtime::reflector::reflector(
-                writer,
-                watcher::watcher(api, watcher::Config::default()),
-            )
-            .default_backoff();
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                let ev = tokio::select! {
-                    () = stop.cancelled() => return,
-                    ev = stream.next() => ev,
-                };
-                let Some(ev) = ev else { return };
-                let change = match ev {
-                    Ok(Event::InitDone) => DpaChange::Synced,
-                    Ok(Event::Apply(d) | Event::Delete(d)) => {
-                        DpaChange::Changed((d.namespace().unwrap_or_default(), d.name_any()))
-                    }
-                    _ => continue,
-                };
-                let _ = tx.try_send(change);
+        tokio::spawn(
+            async move {
+                let stream = kube::runtime::reflector::reflector(
+                    writer,
+                    watcher::watcher(api, watcher::Config::default()),
+                )
+                .default_backoff();
+                let mut stream = std::pin::pin!(stream);
+                loop {
+                    let ev = tokio::select! {
+                        () = stop.cancelled() => return,
+                        ev = stream.next() => ev,
+                    };
+                    let Some(ev) = ev else { return };
+                    let change = match ev {
+                        Ok(Event::InitDone) => DpaChange::Synced,
+                        Ok(Event::Apply(d) | Event::Delete(d)) => {
+                            DpaChange::Changed((d.namespace().unwrap_or_default(), d.name_any()))
+                        }
+                        _ => continue,
+                    };
+                    let _ = tx.try_send(change);
+                }
             }
-        });
+            .instrument(tracing::info_span!("profile_dpa_watch")),
+        );
         rx
     }
 }
