@@ -25,7 +25,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 
@@ -38,13 +38,10 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use lazyscale_api::consts::conditions::{self, reasons};
 use lazyscale_api::consts::events::AUTOSCALER_RESUMED;
 use lazyscale_api::{DatadogPodAutoscaler, DatadogPodAutoscalerCondition};
-use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
-use lazyscale_sim::units::{Bytes, Cpu};
-use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
 use lazyscale_testenv::agent::http_get;
 use lazyscale_testenv::fixtures::{app_deployment, dpa_api, dpa_object, horizontal_spec};
 use lazyscale_testenv::wait::wait_for;
-use lazyscale_testenv::{TestEnv, install_crds};
+use lazyscale_testenv::{Simulated, TestEnv, constant_load, install_crds};
 use serde_json::{Value, json};
 
 use common::start_agent;
@@ -456,34 +453,20 @@ async fn bad_dpas_are_explained_and_the_good_one_keeps_scaling() {
     let client = env.client().await;
     install_crds(&client).await.unwrap();
     let ns = env.namespace().await;
-    let sim = Simulator::start(
-        client.clone(),
-        SimConfig {
-            namespaces: vec![ns.clone()],
-            metrics_interval: Duration::from_secs(1),
-            resync: Duration::from_secs(2),
-            ..SimConfig::default()
-        },
+    let sim = Simulated::start(&client, &ns).await.unwrap();
+    sim.deployment(
+        &app_deployment("good", 1, "200m", "64Mi"),
+        constant_load(2.0, 64.0),
     )
     .await
     .unwrap();
-    sim.set_load(
-        &WorkloadRef::deployment(&ns, "good"),
-        LoadProfile {
-            cpu: CpuProfile::Constant { value: Cpu(2.0) },
-            memory: MemoryProfile {
-                base: Bytes(64.0 * 1024.0 * 1024.0),
-                per_cpu: Bytes(0.0),
-                leak: Bytes(0.0),
-            },
-            noise: 0.0,
-        },
-    );
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    for (name, n) in [("good", 1), ("victim", 1), ("flip", 1)] {
-        let mut d = app_deployment(name, n, "200m", "64Mi");
-        d.metadata.namespace = Some(ns.clone());
-        deployments.create(&PostParams::default(), &d).await.unwrap();
+    let deployments = sim.deployments();
+    for name in ["victim", "flip"] {
+        let d = app_deployment(name, 1, "200m", "64Mi");
+        sim.deployments()
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
     }
     let mut agent = start_agent(
         env.server(),

@@ -17,12 +17,11 @@ mod common;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
-use lazyscale_sim::units::{Bytes, Cpu};
-use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
-use lazyscale_testenv::{Server, ServerOptions, install_crds, try_wait_for, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use lazyscale_testenv::{
+    Server, ServerOptions, Simulated, constant_load, install_crds, try_wait_for, wait_for,
+};
 use lazyscale_vertical::quantity::{parse_millis, parse_units};
 use serde_json::{Value, json};
 
@@ -35,29 +34,6 @@ fn deployment(name: &str, replicas: i32, requests: Value, limits: Value) -> Depl
                 "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "app", "image": "x",
                     "resources": {"requests": requests, "limits": limits}}]}}}}))
     .unwrap()
-}
-
-fn load(cpu: f64, memory_mib: f64) -> LoadProfile {
-    LoadProfile {
-        cpu: CpuProfile::Constant { value: Cpu(cpu) },
-        memory: MemoryProfile {
-            base: Bytes(memory_mib * MI as f64),
-            per_cpu: Bytes(0.0),
-            leak: Bytes(0.0),
-        },
-        noise: 0.0,
-    }
-}
-
-async fn live_pods(client: &kube::Client, ns: &str, app: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 fn quantity(p: &Pod, kind: &str, resource: &str) -> Option<String> {
@@ -120,51 +96,33 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
     let client = server.client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = "hv";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
+    let scene = Simulated::start_with(&client, ns, Duration::from_secs(1))
         .await
         .unwrap();
-    let sim = Simulator::start(
-        client.clone(),
-        SimConfig {
-            namespaces: vec![ns.to_string()],
-            metrics_interval: Duration::from_secs(1),
-            resync: Duration::from_secs(1),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
     // H+V: 2 × 200m requested, 0.2 cores used in all (50 % of the request, under the 70 % objective),
     // 150 MiB of memory per pod against 64 MiB requested
-    sim.set_load(&WorkloadRef::deployment(ns, "web"), load(0.2, 150.0));
-    deployments
-        .create(
-            &PostParams::default(),
+    scene
+        .deployment(
             &deployment(
                 "web",
                 2,
                 json!({"cpu": "200m", "memory": "64Mi"}),
                 json!({"memory": "1Gi"}),
             ),
+            constant_load(0.2, 150.0),
         )
         .await
         .unwrap();
     // OOM: 200 MiB used against a 128 MiB limit, RequestsOnly
-    sim.set_load(&WorkloadRef::deployment(ns, "oom"), load(0.1, 200.0));
-    deployments
-        .create(
-            &PostParams::default(),
+    scene
+        .deployment(
             &deployment(
                 "oom",
                 2,
                 json!({"cpu": "100m", "memory": "64Mi"}),
                 json!({"memory": "128Mi"}),
             ),
+            constant_load(0.1, 200.0),
         )
         .await
         .unwrap();
@@ -177,26 +135,22 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
             "--lease-namespace=default",
         ],
     );
-    let dpas = lazyscale_testenv::fixtures::dpa_api(client.clone(), ns);
+    let dpas = scene.dpas();
     let hv = json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": "web"},
         "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "owner": "Local",
             "applyPolicy": {"update": {"strategy": "Auto"}},
             "constraints": {"minReplicas": 1, "maxReplicas": 8},
             "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}});
-    dpas.patch("web", &PatchParams::apply("test"), &Patch::Apply(&hv))
-        .await
-        .unwrap();
+    scene.apply_dpa(&hv).await.unwrap();
     let oom = json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler", "metadata": {"name": "oom"},
         "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "oom"}, "owner": "Local",
             "applyPolicy": {"update": {"strategy": "Auto"}},
             "constraints": {"containers": [{"name": "*", "controlledValues": "RequestsOnly"}]}}});
-    dpas.patch("oom", &PatchParams::apply("test"), &Patch::Apply(&oom))
-        .await
-        .unwrap();
+    scene.apply_dpa(&oom).await.unwrap();
 
     // --- the OOM ratchet ---
     wait_for(60, "an OOM kill of an oom pod", || async {
-        let pods = live_pods(&client, ns, "oom").await;
+        let pods = scene.live_pods("oom").await;
         pods.iter().any(oom_killed).then_some(())
     })
     .await;
@@ -214,7 +168,7 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
     // raised again on each kill at the raised limit (154, 185, 222 MiB) until the 200 MiB fit: only then
     // do the kills stop
     let fitted = try_wait_for(Duration::from_secs(120), || async {
-        let pods = live_pods(&client, ns, "oom").await;
+        let pods = scene.live_pods("oom").await;
         (pods.len() == 2
             && pods
                 .iter()
@@ -223,7 +177,8 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
     })
     .await;
     let Some(fitted) = fitted else {
-        let pods: Vec<Value> = live_pods(&client, ns, "oom")
+        let pods: Vec<Value> = scene
+            .live_pods("oom")
             .await
             .iter()
             .map(|p| {
@@ -242,10 +197,10 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
         assert!(req <= lim, "request {req} above limit {lim}");
         assert!(lim >= 222 * MI, "three raises from 128 MiB: {lim}");
     }
-    let settled = restarts(&live_pods(&client, ns, "oom").await);
+    let settled = restarts(&scene.live_pods("oom").await);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
-        restarts(&live_pods(&client, ns, "oom").await),
+        restarts(&scene.live_pods("oom").await),
         settled,
         "OOM kills go on after the limit fits"
     );
@@ -271,7 +226,7 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
     .await;
     assert!(mem > 150 * MI, "150 MiB used: {mem}");
     // the step: 0.84 cores, 6 × 200m at 70 %
-    sim.set_load(&WorkloadRef::deployment(ns, "web"), load(0.84, 150.0));
+    scene.set_load("web", constant_load(0.84, 150.0));
     wait_for(120, "web scaled up on CPU", || async {
         (replicas(&client, ns, "web").await >= 5).then_some(())
     })
@@ -285,12 +240,13 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
         let n = replicas(&client, ns, "web").await;
         let d = dpas.get("web").await.ok()?;
         let (v, _) = target(&d.data)?;
-        let pods = live_pods(&client, ns, "web").await;
+        let pods = scene.live_pods("web").await;
         (pods.len() == usize::try_from(n).ok()? && at_target(&pods, &v)).then_some((n, v))
     })
     .await;
     let Some((n, version_after)) = settled else {
-        let pods: Vec<Value> = live_pods(&client, ns, "web")
+        let pods: Vec<Value> = scene
+            .live_pods("web")
             .await
             .iter()
             .map(|p| {
@@ -317,19 +273,19 @@ async fn hv_on_a_step_load_scales_replicas_on_cpu_and_memory_requests_and_oom_ki
             n,
             "replicas moved after settling"
         );
-        let pods = live_pods(&client, ns, "web").await;
+        let pods = scene.live_pods("web").await;
         assert!(
             pods.iter().all(|p| cpu(p, "requests") == Some(200)),
             "a CPU request moved in H+V mode without CPU opted in"
         );
     }
     let (v, _) = target(&dpas.get("web").await.unwrap().data).unwrap();
-    let pods = live_pods(&client, ns, "web").await;
+    let pods = scene.live_pods("web").await;
     assert!(
         pods.iter()
             .all(|p| memory(p, "requests").is_some_and(|m| m > 150 * MI)),
         "memory requests moved to the recommendation"
     );
     assert_eq!(v, version_after, "the memory recommendation kept moving");
-    sim.shutdown().await;
+    scene.shutdown().await;
 }

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -16,27 +18,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use lazyscale_api::consts::{annotations, conditions, events, labels};
 use lazyscale_api::{DatadogPodAutoscaler, DatadogPodAutoscalerClusterProfile};
 use lazyscale_controller::profiles::plan::{WorkloadKind, generated_name};
-use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
-use lazyscale_sim::units::{Bytes, Cpu};
-use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
 use lazyscale_testenv::fixtures::{deployment, statefulset};
-use lazyscale_testenv::{Agent, AgentOptions, Server, ServerOptions, install_crds, wait_for};
+use lazyscale_testenv::{Server, ServerOptions, Simulated, constant_load, install_crds, wait_for};
+
+use common::{pod_requests, start_agent};
 use serde_json::json;
-
-fn start_agent(server: &Server, args: &[&str]) -> Agent {
-    Agent::start(
-        AgentOptions::new(env!("CARGO_BIN_EXE_lazyscale"), server.agent_kubeconfig_path())
-            .args(args.iter().copied()),
-    )
-    .expect("agent starts")
-}
-
-fn pod_requests(server: &Server) -> (u64, u64) {
-    (
-        server.agent_requests("LIST", "pods"),
-        server.agent_requests("WATCH", "pods"),
-    )
-}
 
 fn profile(name: &str, min: i32, max: i32) -> serde_json::Value {
     json!({"apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscalerClusterProfile",
@@ -131,33 +117,11 @@ async fn a_labelled_deployment_is_autoscaled_follows_its_profile_and_unlabelling
 
     // Label a Deployment: the gate opens, the DPA is generated with the documented name and the
     // workload scales under load.
-    let sim = Simulator::start(
-        client.clone(),
-        SimConfig {
-            namespaces: vec![ns.to_string()],
-            metrics_interval: Duration::from_secs(1),
-            resync: Duration::from_secs(2),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    sim.set_load(
-        &WorkloadRef::deployment(ns, "api"),
-        LoadProfile {
-            cpu: CpuProfile::Constant { value: Cpu(2.0) },
-            memory: MemoryProfile {
-                base: Bytes(32.0 * 1024.0 * 1024.0),
-                per_cpu: Bytes(0.0),
-                leak: Bytes(0.0),
-            },
-            noise: 0.0,
-        },
-    );
-    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let scene = Simulated::start(&client, ns).await.unwrap();
+    let deployments = scene.deployments();
     let mut d = deployment(ns, "api", 1, "").unwrap();
     d.metadata.labels = Some([(labels::PROFILE.to_owned(), "web".to_owned())].into());
-    deployments.create(&PostParams::default(), &d).await.unwrap();
+    scene.deployment(&d, constant_load(2.0, 32.0)).await.unwrap();
     let name = generated_name("web", WorkloadKind::Deployment, ns, "api");
     let dpas = Api::<DatadogPodAutoscaler>::namespaced(client.clone(), ns);
     let dpa = wait_for(30, "the generated DPA", || {
@@ -256,7 +220,7 @@ async fn a_labelled_deployment_is_autoscaled_follows_its_profile_and_unlabelling
         0.0,
         "generated DPAs do not reopen the gate"
     );
-    sim.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,25 +15,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
-use lazyscale_sim::units::{Bytes, Cpu};
-use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
 use lazyscale_testenv::fixtures::{app_deployment, dpa_api};
-use lazyscale_testenv::{Agent, Server, ServerOptions, install_crds, rbac, wait_for};
+use lazyscale_testenv::{
+    Agent, Server, ServerOptions, Simulated, constant_load, install_crds, rbac, wait_for,
+};
 use serde_json::json;
 
 use common::start_agent;
 
-fn load(cores: f64) -> LoadProfile {
-    LoadProfile {
-        cpu: CpuProfile::Constant { value: Cpu(cores) },
-        memory: MemoryProfile {
-            base: Bytes(64.0 * 1024.0 * 1024.0),
-            per_cpu: Bytes(0.0),
-            leak: Bytes(0.0),
-        },
-        noise: 0.0,
-    }
+fn load(cores: f64) -> lazyscale_sim::load::LoadProfile {
+    constant_load(cores, 64.0)
 }
 
 fn kill9(agent: Agent) {
@@ -44,38 +35,13 @@ fn kill9(agent: Agent) {
     drop(agent);
 }
 
-async fn setup(ns: &str) -> (Server, kube::Client, Simulator) {
+async fn setup(ns: &str) -> (Server, kube::Client, Simulated) {
     lazyscale_testenv::init_tracing();
     let server = Server::start(ServerOptions::default()).unwrap();
     let client = server.client().await.unwrap();
     install_crds(&client).await.unwrap();
-    if ns != "default" {
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
-        let sas = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns);
-        wait_for(30, "the default ServiceAccount", || {
-            let sas = sas.clone();
-            async move { sas.get_opt("default").await.ok().flatten() }
-        })
-        .await;
-    }
-    let sim = Simulator::start(
-        client.clone(),
-        SimConfig {
-            namespaces: vec![ns.to_string()],
-            metrics_interval: Duration::from_secs(1),
-            resync: Duration::from_secs(2),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    (server, client, sim)
+    let scene = Simulated::start(&client, ns).await.unwrap();
+    (server, client, scene)
 }
 
 /// A vertical-only DPA in Preview: recommendations are computed, checkpointed and written to the
@@ -100,7 +66,7 @@ async fn vertical_history_comes_back_from_its_checkpoint_after_kill_9() {
     let dpas = dpa_api(client.clone(), ns);
     // 2 pods sharing 1 core: 500m each, far above the 50m request.
     for name in ["kept", "control"] {
-        sim.set_load(&WorkloadRef::deployment(ns, name), load(1.0));
+        sim.set_load(name, load(1.0));
         deployments
             .create(&PostParams::default(), &app_deployment(name, 2, "50m", "64Mi"))
             .await
@@ -141,7 +107,7 @@ async fn vertical_history_comes_back_from_its_checkpoint_after_kill_9() {
         .await
         .unwrap();
     for name in ["kept", "control"] {
-        sim.set_load(&WorkloadRef::deployment(ns, name), load(0.02));
+        sim.set_load(name, load(0.02));
     }
     let second_log = std::env::temp_dir().join(format!("restarts-{}.log", std::process::id()));
     let second = Agent::start(
@@ -197,7 +163,7 @@ async fn scale_down_window_survives_kill_9_of_both_replicas_in_turn() {
     let name = "web";
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
     // 0.6 cores over 200m requests at 50 %: 6 pods.
-    sim.set_load(&WorkloadRef::deployment(ns, name), load(0.6));
+    sim.set_load(name, load(0.6));
     deployments
         .create(&PostParams::default(), &app_deployment(name, 1, "200m", "64Mi"))
         .await
@@ -238,7 +204,7 @@ async fn scale_down_window_survives_kill_9_of_both_replicas_in_turn() {
     // Every successful write changed the count (the Deployment starts at generation 1).
     assert_eq!(scale_writes, generation - 1, "/scale writes that changed nothing");
     // The load drops to one pod's worth: without the window the agent would scale down at once.
-    sim.set_load(&WorkloadRef::deployment(ns, name), load(0.05));
+    sim.set_load(name, load(0.05));
     let dropped = Instant::now();
     for round in 0..2 {
         tokio::time::sleep(Duration::from_secs(4)).await;

@@ -8,15 +8,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
-use lazyscale_sim::units::{Bytes, Cpu};
-use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
-use lazyscale_testenv::{Server, ServerOptions};
+use lazyscale_testenv::{Server, ServerOptions, Simulated, constant_load, wait_for};
 use serde_json::json;
 
 use common::start_agent;
@@ -49,20 +46,6 @@ fn horizontal_dpa(name: &str) -> serde_json::Value {
             "objectives": [{"type": "PodResource", "podResource": {"name": "cpu", "value": {"type": "Utilization", "utilization": 70}}}]}})
 }
 
-async fn wait<T, F: std::future::Future<Output = Option<T>>>(what: &str, secs: u64, f: impl Fn() -> F) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn cpu_millis(p: &Pod) -> u64 {
     let q = &p.spec.as_ref().unwrap().containers[0]
         .resources
@@ -81,40 +64,10 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     let client = server.client().await.unwrap();
     install_crds(&client).await.unwrap();
     let ns = "shop";
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let sim = Simulator::start(
-        client.clone(),
-        SimConfig {
-            namespaces: vec![ns.to_string()],
-            metrics_interval: Duration::from_secs(1),
-            resync: Duration::from_secs(2),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    const MI: f64 = 1024.0 * 1024.0;
+    let scene = Simulated::start(&client, ns).await.unwrap();
     for name in ["web", "preview", "plain"] {
-        sim.set_load(
-            &WorkloadRef::deployment(ns, name),
-            LoadProfile {
-                cpu: CpuProfile::Constant { value: Cpu(1.0) },
-                memory: MemoryProfile {
-                    base: Bytes(200.0 * MI),
-                    per_cpu: Bytes(0.0),
-                    leak: Bytes(0.0),
-                },
-                noise: 0.0,
-            },
-        );
-        Api::<Deployment>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &deployment(name))
+        scene
+            .deployment(&deployment(name), constant_load(1.0, 200.0))
             .await
             .unwrap();
     }
@@ -122,32 +75,14 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
         &server,
         &["--grace-period-seconds=2", "--vertical-period-seconds=1"],
     );
-    let dpas = dpa_api(client.clone(), ns);
-    dpas.patch(
-        "web",
-        &PatchParams::apply("test"),
-        &Patch::Apply(dpa("web", "Apply")),
-    )
-    .await
-    .unwrap();
-    dpas.patch(
-        "preview",
-        &PatchParams::apply("test"),
-        &Patch::Apply(dpa("preview", "Preview")),
-    )
-    .await
-    .unwrap();
-    dpas.patch(
-        "plain",
-        &PatchParams::apply("test"),
-        &Patch::Apply(horizontal_dpa("plain")),
-    )
-    .await
-    .unwrap();
+    let dpas = scene.dpas();
+    scene.apply_dpa(&dpa("web", "Apply")).await.unwrap();
+    scene.apply_dpa(&dpa("preview", "Preview")).await.unwrap();
+    scene.apply_dpa(&horizontal_dpa("plain")).await.unwrap();
 
     // the recommendation rises far above the 50m request (2 ready pods share 1 core)
     for name in ["web", "preview"] {
-        let target = wait("a vertical target", 60, || async {
+        let target = wait_for(60, "a vertical target", || async {
             let d = dpas.get(name).await.ok()?;
             let t = d.data["status"]["vertical"]["target"].clone();
             t.is_object().then_some(t)
@@ -176,7 +111,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
 
     // the recommender's histograms are checkpointed next to the DPA, owned by it
     let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns);
-    let cm = wait("a checkpoint", 30, || async {
+    let cm = wait_for(30, "a checkpoint", || async {
         cms.get_opt("lazyscale-checkpoint-web").await.ok()?
     })
     .await;
@@ -207,7 +142,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
                 .unwrap();
         }
     }
-    let patched = wait("patched web pods", 60, || async {
+    let patched = wait_for(60, "patched web pods", || async {
         let list = pods
             .list(&ListParams::default().labels("app=web"))
             .await
@@ -232,7 +167,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
             format!("{ns}/web")
         );
     }
-    let previews = wait("recreated preview pods", 60, || async {
+    let previews = wait_for(60, "recreated preview pods", || async {
         let list = pods
             .list(&ListParams::default().labels("app=preview"))
             .await
@@ -253,7 +188,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     }
 
     // horizontal only: the autoscaler-id annotation, no vertical values
-    let plain = wait("recreated plain pods", 60, || async {
+    let plain = wait_for(60, "recreated plain pods", || async {
         let list = pods
             .list(&ListParams::default().labels("app=plain"))
             .await
@@ -291,7 +226,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
     dpas.delete("preview", &DeleteParams::default()).await.unwrap();
     dpas.delete("plain", &DeleteParams::default()).await.unwrap();
     // kube-controller-manager's garbage collector removes the checkpoint with its DPA
-    wait("the checkpoint garbage-collected", 60, || async {
+    wait_for(60, "the checkpoint garbage-collected", || async {
         cms.get_opt("lazyscale-checkpoint-web")
             .await
             .ok()?
@@ -304,7 +239,7 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
         .await;
     assert!(webhook_configuration(&client).await.unwrap().is_none());
     assert!(agent.metric("lazyscale_webhook_requests_total{path=\"Patched\"}") >= 2.0);
-    sim.shutdown().await;
+    scene.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,13 +268,13 @@ async fn two_dpas_on_one_workload_patch_nothing_and_raise_an_event() {
         )
         .await;
     // wait until the webhook configuration is in place, then create pods of the workload through the API
-    wait("the webhook configuration", 20, || async {
+    wait_for(20, "the webhook configuration", || async {
         webhook_configuration(&client).await.unwrap()
     })
     .await;
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
-    let found = wait("a ConflictingAutoscalers event", 30, || async {
+    let found = wait_for(30, "a ConflictingAutoscalers event", || async {
         let pod: Pod = serde_json::from_value(json!({"metadata": {"generateName": "dup-7d9c5b-", "labels": {"pod-template-hash": "7d9c5b"},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "dup-7d9c5b", "uid": "u1", "controller": true}]},
             "spec": {"containers": [{"name": "app", "image": "x", "resources": {"requests": {"cpu": "50m"}}}]}}))

@@ -13,20 +13,16 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
-use lazyscale_sim::units::{Bytes, Cpu};
-use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
-use lazyscale_testenv::{Server, ServerOptions, install_crds, try_wait_for, wait_for};
+use kube::api::{Api, ListParams, PostParams};
+use lazyscale_sim::load::LoadProfile;
+use lazyscale_testenv::{
+    Server, ServerOptions, Simulated, constant_load, install_crds, try_wait_for, wait_for,
+};
 use serde_json::{Value, json};
 
 const TARGET_CPU: &str = "300m";
-
-fn dpa_api(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
-    lazyscale_testenv::fixtures::dpa_api(client.clone(), ns)
-}
 
 fn template(name: &str, annotations: Value) -> Value {
     json!({"metadata": {"labels": {"app": name}, "annotations": annotations},
@@ -64,15 +60,7 @@ fn dpa(kind: &str, name: &str, replicas: i32, mode: &str, strategy: Option<&str>
 }
 
 fn load() -> LoadProfile {
-    LoadProfile {
-        cpu: CpuProfile::Constant { value: Cpu(0.4) },
-        memory: MemoryProfile {
-            base: Bytes(40.0 * 1024.0 * 1024.0),
-            per_cpu: Bytes(0.0),
-            leak: Bytes(0.0),
-        },
-        noise: 0.0,
-    }
+    constant_load(0.4, 40.0)
 }
 
 /// The chart's rules (which the test control plane gives the agent) do not yet grant `patch` on `pods`,
@@ -98,83 +86,39 @@ async fn grant_pod_patch(client: &kube::Client) {
         .unwrap();
 }
 
-struct Env {
-    client: kube::Client,
-    ns: String,
-    sim: Simulator,
+/// The simulated namespace of one test, with this file's workloads and DPAs.
+struct Env(Simulated);
+
+impl std::ops::Deref for Env {
+    type Target = Simulated;
+    fn deref(&self) -> &Simulated {
+        &self.0
+    }
 }
 
 async fn setup(server: &Server, ns: &str) -> Env {
     let client = server.client().await.unwrap();
     install_crds(&client).await.unwrap();
     grant_pod_patch(&client).await;
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
+    Env(Simulated::start_with(&client, ns, Duration::from_secs(1))
         .await
-        .unwrap();
-    let sim = Simulator::start(
-        client.clone(),
-        SimConfig {
-            namespaces: vec![ns.to_string()],
-            metrics_interval: Duration::from_secs(1),
-            resync: Duration::from_secs(1),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    Env {
-        client,
-        ns: ns.to_string(),
-        sim,
-    }
+        .unwrap())
 }
 
 impl Env {
     async fn dpa(&self, body: Value) {
-        let name = body["metadata"]["name"].as_str().unwrap().to_string();
-        dpa_api(&self.client, &self.ns)
-            .patch(&name, &PatchParams::apply("test"), &Patch::Apply(body))
+        self.apply_dpa(&body).await.unwrap();
+    }
+
+    /// Deployment `name` of this file's shape under [`load`].
+    async fn app(&self, name: &str, replicas: i32, resize: Option<&str>) {
+        self.deployment(&deployment(name, replicas, resize), load())
             .await
             .unwrap();
-    }
-
-    async fn deployment(&self, name: &str, replicas: i32, resize: Option<&str>) {
-        let w = WorkloadRef::deployment(&self.ns, name);
-        self.sim.set_load(&w, load());
-        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
-            .create(&PostParams::default(), &deployment(name, replicas, resize))
-            .await
-            .unwrap();
-    }
-
-    async fn pods(&self, app: &str) -> Vec<Pod> {
-        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default().labels(&format!("app={app}")))
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-    }
-
-    async fn live_running(&self, app: &str, n: usize) -> Option<Vec<Pod>> {
-        let pods: Vec<Pod> = self
-            .pods(app)
-            .await
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .collect();
-        let running = pods
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        (pods.len() == n && running == n).then_some(pods)
     }
 
     async fn target_version(&self, name: &str) -> String {
-        let api = dpa_api(&self.client, &self.ns);
+        let api = self.dpas();
         wait_for(90, &format!("{name}: a vertical target"), || async {
             let d = api.get(name).await.ok()?;
             d.data["status"]["vertical"]["target"]["version"]
@@ -185,11 +129,11 @@ impl Env {
     }
 
     async fn status(&self, name: &str) -> Value {
-        dpa_api(&self.client, &self.ns).get(name).await.unwrap().data["status"].clone()
+        self.dpas().get(name).await.unwrap().data["status"].clone()
     }
 
     async fn events(&self, reason: &str) -> Vec<Event> {
-        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+        Api::<Event>::namespaced(self.client().clone(), self.namespace())
             .list(&ListParams::default())
             .await
             .map(|l| l.items)
@@ -238,11 +182,11 @@ async fn deployments_reach_the_recommendation_by_rollout_and_in_place_and_held_d
     let server = Server::start(ServerOptions::default()).unwrap();
     let env = setup(&server, "apply").await;
     for name in ["roll", "inplace", "preview", "disabled"] {
-        env.deployment(name, 3, None).await;
+        env.app(name, 3, None).await;
     }
-    let before_inplace = wait_for(60, "inplace pods running", || env.live_running("inplace", 3)).await;
-    let before_preview = wait_for(60, "preview pods running", || env.live_running("preview", 3)).await;
-    let before_disabled = wait_for(60, "disabled pods running", || env.live_running("disabled", 3)).await;
+    let before_inplace = wait_for(60, "inplace pods running", || env.running("inplace", 3)).await;
+    let before_preview = wait_for(60, "preview pods running", || env.running("preview", 3)).await;
+    let before_disabled = wait_for(60, "disabled pods running", || env.running("disabled", 3)).await;
     let _agent = common::start_agent(
         &server,
         &["--grace-period-seconds=0", "--vertical-period-seconds=1"],
@@ -259,12 +203,12 @@ async fn deployments_reach_the_recommendation_by_rollout_and_in_place_and_held_d
     // rollout: the Deployment controller replaces every pod; the webhook gives the new ones the values
     let version = env.target_version("roll").await;
     let rolled = wait_for(120, "every roll pod at the recommendation", || async {
-        let pods = env.live_running("roll", 3).await?;
+        let pods = env.running("roll", 3).await?;
         pods.iter().all(|p| at_target(p, &version)).then_some(pods)
     })
     .await;
     assert_eq!(rolled.len(), 3);
-    let d = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+    let d = Api::<Deployment>::namespaced(env.client().clone(), env.namespace())
         .get("roll")
         .await
         .unwrap();
@@ -284,7 +228,7 @@ async fn deployments_reach_the_recommendation_by_rollout_and_in_place_and_held_d
     // in place: the same pods (same uids, no container restart) with the new requests
     let version = env.target_version("inplace").await;
     let resized = wait_for(90, "every inplace pod resized", || async {
-        let pods = env.live_running("inplace", 3).await?;
+        let pods = env.running("inplace", 3).await?;
         pods.iter().all(|p| at_target(p, &version)).then_some(pods)
     })
     .await;
@@ -327,13 +271,13 @@ async fn deployments_reach_the_recommendation_by_rollout_and_in_place_and_held_d
         .await;
         assert_eq!(s["status"], "False", "{s}");
         assert_eq!(s["reason"], "PolicyRestricted", "{s}");
-        let now = env.live_running(name, 3).await.expect("still 3 running pods");
+        let now = env.running(name, 3).await.expect("still 3 running pods");
         assert_eq!(uids(&now), uids(before), "{name}: pods replaced");
         assert!(
             now.iter()
                 .all(|p| cpu_request(p).as_deref() == Some("100m") && rec_id(p).is_none())
         );
-        let d = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+        let d = Api::<Deployment>::namespaced(env.client().clone(), env.namespace())
             .get(name)
             .await
             .unwrap();
@@ -353,24 +297,19 @@ async fn deployments_reach_the_recommendation_by_rollout_and_in_place_and_held_d
 async fn deferred_resizes_are_evicted_unless_a_pdb_blocks_and_statefulsets_roll_out() {
     let server = Server::start(ServerOptions::default()).unwrap();
     let env = setup(&server, "evict").await;
-    env.deployment("deferred", 2, Some("deferred")).await;
-    env.deployment("guarded", 2, Some("deferred")).await;
-    let sts = WorkloadRef::statefulset(&env.ns, "db");
-    env.sim.set_load(&sts, load());
-    Api::<StatefulSet>::namespaced(env.client.clone(), &env.ns)
-        .create(&PostParams::default(), &statefulset("db", 2))
-        .await
-        .unwrap();
+    env.app("deferred", 2, Some("deferred")).await;
+    env.app("guarded", 2, Some("deferred")).await;
+    env.statefulset(&statefulset("db", 2), load()).await.unwrap();
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "guarded"},
         "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "guarded"}}}}))
     .unwrap();
-    Api::<PodDisruptionBudget>::namespaced(env.client.clone(), &env.ns)
+    Api::<PodDisruptionBudget>::namespaced(env.client().clone(), env.namespace())
         .create(&PostParams::default(), &pdb)
         .await
         .unwrap();
-    let deferred_before = wait_for(60, "deferred pods running", || env.live_running("deferred", 2)).await;
-    let guarded_before = wait_for(60, "guarded pods running", || env.live_running("guarded", 2)).await;
-    wait_for(60, "db pods running", || env.live_running("db", 2)).await;
+    let deferred_before = wait_for(60, "deferred pods running", || env.running("deferred", 2)).await;
+    let guarded_before = wait_for(60, "guarded pods running", || env.running("guarded", 2)).await;
+    wait_for(60, "db pods running", || env.running("db", 2)).await;
     let _agent = common::start_agent(
         &server,
         &["--grace-period-seconds=0", "--vertical-period-seconds=1"],
@@ -385,7 +324,7 @@ async fn deferred_resizes_are_evicted_unless_a_pdb_blocks_and_statefulsets_roll_
     // Deferred for longer than resizePendingPeriod (2 s): evicted one at a time, replaced with the values
     let version = env.target_version("deferred").await;
     let replaced = try_wait_for(Duration::from_secs(120), || async {
-        let pods = env.live_running("deferred", 2).await?;
+        let pods = env.running("deferred", 2).await?;
         // resized in the spec at once, but Deferred: done only once both pods are replacements
         let replaced = uids(&pods).is_disjoint(&uids(&deferred_before));
         (replaced && pods.iter().all(|p| at_target(p, &version))).then_some(pods)
@@ -393,7 +332,7 @@ async fn deferred_resizes_are_evicted_unless_a_pdb_blocks_and_statefulsets_roll_
     .await;
     let Some(replaced) = replaced else {
         let pods: Vec<Value> = env
-            .pods("deferred")
+            .live_pods("deferred")
             .await
             .iter()
             .map(|p| json!({"uid": p.metadata.uid, "annotations": p.metadata.annotations,
@@ -424,12 +363,12 @@ async fn deferred_resizes_are_evicted_unless_a_pdb_blocks_and_statefulsets_roll_
     })
     .await;
     let later = try_wait_for(Duration::from_secs(5), || async {
-        let pods = env.live_running("guarded", 2).await?;
+        let pods = env.running("guarded", 2).await?;
         (uids(&pods) != uids(&guarded_before)).then_some(pods)
     })
     .await;
     assert!(later.is_none(), "a pod protected by its PDB was evicted");
-    let pods = env.live_running("guarded", 2).await.unwrap();
+    let pods = env.running("guarded", 2).await.unwrap();
     let pending = pods.iter().all(|p| {
         p.status
             .as_ref()
@@ -441,7 +380,7 @@ async fn deferred_resizes_are_evicted_unless_a_pdb_blocks_and_statefulsets_roll_
     // StatefulSet rollout by the real StatefulSet controller
     let version = env.target_version("db").await;
     wait_for(120, "every db pod at the recommendation", || async {
-        let pods = env.live_running("db", 2).await?;
+        let pods = env.running("db", 2).await?;
         pods.iter().all(|p| at_target(p, &version)).then_some(pods)
     })
     .await;
@@ -464,13 +403,13 @@ async fn error_and_infeasible_resizes_are_evicted_a_slow_resize_falls_back_to_a_
     let server = Server::start(ServerOptions::default()).unwrap();
     let env = setup(&server, "outcomes").await;
     // the simulated kubelet answers every resize of these pods with Error / Infeasible / Deferred
-    env.deployment("failing", 2, Some("error")).await;
-    env.deployment("toobig", 2, Some("infeasible")).await;
-    env.deployment("slow", 2, Some("deferred")).await;
-    env.deployment("refused", 2, None).await;
+    env.app("failing", 2, Some("error")).await;
+    env.app("toobig", 2, Some("infeasible")).await;
+    env.app("slow", 2, Some("deferred")).await;
+    env.app("refused", 2, None).await;
     let mut before = std::collections::BTreeMap::new();
     for name in ["failing", "toobig", "slow", "refused"] {
-        let pods = wait_for(60, &format!("{name} pods running"), || env.live_running(name, 2)).await;
+        let pods = wait_for(60, &format!("{name} pods running"), || env.running(name, 2)).await;
         before.insert(name, uids(&pods));
     }
     let _agent = common::start_agent(
@@ -495,7 +434,7 @@ async fn error_and_infeasible_resizes_are_evicted_a_slow_resize_falls_back_to_a_
     for name in ["failing", "toobig"] {
         let version = env.target_version(name).await;
         let replaced = try_wait_for(Duration::from_secs(120), || async {
-            let pods = env.live_running(name, 2).await?;
+            let pods = env.running(name, 2).await?;
             (uids(&pods).is_disjoint(&before[name]) && pods.iter().all(|p| at_target(p, &version)))
                 .then_some(pods)
         })
@@ -524,7 +463,7 @@ async fn error_and_infeasible_resizes_are_evicted_a_slow_resize_falls_back_to_a_
     // the fallback timer: a rollout of the workload by the Deployment controller
     let version = env.target_version("slow").await;
     let rolled = try_wait_for(Duration::from_secs(120), || async {
-        let pods = env.live_running("slow", 2).await?;
+        let pods = env.running("slow", 2).await?;
         (uids(&pods).is_disjoint(&before["slow"]) && pods.iter().all(|p| at_target(p, &version)))
             .then_some(pods)
     })
@@ -534,7 +473,7 @@ async fn error_and_infeasible_resizes_are_evicted_a_slow_resize_falls_back_to_a_
         "slow: no rollout after the fallback delay: {}",
         env.status("slow").await
     );
-    let d = Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
+    let d = Api::<Deployment>::namespaced(env.client().clone(), env.namespace())
         .get("slow")
         .await
         .unwrap();
@@ -581,7 +520,7 @@ async fn error_and_infeasible_resizes_are_evicted_a_slow_resize_falls_back_to_a_
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(warned(env.events("FailedResize").await), 1);
     assert_eq!(resizes(), tried, "the refused values were tried again");
-    let pods = env.live_running("refused", 2).await.unwrap();
+    let pods = env.running("refused", 2).await.unwrap();
     assert_eq!(uids(&pods), before["refused"]);
     assert!(pods.iter().all(|p| cpu_request(p).as_deref() == Some("100m")));
     // a recommendation below the refused one is tried, in place
@@ -596,7 +535,7 @@ async fn error_and_infeasible_resizes_are_evicted_a_slow_resize_falls_back_to_a_
     })
     .await;
     let resized = wait_for(90, "refused pods resized to the lower values", || async {
-        let pods = env.live_running("refused", 2).await?;
+        let pods = env.running("refused", 2).await?;
         pods.iter().all(|p| at_target(p, &version)).then_some(pods)
     })
     .await;

@@ -13,20 +13,16 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use lazyscale::cert::{CA_KEY, CERT_KEY, SECRET_NAME};
-use lazyscale_sim::load::{CpuProfile, LoadProfile, MemoryProfile};
-use lazyscale_sim::units::{Bytes, Cpu};
-use lazyscale_sim::{SimConfig, Simulator, WorkloadRef};
 use lazyscale_testenv::fixtures::{dpa_api, webhook_configuration};
 use lazyscale_testenv::rbac::AGENT_NAMESPACE;
 use lazyscale_testenv::wait::wait_for;
-use lazyscale_testenv::{TestEnv, install_crds};
+use lazyscale_testenv::{Simulated, TestEnv, constant_load, install_crds};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
@@ -137,32 +133,8 @@ async fn the_agent_creates_shares_rotates_and_injects_its_webhook_certificate() 
 
     // an autoscaler starts the stack: the webhook configuration carries the Secret's CA
     let ns = env.namespace().await;
-    let sim = Simulator::start(
-        client.clone(),
-        SimConfig {
-            namespaces: vec![ns.clone()],
-            metrics_interval: Duration::from_secs(1),
-            resync: Duration::from_secs(2),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    const MI: f64 = 1024.0 * 1024.0;
-    sim.set_load(
-        &WorkloadRef::deployment(&ns, "web"),
-        LoadProfile {
-            cpu: CpuProfile::Constant { value: Cpu(1.0) },
-            memory: MemoryProfile {
-                base: Bytes(200.0 * MI),
-                per_cpu: Bytes(0.0),
-                leak: Bytes(0.0),
-            },
-            noise: 0.0,
-        },
-    );
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &deployment("web"))
+    let sim = Simulated::start(&client, &ns).await.unwrap();
+    sim.deployment(&deployment("web"), constant_load(1.0, 200.0))
         .await
         .unwrap();
     let dpas = dpa_api(client.clone(), &ns);
