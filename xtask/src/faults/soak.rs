@@ -8,7 +8,7 @@
 //! [`SETTLE`] later (jemalloc purges freed pages after 1 s; the API server logs a stopped stack's
 //! watches as complete): RSS (`/proc`), heap (jemalloc `stats.allocated` through
 //! `lazyscale_process_heap_bytes`) and live tasks (`lazyscale_runtime_alive_tasks`), each the minimum of
-//! three reads 200 ms apart (a leak raises the floor; the minimum drops transient allocations, such as
+//! [`READS`] reads 200 ms apart (a leak raises the floor; the minimum drops transient allocations, such as
 //! the scrape's own), and open watches: the agent user's watches that the API server's audit log shows
 //! started (`ResponseStarted`) and not ended, read incrementally from a fresh agent's start on.
 //!
@@ -39,6 +39,8 @@ use super::{Ctx, NS, dpa};
 pub(crate) const DEFAULT_CYCLES: u32 = 100;
 /// Time between the gate closing and the sample.
 const SETTLE: Duration = Duration::from_secs(2);
+/// Reads per sample, 200 ms apart (the minimum is kept).
+const READS: u32 = 5;
 /// How long one cycle may wait for the gate to open or close.
 const GATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Slope tolerances per cycle, in each series' unit: 16 KiB of RSS (pages and arenas make RSS coarse;
@@ -240,7 +242,7 @@ struct Sample {
 async fn sample(ctx: &Ctx, watches: &mut Watches, cycle: u32, start: Instant) -> Result<Sample> {
     let agent = ctx.agents.first().context("no agent")?;
     let (mut rss, mut heap, mut tasks) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
-    for i in 0..3 {
+    for i in 0..READS {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -368,9 +370,6 @@ async fn agent_identity(ctx: &Ctx) -> Result<kube::Client> {
 pub(crate) async fn run(ctx: &mut Ctx, cfg: SoakConfig) -> Result<Value> {
     ctx.ensure_agent().await?;
     clear(ctx).await?;
-    wait_metric(ctx, "lazyscale_gate_open", 0.0, Duration::from_secs(60))
-        .await
-        .context("the gate did not close once the faults' objects were deleted")?;
     // A fresh agent, with the tracker started before it: every watch it opens is in the tracked part of
     // the log (the previous agent's, and the ones a fault's API server crash cut, are not).
     let audit_path = ctx.server.dir().join("audit.log");
@@ -383,6 +382,9 @@ pub(crate) async fn run(ctx: &mut Ctx, cfg: SoakConfig) -> Result<Value> {
     // autoscaler went.
     ctx.grace_seconds = 1;
     ctx.start_agent().await?;
+    wait_metric(ctx, "lazyscale_gate_open", 0.0, Duration::from_secs(60))
+        .await
+        .context("the gate did not close once the faults' objects were deleted")?;
     let agent_pid = ctx.agents.first().context("no agent")?.pid();
     let leak_client = if cfg.leak_watch_every > 0 {
         Some(agent_identity(ctx).await?)
@@ -465,11 +467,19 @@ pub(crate) async fn run(ctx: &mut Ctx, cfg: SoakConfig) -> Result<Value> {
         "gate_opened": opened,
         "cycles_with_a_reconcile": reconciled,
         "leaked_watches_injected": leaked.len(),
-        "sampled": "before the first cycle and after each, gate closed, 2 s settled; min of 3 reads",
+        "sampled": "before the first cycle and after each, gate closed, 2 s settled; min of 5 reads 200 ms apart",
         "growing": growing,
         "failures": failures,
         "open_watches_at_end": watches.by_resource(),
         "series": series,
+        "samples": {
+            "cycle": cycles,
+            "seconds": hours.iter().map(|h| (h * 3600.0).round()).collect::<Vec<f64>>(),
+            "rss_bytes": values[0],
+            "heap_bytes": values[1],
+            "open_watches": values[2],
+            "live_tasks": values[3],
+        },
     });
     drop(leaked);
     Ok(out)
