@@ -230,7 +230,7 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
     }
     run(&mut c)?;
     eprintln!(
-        "== fault suite, short (API server killed, connections cut: nothing lost or duplicated), then a \
+        "== fault suite, short (API server killed, 410 Gone, connections cut: nothing lost or duplicated), then a \
          short soak on the same control plane (30 gate cycles: RSS, heap, watches, tasks must not grow)"
     );
     faults::run(faults::Args::short())?;
