@@ -39,7 +39,9 @@
 //! default: at least the updater's 10 % change threshold, so a request the threshold leaves in place
 //! still covers the level). The step-down rule still applies on top.
 //!
-//! Both keep the recommender's minimums and its OOM floor. The hourly history is checkpointed with the
+//! A history spanning fewer than [`CPU_MIN_HOURS`] clock-hours keeps the VPA method's CPU target (a
+//! high percentile of a few dozen samples is their largest). Both keep the recommender's minimums and
+//! its OOM floor. The hourly history is checkpointed with the
 //! histograms ([`AdaptiveState::to_rows`]), so a restart keeps it; while it holds less than a day (a
 //! first day, a checkpoint without it) memory is never below the decaying histogram's target.
 
@@ -77,6 +79,9 @@ const CPU_SHIFT_MAX: f64 = 3.0;
 /// Hours a memory sample of the adaptive state must span before memory may go below the histogram's
 /// target.
 pub const MEMORY_MIN_HOURS: i64 = 24;
+/// Clock-hours the adaptive state must span before CPU follows the adaptive method (before: the VPA
+/// method's target).
+pub const CPU_MIN_HOURS: i64 = 2;
 /// The hours ahead get their own level only when it is below this fraction of the whole day's (a
 /// saving the update policy's change threshold lets through); else the whole day's level.
 const CPU_HORIZON_MIN_SAVING: f64 = 0.85;

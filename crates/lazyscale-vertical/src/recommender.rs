@@ -491,7 +491,13 @@ impl Recommender {
         );
         if let (EstimationMethod::Adaptive, Some(a)) = (cfg.method, c.adaptive.as_deref()) {
             let horizon = i64::try_from(cfg.cpu_horizon_seconds / 3600).unwrap_or(0);
-            if let (Some(e), Some(p)) = (cpu.as_mut(), c.cpu.percentile(adaptive::CPU_PERCENTILE)) {
+            // A history younger than CPU_MIN_HOURS clock-hours keeps the VPA method's CPU target: a
+            // p98 or an hour's mean + 2.5 sd of a few dozen samples is the largest of them (a sample of
+            // the previous load after a restart held a fresh target up for minutes).
+            if let (Some(e), Some(p)) = (
+                cpu.as_mut().filter(|_| a.span_hours() >= adaptive::CPU_MIN_HOURS),
+                c.cpu.percentile(adaptive::CPU_PERCENTILE),
+            ) {
                 // The hours ahead never raise the histogram's target; the margin goes on top.
                 let mut target = a
                     .cpu_horizon(horizon)
