@@ -50,6 +50,10 @@ pub fn install_tool(name: &str, version: &str, bin: &str) -> Result<PathBuf> {
 /// checked, with the reason.
 pub fn deny() -> Result<()> {
     let deny = install_tool("cargo-deny", CARGO_DENY_VERSION, "cargo-deny")?;
+    // cargo-deny reads `cargo metadata` for every platform, offline: the sources of crates only other
+    // platforms build (windows-sys, ...) must be in the local registry cache, which a Linux build alone
+    // does not download. `cargo fetch` downloads every package of the lock file (a no-op when present).
+    run(cargo().args(["fetch", "--locked"]))?;
     let t = Instant::now();
     let mut cmd = Command::new(&deny);
     cmd.current_dir(workspace_root())
