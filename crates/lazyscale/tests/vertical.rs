@@ -130,17 +130,15 @@ async fn recommendations_rise_and_new_pods_are_patched_through_the_real_webhook_
 
     // pods created from now on: the simulator replaces deleted pods through the API (admission included)
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    // one delete-collection per app: a rollout the agent started may remove pods between a list and a
+    // per-pod delete
     for name in ["web", "preview", "plain"] {
-        for p in pods
-            .list(&ListParams::default().labels(&format!("app={name}")))
-            .await
-            .unwrap()
-            .items
-        {
-            pods.delete(p.metadata.name.as_deref().unwrap(), &DeleteParams::default())
-                .await
-                .unwrap();
-        }
+        pods.delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!("app={name}")),
+        )
+        .await
+        .unwrap();
     }
     let patched = wait_for(60, "patched web pods", || async {
         let list = pods

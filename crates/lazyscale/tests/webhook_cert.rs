@@ -196,16 +196,9 @@ async fn the_agent_creates_shares_rotates_and_injects_its_webhook_certificate() 
     })
     .await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    for p in pods
-        .list(&ListParams::default().labels("app=web"))
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=web"))
         .await
-        .unwrap()
-        .items
-    {
-        pods.delete(p.metadata.name.as_deref().unwrap(), &DeleteParams::default())
-            .await
-            .unwrap();
-    }
+        .unwrap();
     wait_for(60, "patched web pods after the rotation", || async {
         let list = pods
             .list(&ListParams::default().labels("app=web"))
