@@ -211,6 +211,7 @@ struct Phase {
 
 fn measure(name: &'static str, agent: &Agent, server: &Server, base: (u64, u64)) -> Result<Phase> {
     let (rss, peak) = agent.rss();
+    let (anon, file, _) = agent.rss_parts();
     let m = agent.metrics()?;
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     let cached = get("lazyscale_podcache_pods");
@@ -221,6 +222,8 @@ fn measure(name: &'static str, agent: &Agent, server: &Server, base: (u64, u64))
         "name": name,
         "rss_bytes": rss,
         "peak_rss_bytes": peak,
+        "rss_anon_bytes": anon,
+        "rss_file_bytes": file,
         "heap_bytes": get("lazyscale_process_heap_bytes") as u64,
         "cached_pods": cached as u64,
         "cache_bytes": cache_bytes as u64,
@@ -230,6 +233,69 @@ fn measure(name: &'static str, agent: &Agent, server: &Server, base: (u64, u64))
     });
     progress(&format!("{name}: {value}"));
     Ok(Phase { name, value })
+}
+
+/// What [`churn`] did.
+struct Churn {
+    seconds: f64,
+    deleted: u64,
+    /// Pod watch events of the namespace while it ran (ADDED, MODIFIED, DELETED; the initial list excluded).
+    events: u64,
+}
+
+/// Deletes 10 pods of `ns` per second for `duration` (their ReplicaSets replace them) while a watch of our
+/// own counts the namespace's pod events: the churn a cluster-wide pod watch would have to decode.
+async fn churn(client: &kube::Client, ns: &str, duration: Duration) -> Result<Churn> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = {
+        let (pods, events) = (pods.clone(), events.clone());
+        // Start from the current resourceVersion: only changes count.
+        let rv = pods
+            .list_metadata(&ListParams::default().limit(1))
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(pods.watch(&kube::api::WatchParams::default(), &rv).await?);
+            while let Some(ev) = stream.next().await {
+                if matches!(
+                    ev?,
+                    kube::api::WatchEvent::Added(_)
+                        | kube::api::WatchEvent::Modified(_)
+                        | kube::api::WatchEvent::Deleted(_)
+                ) {
+                    events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Ok::<(), kube::Error>(())
+        })
+    };
+    let t = Instant::now();
+    let mut deleted = 0;
+    while t.elapsed() < duration {
+        let tick = Instant::now();
+        for p in pods.list_metadata(&ListParams::default().limit(10)).await?.items {
+            if let Some(name) = p.metadata.name.as_deref()
+                && pods.delete(name, &DeleteParams::default()).await.is_ok()
+            {
+                deleted += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed())).await;
+    }
+    // the replacements become Running and Ready
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let seconds = t.elapsed().as_secs_f64();
+    counter.abort();
+    Ok(Churn {
+        seconds,
+        deleted,
+        events: events.load(std::sync::atomic::Ordering::Relaxed),
+    })
 }
 
 fn dpa(ns: &str, deployment: &str) -> Value {
@@ -359,6 +425,34 @@ fn lazy(a: LazyArgs) -> Result<()> {
     )?;
     std::thread::sleep(settle);
     phases.push(measure("one_dpa", &agent, &server, base)?);
+
+    // Churn where nothing is autoscaled: the agent must not decode it (its watches are scoped).
+    if let Some(churn_ns) = targets.iter().map(|(n, _)| n.clone()).find(|n| *n != ns0) {
+        progress(&format!(
+            "phase churn: pods replaced in {churn_ns}, a namespace without autoscalers"
+        ));
+        let decoded = |m: &std::collections::HashMap<String, f64>| {
+            m.get("lazyscale_podcache_decoded_pods_total")
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let before = decoded(&agent.metrics()?);
+        let churn = rt.block_on(churn(&client, &churn_ns, Duration::from_secs(30)))?;
+        std::thread::sleep(settle);
+        let agent_decoded = decoded(&agent.metrics()?) - before;
+        let mut p = measure("churn", &agent, &server, base)?;
+        p.value["churn"] = json!({
+            "namespace": churn_ns,
+            "seconds": churn.seconds,
+            "pods_deleted": churn.deleted,
+            "cluster_pod_events": churn.events,
+            "cluster_pod_events_per_second": churn.events as f64 / churn.seconds,
+            "agent_pods_decoded": agent_decoded,
+            "agent_pods_decoded_per_second": agent_decoded / churn.seconds,
+        });
+        progress(&format!("churn: {}", p.value["churn"]));
+        phases.push(p);
+    }
 
     progress(&format!("phase all_dpas: {} DPAs", targets.len()));
     reset_peak(agent.pid());

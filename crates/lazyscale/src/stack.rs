@@ -87,6 +87,8 @@ struct Running {
     controller: lazyscale_controller::Handle,
     flushed: lazyscale_controller::CounterSnapshot,
     pods: lazyscale_podcache::watch::PodCollection,
+    /// The pod collection's decoded count as last added to the metrics.
+    decoded_flushed: u64,
     /// The pod selectors of the autoscaled workloads (the pod watches are scoped by them).
     selectors: demand::Selectors,
     /// The interest set or the webhook namespaces must be refreshed at this time (changes are coalesced:
@@ -573,6 +575,7 @@ async fn start(
         controller: handle,
         flushed: lazyscale_controller::CounterSnapshot::default(),
         pods,
+        decoded_flushed: 0,
         selectors,
         refresh_at: None,
     }
@@ -584,8 +587,13 @@ fn flush_controller_metrics(metrics: &Metrics, r: &mut Running) {
     r.flushed = now;
 }
 
-fn publish_cache_metrics(metrics: &Metrics, r: &Running) {
+fn publish_cache_metrics(metrics: &Metrics, r: &mut Running) {
     let stats = r.pods.stats();
+    metrics
+        .pods_decoded
+        .inc_by(stats.decoded.saturating_sub(r.decoded_flushed));
+    r.decoded_flushed = stats.decoded;
+    metrics.pod_watches.set(stats.watches as i64);
     metrics.cached_pods.set(stats.pods as i64);
     metrics.cache_bytes.set(stats.bytes as i64);
     metrics.watch_restarts.set(stats.restarts as i64);
@@ -622,6 +630,7 @@ async fn stop(deps: &mut Deps, mut r: Running) {
         r.tasks.abort_all();
     }
     flush_controller_metrics(&deps.metrics, &mut r);
+    publish_cache_metrics(&deps.metrics, &mut r);
     r.pods.stopped().await;
     drop(r);
     deps.metrics.gate_open.set(0);

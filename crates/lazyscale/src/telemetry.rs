@@ -350,6 +350,10 @@ pub struct Metrics {
     pub watch_restarts: Gauge,
     /// Pod watch errors.
     pub watch_errors: Gauge,
+    /// Pod objects decoded from the pod lists and watch events (summed over the stack's lifetimes).
+    pub pods_decoded: Counter,
+    /// Pod watches running.
+    pub pod_watches: Gauge,
     /// Errors of the autoscaler (demand) watches.
     pub demand_watch_errors: Counter,
     /// Admission requests by path.
@@ -385,6 +389,8 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             watch_restarts: Gauge::default(),
             watch_errors: Gauge::default(),
+            pods_decoded: Counter::default(),
+            pod_watches: Gauge::default(),
             demand_watch_errors: Counter::default(),
             webhook_requests: Family::default(),
             webhook_duration: Family::new_with_constructor(webhook_histogram),
@@ -443,6 +449,16 @@ impl Metrics {
             "podcache_watch_errors",
             "Errors of the pod watch since the stack started",
             m.watch_errors.clone(),
+        );
+        registry.register(
+            "podcache_decoded_pods",
+            "Pod objects decoded from pod lists and watch events, summed over the stack's lifetimes",
+            m.pods_decoded.clone(),
+        );
+        registry.register(
+            "podcache_watches",
+            "Pod watches running (scoped ones or the cluster-wide one, including ones being replaced)",
+            m.pod_watches.clone(),
         );
         registry.register(
             "demand_watch_errors",

@@ -191,6 +191,11 @@ impl Agent {
         proc_rss(self.child.id())
     }
 
+    /// The resident set split by kind, see [`proc_rss_parts`].
+    pub fn rss_parts(&self) -> (u64, u64, u64) {
+        proc_rss_parts(self.child.id())
+    }
+
     /// Waits until `cond` holds on the metrics.
     ///
     /// # Errors
@@ -285,6 +290,23 @@ pub fn proc_rss(pid: u32) -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The resident set of a process split by kind (bytes): `(anonymous, file-backed, shared memory)`, from
+/// `RssAnon`, `RssFile` and `RssShmem` of `/proc/PID/status`. File-backed pages are mostly the binary's
+/// own code and data paged in as code runs: they stay resident after the code stops running (until memory
+/// pressure), so they explain RSS a stopped stack leaves behind that no allocator holds.
+pub fn proc_rss_parts(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("RssAnon:"), field("RssFile:"), field("RssShmem:"))
 }
 
 /// Resets the peak RSS of a process (Linux: `5` to `clear_refs`).
