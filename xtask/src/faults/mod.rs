@@ -63,7 +63,8 @@ pub struct Args {
     /// Run this agent binary as it is (no build).
     #[arg(long)]
     agent_binary: Option<PathBuf>,
-    /// `RUST_LOG` of the agents (their logs go to `target/faults/agent-N.log`).
+    /// `RUST_LOG` of the agents (their logs go to `target/faults/<unix-time>/agent-N.log`, one folder a
+    /// run, printed on stderr).
     #[arg(long, default_value = "info")]
     agent_log: String,
 }
@@ -281,6 +282,31 @@ fn workload(name: &str) -> WorkloadRef {
     WorkloadRef::deployment(NS, name)
 }
 
+/// This run's own log folder, `target/faults/<unix-time>` (`-2`, `-3`, ... when two runs start in the
+/// same second), so that concurrent or consecutive runs never overwrite each other's agent logs.
+fn run_log_dir() -> Result<PathBuf> {
+    let root = crate::workspace_root().join("target/faults");
+    std::fs::create_dir_all(&root)?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for n in 1..1000u32 {
+        let dir = if n == 1 {
+            root.join(secs.to_string())
+        } else {
+            root.join(format!("{secs}-{n}"))
+        };
+        // create_dir (not create_dir_all) fails if the folder exists: the run that made it owns it.
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+        }
+    }
+    bail!("no free log folder under {}", root.display())
+}
+
 /// What is counted before a fault, to compare with after.
 struct Before {
     generation: i64,
@@ -327,8 +353,8 @@ impl Ctx {
             &proxied_kubeconfig,
             kc.replace(&direct, &format!("https://127.0.0.1:{}", proxy.port())),
         )?;
-        let logs = crate::workspace_root().join("target/faults");
-        std::fs::create_dir_all(&logs)?;
+        let logs = run_log_dir()?;
+        eprintln!("agent logs: {}", logs.display());
         let mut ctx = Ctx {
             server,
             proxy,
@@ -346,7 +372,7 @@ impl Ctx {
         Ok(ctx)
     }
 
-    /// Starts one more agent through the proxy (its log in `target/faults/agent-N.log`).
+    /// Starts one more agent through the proxy (its log in `target/faults/<run>/agent-N.log`).
     pub(crate) async fn start_agent(&mut self) -> Result<()> {
         self.started += 1;
         let log = self.logs.join(format!("agent-{}.log", self.started));
