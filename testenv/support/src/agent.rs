@@ -281,14 +281,7 @@ impl Drop for Agent {
 /// RSS and peak RSS (`VmRSS`, `VmHWM`) of a process, in bytes (0 when unknown).
 pub fn proc_rss(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
+    let field = |name: &str| status_bytes(&status, name);
     (field("VmRSS:"), field("VmHWM:"))
 }
 
@@ -298,15 +291,18 @@ pub fn proc_rss(pid: u32) -> (u64, u64) {
 /// pressure), so they explain RSS a stopped stack leaves behind that no allocator holds.
 pub fn proc_rss_parts(pid: u32) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
+    let field = |name: &str| status_bytes(&status, name);
     (field("RssAnon:"), field("RssFile:"), field("RssShmem:"))
+}
+
+/// A `kB` field of `/proc/PID/status` (such as `VmRSS:`) in bytes, 0 when absent.
+fn status_bytes(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Resets the peak RSS of a process (Linux: `5` to `clear_refs`).

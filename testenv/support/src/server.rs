@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
@@ -99,6 +100,26 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().map_err(io("read the bound port"))?.port())
 }
 
+/// Servers started by this process, to name their directories apart.
+static STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// A new, empty directory of its own for one server of this process. It is created exclusively, so two
+/// servers started at once (tests of one binary run in parallel) never share, or empty, each other's
+/// directory; a name picked from a free port could repeat.
+fn private_dir() -> Result<PathBuf> {
+    let tmp = std::env::temp_dir();
+    loop {
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let dir = tmp.join(format!("lazyscale-testenv-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            // A directory a dead process with the same id left behind: skip its name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(format!("create {}", dir.display()))(e)),
+        }
+    }
+}
+
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -117,19 +138,14 @@ impl Server {
         let bins = recipe::binaries()?;
         let (dir, remove_dir) = match &opts.dir {
             Some(d) => (d.clone(), false),
-            None => {
-                let base = std::env::temp_dir().join(format!(
-                    "lazyscale-testenv-{}-{}",
-                    std::process::id(),
-                    free_port()?
-                ));
-                (base, true)
-            }
+            None => (private_dir()?, true),
         };
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io(format!("empty {}", dir.display())))?;
+        if !remove_dir {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io(format!("empty {}", dir.display())))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         }
-        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         let mut server = Server {
             kubeconfig: dir.join("kubeconfig"),
             agent_kubeconfig: dir.join("agent.kubeconfig"),
