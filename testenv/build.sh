@@ -2,11 +2,11 @@
 # Builds lazyscale's test control plane from Go modules: kube-apiserver, kube-controller-manager and
 # kube-scheduler from k8s.io/kubernetes, kwok from sigs.k8s.io/kwok and etcd from go.etcd.io/etcd. Every
 # version is pinned in one place, testenv/k8s/go.mod (with go.sum). Called by `cargo xtask testenv build`,
-# which decides whether a build is needed (the cache key covers this script, go.mod, go.sum, the kwok
-# stages and the Go version).
+# which decides whether a build is needed (the cache key covers this script, go.mod, go.sum and the Go
+# version; kwok's stages are configuration, written by each server into its own folder).
 #
 # usage: OUT=DIR build.sh
-#   OUT      where the result goes: bin/<component>, kwok-stages.yaml, versions.txt (written atomically)
+#   OUT      where the result goes: bin/<component>, versions.txt (written atomically)
 #   GO       the go command (default: go on PATH, else /usr/local/go/bin/go); Go >= 1.26 is needed
 #   GOCACHE, GOMODCACHE  as usual for go (defaults: go's own)
 set -euo pipefail
@@ -74,7 +74,6 @@ for c in "${COMPONENTS[@]}"; do
   fi
 done
 
-cp "$HERE/kwok-stages.yaml" "$TMP/kwok-stages.yaml"
 {
   echo "go $GOVER"
   for c in "${COMPONENTS[@]}"; do

@@ -1,10 +1,9 @@
 //! The cached build of the test control plane.
 //!
-//! The build (`testenv/build.sh`) is keyed by the recipe: the script, the Go module that pins every
-//! component (`testenv/k8s/go.mod` and `go.sum`) and the kwok stages, all embedded here at compile time,
-//! plus the version of the Go toolchain found at run time. The output lives in `<cache>/builds/<key>/`
-//! (`bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok}`, `kwok-stages.yaml`,
-//! `versions.txt`), where `<cache>` is `$LAZYSCALE_TESTENV_CACHE`, else
+//! The build (`testenv/build.sh`) is keyed by the recipe: the script and the Go module that pins every
+//! component (`testenv/k8s/go.mod` and `go.sum`), embedded here at compile time, plus the version of the
+//! Go toolchain found at run time. The output lives in `<cache>/builds/<key>/`
+//! (`bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok}`, `versions.txt`), where `<cache>` is `$LAZYSCALE_TESTENV_CACHE`, else
 //! `$XDG_CACHE_HOME/lazyscale/testenv`, else `~/.cache/lazyscale/testenv` — outside `target/`, so
 //! `cargo clean` keeps it. A changed recipe gets a new key and is rebuilt; Go's own module and build
 //! caches are shared between keys, so a rebuild after a version bump recompiles only what changed.
@@ -22,8 +21,11 @@ const RECIPE: &[(&str, &str)] = &[
     ("build.sh", include_str!("../../build.sh")),
     ("k8s/go.mod", include_str!("../../k8s/go.mod")),
     ("k8s/go.sum", include_str!("../../k8s/go.sum")),
-    ("kwok-stages.yaml", include_str!("../../kwok-stages.yaml")),
 ];
+
+/// kwok's stages (what its fake kubelet does), `testenv/kwok-stages.yaml`. They are configuration, not a
+/// build input: each server writes them into its own folder, so changing them never rebuilds the binaries.
+pub const KWOK_STAGES: &str = include_str!("../../kwok-stages.yaml");
 
 /// The go command the build uses: `$GO`, else `go` on `PATH`, else `/usr/local/go/bin/go`.
 pub fn go_command() -> PathBuf {
@@ -153,7 +155,6 @@ pub const CONTROL_PLANE: Recipe = Recipe {
         "bin/kube-controller-manager",
         "bin/kube-scheduler",
         "bin/kwok",
-        "kwok-stages.yaml",
         "versions.txt",
     ],
 };
@@ -193,8 +194,6 @@ pub struct Binaries {
     pub kube_scheduler: PathBuf,
     /// kwok.
     pub kwok: PathBuf,
-    /// kwok's stages (what a fake kubelet does).
-    pub kwok_stages: PathBuf,
     /// `component module@version` lines, and the Go version.
     pub versions: PathBuf,
 }
@@ -212,7 +211,6 @@ pub fn binaries() -> Result<Binaries> {
         kube_controller_manager: bin("kube-controller-manager"),
         kube_scheduler: bin("kube-scheduler"),
         kwok: bin("kwok"),
-        kwok_stages: dir.join("kwok-stages.yaml"),
         versions: dir.join("versions.txt"),
     })
 }
@@ -254,7 +252,7 @@ mod tests {
             .filter_map(|e| e.ok())
             .map(|e| format!("k8s/{}", e.file_name().to_string_lossy()))
             .collect();
-        on_disk.extend(["build.sh".to_string(), "kwok-stages.yaml".to_string()]);
+        on_disk.push("build.sh".to_string());
         on_disk.sort();
         let mut embedded: Vec<String> = RECIPE.iter().map(|(n, _)| n.to_string()).collect();
         embedded.sort();

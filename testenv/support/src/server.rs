@@ -392,12 +392,14 @@ impl Server {
             ])?,
         )?;
         self.spawn_process("kube-scheduler", &bins.kube_scheduler, common(Vec::new())?)?;
+        let stages = self.dir.join("kwok-stages.yaml");
+        std::fs::write(&stages, recipe::KWOK_STAGES).map_err(io("write kwok's stages"))?;
         self.spawn_process(
             "kwok",
             &bins.kwok,
             vec![
                 arg("kubeconfig", &kc),
-                arg("config", bins.kwok_stages.display()),
+                arg("config", stages.display()),
                 arg("manage-all-nodes", false),
                 arg(
                     "manage-nodes-with-annotation-selector",
