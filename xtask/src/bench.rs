@@ -235,6 +235,67 @@ fn measure(name: &'static str, agent: &Agent, server: &Server, base: (u64, u64))
     Ok(Phase { name, value })
 }
 
+/// Reconciles of the horizontal controller so far.
+fn reconciles(m: &std::collections::HashMap<String, f64>) -> f64 {
+    m.get("lazyscale_controller_operations_total{op=\"Reconcile\"}")
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The agent's per-DPA memory breakdown (`lazyscale_memory_bytes`, estimates computed by the agent from
+/// the sizes of its structures), each component divided by the DPAs the agent knows.
+fn per_dpa(m: &std::collections::HashMap<String, f64>, applied: usize, reconciled: bool) -> Value {
+    let component = |c: &str| {
+        m.get(&format!("lazyscale_memory_bytes{{component=\"{c}\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let dpas = m
+        .get("lazyscale_autoscalers{source=\"Dpa\"}")
+        .copied()
+        .unwrap_or(applied as f64)
+        .max(1.0);
+    let (index, controller, vertical_state, histograms, indexes) = (
+        component("DpaIndex"),
+        component("ControllerState"),
+        component("VerticalState"),
+        component("VerticalHistograms"),
+        component("Indexes"),
+    );
+    let per = |b: f64| (b / dpas).round() as u64;
+    json!({
+        "dpas": dpas as u64,
+        "dpa_index_bytes": per(index),
+        "controller_state_bytes": per(controller),
+        "vertical_state_bytes": per(vertical_state),
+        "vertical_histogram_bytes": per(histograms),
+        "index_bytes": per(indexes),
+        "outside_histograms_bytes": per(index + controller + vertical_state + indexes),
+        "target_outside_histograms_bytes": 2048,
+        "totals_bytes": {"dpa_index": index as u64, "controller_state": controller as u64,
+            "vertical_state": vertical_state as u64, "vertical_histograms": histograms as u64,
+            "indexes": indexes as u64},
+        "every_dpa_reconciled": reconciled,
+        "note": "estimates by the agent (lazyscale_memory_bytes), from lengths and capacities; indexes include the pod cache's uid, owner and interest indexes (pod-proportional) and the webhook's autoscaler lookup",
+    })
+}
+
+/// One line: the per-DPA bytes outside the histograms against the target, and their parts.
+fn per_dpa_summary(v: &Value) -> String {
+    let b = |k: &str| v[k].as_u64().unwrap_or(0);
+    format!(
+        "per DPA ({} DPAs): {} B outside the histograms (target <= {} B): DPA index {} B, controller {} B, vertical state {} B, indexes {} B; vertical histograms {} B",
+        b("dpas"),
+        b("outside_histograms_bytes"),
+        b("target_outside_histograms_bytes"),
+        b("dpa_index_bytes"),
+        b("controller_state_bytes"),
+        b("vertical_state_bytes"),
+        b("index_bytes"),
+        b("vertical_histogram_bytes"),
+    )
+}
+
 /// What [`churn`] did.
 struct Churn {
     seconds: f64,
@@ -455,6 +516,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     }
 
     progress(&format!("phase all_dpas: {} DPAs", targets.len()));
+    let reconciles_before = reconciles(&agent.metrics()?);
     reset_peak(agent.pid());
     timeline.mark("all DPAs");
     let t = Instant::now();
@@ -490,8 +552,16 @@ fn lazy(a: LazyArgs) -> Result<()> {
     })?;
     let all_sync = t.elapsed().as_secs_f64();
     std::thread::sleep(settle);
+    // The per-DPA state once the controller has reconciled every DPA (its period is 30 s).
+    let reconciled = agent
+        .wait_metrics("a reconcile of every DPA", Duration::from_secs(120), |m| {
+            reconciles(m) >= reconciles_before + targets.len() as f64
+        })
+        .is_ok();
     let mut p = measure("all_dpas", &agent, &server, base)?;
     p.value["sync_seconds"] = json!(all_sync);
+    p.value["per_dpa"] = per_dpa(&agent.metrics()?, targets.len(), reconciled);
+    progress(&per_dpa_summary(&p.value["per_dpa"]));
     phases.push(p);
 
     progress("phase after_teardown: every DPA deleted, grace period elapsed");
@@ -603,6 +673,7 @@ fn lazy(a: LazyArgs) -> Result<()> {
     let text = serde_json::to_string_pretty(&result)?;
     std::fs::write(dir.join("lazy.json"), &text)?;
     progress(&format!("wrote target/bench/lazy.json and {}", chart.display()));
+    progress(&per_dpa_summary(&lazy_all["per_dpa"]));
     println!("{text}");
     server.stop();
     Ok(())

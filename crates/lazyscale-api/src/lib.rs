@@ -14,6 +14,7 @@
 
 pub mod consts;
 pub mod dpa;
+pub mod heap;
 pub mod pod;
 pub mod profile;
 pub mod quantity;

@@ -798,6 +798,81 @@ impl Handle {
     pub fn dpas(&self) -> usize {
         self.shared.dpas.list().len()
     }
+
+    /// Approximate heap bytes of what the controller keeps per DPA ([`state_bytes`]); the DPAs
+    /// themselves are the source's, the PodMetrics samples per namespace are not counted.
+    pub fn approx_heap_bytes(&self) -> usize {
+        let s = &self.shared;
+        state_bytes(
+            &s.histories.lock(),
+            &s.allowed.read(),
+            &s.explanations.read(),
+            &s.written.lock(),
+        )
+    }
+}
+
+/// Heap bytes of a key's two strings.
+fn key_bytes(k: &Key) -> usize {
+    lazyscale_api::heap::string_bytes(&k.0) + lazyscale_api::heap::string_bytes(&k.1)
+}
+
+/// Approximate heap bytes of the controller's per-DPA state: the tables' slots (from their capacities)
+/// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the set of DPAs within the
+/// limit, the last explanation of each (strings, decision, objective reports; error texts inside a
+/// recommendation not counted) and the statuses written but not yet seen back
+/// ([`lazyscale_api::heap::approx_heap_bytes`]). Not counted: the work queue (keys waiting, transient).
+pub fn state_bytes(
+    histories: &HashMap<Key, History>,
+    allowed: &HashSet<Key>,
+    explanations: &HashMap<Key, Arc<Explanation>>,
+    written: &HashMap<Key, DatadogPodAutoscalerStatus>,
+) -> usize {
+    use lazyscale_api::heap::{alloc_bytes, approx_heap_bytes, arc_bytes, hash_table_bytes, string_bytes};
+    let histories = hash_table_bytes::<(Key, History)>(histories.capacity())
+        + histories
+            .iter()
+            .map(|(k, h)| key_bytes(k) + h.approx_heap_bytes())
+            .sum::<usize>();
+    let allowed = hash_table_bytes::<Key>(allowed.capacity()) + allowed.iter().map(key_bytes).sum::<usize>();
+    let explanations =
+        hash_table_bytes::<(Key, Arc<Explanation>)>(explanations.capacity())
+            + explanations
+                .iter()
+                .map(|(k, e)| {
+                    key_bytes(k)
+                        + arc_bytes::<Explanation>()
+                        + [&e.namespace, &e.name, &e.target, &e.mode, &e.outcome]
+                            .into_iter()
+                            .map(|s| string_bytes(s))
+                            .sum::<usize>()
+                        + e.blocked
+                            .as_ref()
+                            .map_or(0, |(r, m)| string_bytes(r) + string_bytes(m))
+                        + alloc_bytes(e.unusable_objectives.capacity() * std::mem::size_of::<String>())
+                        + e.unusable_objectives
+                            .iter()
+                            .map(|s| string_bytes(s))
+                            .sum::<usize>()
+                        + e.decision.as_ref().map_or(0, approx_heap_bytes)
+                        + match &e.recommendation {
+                            Some(Ok(r)) => alloc_bytes(
+                                r.objectives.capacity()
+                                    * std::mem::size_of::<
+                                        lazyscale_core::horizontal::recommender::ObjectiveReport,
+                                    >(),
+                            ),
+                            Some(Err(m)) => string_bytes(m),
+                            None => 0,
+                        }
+                })
+                .sum::<usize>();
+    let written = hash_table_bytes::<(Key, DatadogPodAutoscalerStatus)>(written.capacity())
+        + written
+            .iter()
+            .map(|(k, st)| key_bytes(k) + approx_heap_bytes(st))
+            .sum::<usize>();
+    histories + allowed + explanations + written
 }
 
 #[cfg(test)]
@@ -841,6 +916,43 @@ mod tests {
         assert_eq!(q.pop(), Some(k("a")));
         q.done(k("a"), Err(()), &cfg);
         assert!(q.next_deadline().is_none(), "gave up after max_retries");
+    }
+
+    #[test]
+    fn state_bytes_grow_with_every_dpa_kept() {
+        let state = |n: usize| {
+            let keys: Vec<Key> = (0..n).map(|i| k(&format!("dpa-{i:05}"))).collect();
+            let mut history = History::new();
+            for s in 0..60 {
+                history.record_recommendation(
+                    lazyscale_api::time::Timestamp::UNIX_EPOCH + Duration::from_secs(1_000_000 + s),
+                    3,
+                );
+            }
+            let histories: HashMap<Key, History> =
+                keys.iter().map(|k| (k.clone(), history.clone())).collect();
+            let allowed: HashSet<Key> = keys.iter().cloned().collect();
+            let written: HashMap<Key, DatadogPodAutoscalerStatus> = keys
+                .iter()
+                .map(|k| {
+                    let status = serde_json::from_value(serde_json::json!({"currentReplicas": 3,
+                        "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]}))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                    (k.clone(), status)
+                })
+                .collect();
+            state_bytes(&histories, &allowed, &HashMap::new(), &written)
+        };
+        assert_eq!(state(0), 0);
+        let per = (state(2_000) - state(1_000)) as f64 / 1_000.0;
+        // a 64-slot ring of recommendations, keys thrice, the small status, and the slots of three
+        // tables (between 8/7 and 16/7 slots a DPA at the 7/8 load factor; a status slot alone is large)
+        let history = (64 * std::mem::size_of::<lazyscale_core::horizontal::policy::TimedRecommendation>()) as f64;
+        let slots = (std::mem::size_of::<(Key, History)>()
+            + std::mem::size_of::<Key>()
+            + std::mem::size_of::<(Key, DatadogPodAutoscalerStatus)>()) as f64;
+        let least = history + 8.0 / 7.0 * slots + 100.0;
+        assert!(per > least && per < least + slots + 1000.0, "{per} bytes per DPA, {least} at least");
     }
 
     #[test]

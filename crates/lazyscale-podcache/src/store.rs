@@ -175,6 +175,9 @@ pub struct StoreStats {
     pub workloads: usize,
     /// Approximate heap bytes of the whole store, computed from the sizes of its parts.
     pub heap_bytes: usize,
+    /// The indexes' share of `heap_bytes`: the uid index, the owner index (workload → slots) and the
+    /// interest set (its tables and the pod selectors' text).
+    pub index_bytes: usize,
     /// The interner's share of `heap_bytes`, and its counts.
     pub interned: InternerStats,
     /// Decoded pods dropped because they are not of interest.
@@ -630,7 +633,12 @@ impl PodStore {
         let interest = g.interest.as_ref().map_or(0, |i| {
             table_bytes::<(WorkloadKey, Option<String>)>(i.workloads.capacity())
                 + table_bytes::<ArcStr>(i.namespaces.capacity())
+                + i.workloads
+                    .values()
+                    .map(|s| s.as_ref().map_or(0, String::capacity))
+                    .sum::<usize>()
         });
+        let index_bytes = by_uid + by_workload + interest;
         StoreStats {
             pods: g.slab.len,
             workloads: g.by_workload.len(),
@@ -641,6 +649,7 @@ impl PodStore {
                 + tombstones
                 + interest
                 + interned.heap_bytes,
+            index_bytes,
             interned,
             dropped: g.dropped,
             invalid: g.invalid,

@@ -141,6 +141,8 @@ pub struct CollectionStats {
     pub workloads: usize,
     /// Approximate heap bytes of the store.
     pub bytes: usize,
+    /// The indexes' share of `bytes` ([`crate::store::StoreStats::index_bytes`]).
+    pub index_bytes: usize,
     /// Pod watches running (scoped or the cluster-wide one), including ones being replaced.
     pub watches: usize,
     /// Whether the plan is the one cluster-wide watch.
@@ -385,6 +387,7 @@ impl PodCollection {
             pods: s.pods,
             workloads: s.workloads,
             bytes: s.heap_bytes,
+            index_bytes: s.index_bytes,
             watches,
             cluster_wide,
             decoded: c.decoded.load(Ordering::Relaxed),

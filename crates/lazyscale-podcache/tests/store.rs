@@ -322,3 +322,24 @@ fn concurrent_readers_and_writer() {
         }
     );
 }
+
+#[test]
+fn index_bytes_grow_with_workloads_and_selectors() {
+    let store = PodStore::new();
+    let interest = |n: usize| {
+        (0..n).fold(Interest::new(), |i, w| {
+            i.with_workload(
+                WorkloadKey::new("ns", WorkloadKind::Deployment, &format!("w{w:04}")),
+                Some(format!("app=w{w:04},tier=frontend-and-some-more")),
+            )
+        })
+    };
+    store.set_interest(interest(100));
+    let hundred = store.stats().index_bytes;
+    store.set_interest(interest(1_000));
+    let s = store.stats();
+    assert!(s.index_bytes <= s.heap_bytes, "a share of the store");
+    // per workload: its interest slot (key and selector: 48 bytes and more) and its 36-byte selector
+    let per = (s.index_bytes - hundred) as f64 / 900.0;
+    assert!((60.0..=300.0).contains(&per), "{per} bytes per workload");
+}

@@ -100,6 +100,32 @@ pub struct Autoscaler {
 }
 
 impl Autoscaler {
+    /// Approximate heap bytes of one autoscaler in its `Arc`: the allocation itself, its strings, and
+    /// its vertical plan's containers, limitations and strings (the plan's quantities are not counted).
+    pub fn approx_heap_bytes(&self) -> usize {
+        use lazyscale_api::heap::{alloc_bytes, arc_bytes, string_bytes};
+        use std::mem::size_of;
+        let plan = self.vertical.as_ref().map_or(0, |v| {
+            string_bytes(&v.rec_id)
+                + string_bytes(&v.plan.version)
+                + alloc_bytes(v.plan.containers.capacity() * size_of::<crate::constraints::ContainerPlan>())
+                + alloc_bytes(v.plan.limited.capacity() * size_of::<crate::constraints::Limitation>())
+                + v.plan
+                    .containers
+                    .iter()
+                    .map(|c| string_bytes(&c.name) + c.gomemlimit.as_deref().map_or(0, string_bytes))
+                    .sum::<usize>()
+        });
+        arc_bytes::<Autoscaler>()
+            + string_bytes(&self.namespace)
+            + string_bytes(&self.name)
+            + string_bytes(&self.target.group)
+            + string_bytes(&self.target.kind)
+            + string_bytes(&self.target.name)
+            + self.error.as_deref().map_or(0, string_bytes)
+            + plan
+    }
+
     /// `<namespace>/<name>`, the value of the `autoscaler-id` annotation.
     pub fn id(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -227,6 +253,30 @@ impl AutoscalerIndex {
     /// Number of autoscalers.
     pub fn len(&self) -> usize {
         self.target_of.len()
+    }
+
+    /// Approximate heap bytes of the index: both hash tables (slots from their capacities), the key
+    /// strings, the lists and every [`Autoscaler`] ([`Autoscaler::approx_heap_bytes`]).
+    pub fn approx_heap_bytes(&self) -> usize {
+        use lazyscale_api::heap::{alloc_bytes, hash_table_bytes, string_bytes};
+        let by_target: usize = self
+            .by_target
+            .iter()
+            .map(|(k, list)| {
+                string_bytes(k)
+                    + alloc_bytes(list.capacity() * std::mem::size_of::<Arc<Autoscaler>>())
+                    + list.iter().map(|a| a.approx_heap_bytes()).sum::<usize>()
+            })
+            .sum();
+        let target_of: usize = self
+            .target_of
+            .iter()
+            .map(|((ns, name), key)| string_bytes(ns) + string_bytes(name) + string_bytes(key))
+            .sum();
+        hash_table_bytes::<(String, Vec<Arc<Autoscaler>>)>(self.by_target.capacity())
+            + hash_table_bytes::<((String, String), String)>(self.target_of.capacity())
+            + by_target
+            + target_of
     }
 
     /// True when there is no autoscaler.

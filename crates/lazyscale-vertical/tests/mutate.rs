@@ -500,3 +500,29 @@ fn invalid_status_values_only_annotate() {
     assert_eq!(out.patch().unwrap().as_array().unwrap().len(), 1);
     assert_eq!(patched["spec"]["containers"][0], json!({"name": "app"}));
 }
+
+#[test]
+fn the_index_estimate_grows_with_every_autoscaler() {
+    let named = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                let mut d = web_dpa(&format!("dpa-{i:04}"), json!({}));
+                d["spec"]["targetRef"]["name"] = json!(format!("web-{i:04}"));
+                d
+            })
+            .collect()
+    };
+    assert_eq!(AutoscalerIndex::new().approx_heap_bytes(), 0);
+    let one = index(&named(1)).approx_heap_bytes();
+    let (a, b) = (
+        index(&named(100)).approx_heap_bytes(),
+        index(&named(200)).approx_heap_bytes(),
+    );
+    assert!(one > std::mem::size_of::<Autoscaler>(), "{one}");
+    let per = (b - a) as f64 / 100.0;
+    // each: the Arc'd autoscaler with its vertical plan, its strings, two hash-table slots
+    assert!(
+        per > std::mem::size_of::<Autoscaler>() as f64 && per < 4096.0,
+        "{per} bytes per autoscaler"
+    );
+}

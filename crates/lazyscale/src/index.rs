@@ -62,9 +62,45 @@ pub struct Snapshot {
     dpas: BTreeMap<DpaKey, Arc<DatadogPodAutoscaler>>,
     undecodable: BTreeMap<DpaKey, Arc<Undecodable>>,
     autoscalers: AutoscalerIndex,
+    /// What the entries own ([`entry_bytes`] summed), kept up to date by [`Snapshot::set`] and
+    /// [`Snapshot::remove`] so reading it costs nothing.
+    entry_bytes: usize,
+}
+
+/// Approximate heap bytes of one entry in its `Arc` (the decoded DPA or the undecodable record, and
+/// what it owns: [`lazyscale_api::heap::approx_heap_bytes`]) plus its key's strings.
+fn entry_bytes(key: &DpaKey, entry: &Entry) -> usize {
+    use lazyscale_api::heap::{approx_heap_bytes, arc_bytes, string_bytes};
+    let value = match entry {
+        Ok(d) => arc_bytes::<DatadogPodAutoscaler>() + approx_heap_bytes(&**d),
+        Err(u) => {
+            arc_bytes::<Undecodable>()
+                + approx_heap_bytes(&u.metadata)
+                + u.status.as_ref().map_or(0, approx_heap_bytes)
+                + string_bytes(&u.field)
+                + string_bytes(&u.error)
+        }
+    };
+    value + string_bytes(&key.0) + string_bytes(&key.1)
 }
 
 impl Snapshot {
+    /// Approximate heap bytes of the parsed DPAs: every entry ([`entry_bytes`]) and the nodes of the
+    /// two maps. Counted once per watch event, not per call. The webhook's lookup structure is apart:
+    /// [`Snapshot::autoscalers_heap_bytes`].
+    pub fn dpa_heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(DpaKey, Arc<DatadogPodAutoscaler>)>();
+        self.entry_bytes
+            + lazyscale_api::heap::btree_bytes(self.dpas.len(), slot)
+            + lazyscale_api::heap::btree_bytes(self.undecodable.len(), slot)
+    }
+
+    /// Approximate heap bytes of the webhook's lookup of autoscalers by target (an index derived from
+    /// the DPAs; [`AutoscalerIndex::approx_heap_bytes`], walked on each call).
+    pub fn autoscalers_heap_bytes(&self) -> usize {
+        self.autoscalers.approx_heap_bytes()
+    }
+
     fn set(&mut self, entry: Entry) {
         let meta = match &entry {
             Ok(d) => &d.metadata,
@@ -74,6 +110,9 @@ impl Snapshot {
             return;
         };
         self.remove(&ns, &name);
+        let key = (ns, name);
+        self.entry_bytes += entry_bytes(&key, &entry);
+        let (ns, name) = key;
         match entry {
             Ok(dpa) => {
                 self.autoscalers.upsert(Autoscaler::from_dpa(&dpa, false));
@@ -87,10 +126,13 @@ impl Snapshot {
 
     fn remove(&mut self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
-        if self.dpas.remove(&key).is_some() {
+        if let Some(d) = self.dpas.remove(&key) {
+            self.entry_bytes = self.entry_bytes.saturating_sub(entry_bytes(&key, &Ok(d)));
             self.autoscalers.remove(namespace, name);
         }
-        self.undecodable.remove(&key);
+        if let Some(u) = self.undecodable.remove(&key) {
+            self.entry_bytes = self.entry_bytes.saturating_sub(entry_bytes(&key, &Err(u)));
+        }
     }
 
     /// Every DPA known, decoded or not, ordered by namespace and name.
@@ -175,6 +217,11 @@ impl DpaIndex {
     /// How many DPAs are known decoded.
     pub fn len(&self) -> usize {
         self.snapshot().dpas.len()
+    }
+
+    /// Approximate heap bytes of the parsed DPAs of the current view ([`Snapshot::dpa_heap_bytes`]).
+    pub fn dpa_heap_bytes(&self) -> usize {
+        self.snapshot().dpa_heap_bytes()
     }
 
     /// Whether no DPA is known.
@@ -276,6 +323,37 @@ mod tests {
         assert!(!s.autoscalers().is_empty());
         index.remove("a", "bad");
         assert!(index.undecodable("a", "bad").is_none());
+    }
+
+    #[test]
+    fn the_dpa_bytes_follow_the_dpas_added_and_removed() {
+        let index = DpaIndex::default();
+        assert_eq!(index.dpa_heap_bytes(), 0);
+        index.replace((0..100).map(|i| Ok(dpa("a", &format!("d{i:03}"), "web"))));
+        let hundred = index.dpa_heap_bytes();
+        index.replace((0..200).map(|i| Ok(dpa("a", &format!("d{i:03}"), "web"))));
+        let two_hundred = index.dpa_heap_bytes();
+        let per = (two_hundred - hundred) as f64 / 100.0;
+        // the Arc'd DPA (its inline size alone is several hundred bytes), its strings and a map slot
+        let inline = std::mem::size_of::<DatadogPodAutoscaler>() as f64;
+        assert!(per > inline && per < inline + 2048.0, "{per} bytes per DPA");
+        // a replaced DPA is not counted twice; removed ones are no longer counted
+        index.upsert(dpa("a", "d000", "web"));
+        assert_eq!(index.dpa_heap_bytes(), two_hundred);
+        for i in 100..200 {
+            index.remove("a", &format!("d{i:03}"));
+        }
+        assert_eq!(index.dpa_heap_bytes(), hundred);
+        let mut bad = good_spec();
+        bad["applyPolicy"] = serde_json::json!({"mode": "Sometimes"});
+        index.set(decode(&raw("a", "bad", bad)));
+        assert!(
+            index.dpa_heap_bytes() > hundred,
+            "an undecodable entry counts too"
+        );
+        index.remove("a", "bad");
+        assert_eq!(index.dpa_heap_bytes(), hundred);
+        assert!(index.snapshot().autoscalers_heap_bytes() > 0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::demand::{self, Target, Update};
 use crate::index::DpaIndex;
-use crate::telemetry::{DemandKind, DemandLabels, GateState, Metrics, TransitionLabels};
+use crate::telemetry::{DemandKind, DemandLabels, GateState, MemoryComponent, Metrics, TransitionLabels};
 use crate::vertical::VerticalMutator;
 use crate::webhook::{Mutator, Registration};
 use lazyscale_controller::DpaChange;
@@ -231,6 +231,7 @@ pub async fn run(mut deps: Deps) -> Result<(), StackError> {
                     }
                     flush_controller_metrics(&deps.metrics, r);
                     publish_cache_metrics(&deps.metrics, r);
+                    publish_memory_metrics(&deps.metrics, &deps.vertical, r);
                     if r.refresh_at.is_none() && r.selectors.retry_due() {
                         r.refresh_at = Some(Instant::now());
                     }
@@ -601,6 +602,18 @@ fn publish_cache_metrics(metrics: &Metrics, r: &mut Running) {
     metrics.pod_collection_synced.set(i64::from(r.pods.is_synced()));
 }
 
+/// The per-DPA memory breakdown (`lazyscale_memory_bytes`) the stack publishes on its refresh tick; the
+/// vertical loop publishes its own two components (histograms, state) on its period.
+fn publish_memory_metrics(metrics: &Metrics, index: &DpaIndex, r: &Running) {
+    let snapshot = index.snapshot();
+    metrics.set_memory(MemoryComponent::DpaIndex, snapshot.dpa_heap_bytes());
+    metrics.set_memory(MemoryComponent::ControllerState, r.controller.approx_heap_bytes());
+    metrics.set_memory(
+        MemoryComponent::Indexes,
+        r.pods.stats().index_bytes + snapshot.autoscalers_heap_bytes(),
+    );
+}
+
 /// How long stopping the stack waits for its tasks (the lease release is one API call).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -637,6 +650,9 @@ async fn stop(deps: &mut Deps, mut r: Running) {
     deps.metrics.pod_collection_synced.set(0);
     deps.metrics.cached_pods.set(0);
     deps.metrics.cache_bytes.set(0);
+    for c in MemoryComponent::ALL {
+        deps.metrics.set_memory(c, 0);
+    }
 }
 
 fn namespaces(demand: &Demand) -> BTreeSet<String> {

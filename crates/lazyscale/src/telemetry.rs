@@ -45,6 +45,41 @@ pub struct DemandLabels {
     pub source: DemandKind,
 }
 
+/// A part of the agent's per-DPA memory (`lazyscale_memory_bytes`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum MemoryComponent {
+    /// The parsed DPAs of the one DPA index (the objects, their keys, the maps).
+    DpaIndex,
+    /// What the horizontal controller keeps per DPA (histories, the limit set, explanations, statuses
+    /// written).
+    ControllerState,
+    /// What the vertical loop keeps per DPA beside the histograms (statuses written, explain decisions).
+    VerticalState,
+    /// The vertical recommender's history (histograms and their keys).
+    VerticalHistograms,
+    /// Indexes: the pod cache's uid, owner and interest (selector) indexes and the webhook's lookup of
+    /// autoscalers by target.
+    Indexes,
+}
+
+impl MemoryComponent {
+    /// Every component.
+    pub const ALL: [MemoryComponent; 5] = [
+        MemoryComponent::DpaIndex,
+        MemoryComponent::ControllerState,
+        MemoryComponent::VerticalState,
+        MemoryComponent::VerticalHistograms,
+        MemoryComponent::Indexes,
+    ];
+}
+
+/// Label set of the memory breakdown.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemoryLabels {
+    /// The component.
+    pub component: MemoryComponent,
+}
+
 /// The path an admission request took.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum WebhookPath {
@@ -346,6 +381,8 @@ pub struct Metrics {
     pub cached_pods: Gauge,
     /// Approximate heap bytes of the pod cache.
     pub cache_bytes: Gauge,
+    /// Approximate heap bytes of the per-DPA state, by component (0 while the stack is stopped).
+    pub memory: Family<MemoryLabels, Gauge>,
     /// Pod watch restarts (relists and reconnects).
     pub watch_restarts: Gauge,
     /// Pod watch errors.
@@ -387,6 +424,7 @@ impl Metrics {
             pod_collection_synced: Gauge::default(),
             cached_pods: Gauge::default(),
             cache_bytes: Gauge::default(),
+            memory: Family::default(),
             watch_restarts: Gauge::default(),
             watch_errors: Gauge::default(),
             pods_decoded: Counter::default(),
@@ -439,6 +477,11 @@ impl Metrics {
             "podcache_bytes",
             "Approximate heap bytes held by the pod cache",
             m.cache_bytes.clone(),
+        );
+        registry.register(
+            "memory_bytes",
+            "Approximate heap bytes of the per-DPA state while the stack runs, by component",
+            m.memory.clone(),
         );
         registry.register(
             "podcache_watch_restarts",
@@ -545,6 +588,13 @@ impl Metrics {
                 self.controller.get_or_create(&ControllerLabels { op }).inc_by(n);
             }
         }
+    }
+
+    /// Sets one component of the memory breakdown.
+    pub fn set_memory(&self, component: MemoryComponent, bytes: usize) {
+        self.memory
+            .get_or_create(&MemoryLabels { component })
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts one vertical operation.

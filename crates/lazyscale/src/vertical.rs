@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::index::DpaIndex;
-use crate::telemetry::{Metrics, VerticalOp};
+use crate::telemetry::{MemoryComponent, Metrics, VerticalOp};
 use crate::webhook::Mutator;
 
 /// The webhook mutator of a running stack.
@@ -410,7 +410,39 @@ pub async fn run(
         if complete {
             seen_ooms.retain(|(uid, _, _)| alive.contains(uid));
         }
+        config.metrics.set_memory(
+            MemoryComponent::VerticalHistograms,
+            recommender.approx_heap_bytes(),
+        );
+        let decisions = config
+            .decisions
+            .read()
+            .map(|d| state_bytes(&written, &d))
+            .unwrap_or(0);
+        config
+            .metrics
+            .set_memory(MemoryComponent::VerticalState, decisions);
     }
+}
+
+/// Approximate heap bytes of the vertical loop's per-DPA state beside the histograms: the statuses it
+/// wrote (compared with before writing again) and the explain decisions, keys included. Not counted:
+/// the OOM kills seen, the restore schedule and the apply path's per-DPA state.
+fn state_bytes(
+    written: &HashMap<(String, String), serde_json::Value>,
+    decisions: &BTreeMap<String, String>,
+) -> usize {
+    use lazyscale_api::heap::{approx_heap_bytes, btree_bytes, hash_table_bytes, string_bytes};
+    hash_table_bytes::<((String, String), serde_json::Value)>(written.capacity())
+        + written
+            .iter()
+            .map(|((ns, name), v)| string_bytes(ns) + string_bytes(name) + approx_heap_bytes(v))
+            .sum::<usize>()
+        + btree_bytes(decisions.len(), std::mem::size_of::<(String, String)>())
+        + decisions
+            .iter()
+            .map(|(k, v)| string_bytes(k) + string_bytes(v))
+            .sum::<usize>()
 }
 
 fn key_of(dpa: &DatadogPodAutoscaler) -> Option<WorkloadKey> {
@@ -716,6 +748,31 @@ mod tests {
 
     fn key() -> WorkloadKey {
         WorkloadKey::new("ns", "Deployment", "web")
+    }
+
+    #[test]
+    fn the_vertical_state_bytes_grow_with_every_dpa() {
+        let state = |n: usize| {
+            let written: HashMap<(String, String), serde_json::Value> = (0..n)
+                .map(|i| {
+                    let v = json!({"target": {"source": "Local", "version": "v1"}, "conditions": []});
+                    (("ns".to_owned(), format!("dpa-{i:05}")), v)
+                })
+                .collect();
+            let decisions: BTreeMap<String, String> = (0..n)
+                .map(|i| {
+                    (
+                        format!("ns/dpa-{i:05}"),
+                        "held: the rollout budget is spent".to_owned(),
+                    )
+                })
+                .collect();
+            state_bytes(&written, &decisions)
+        };
+        assert_eq!(state(0), 0);
+        let per = (state(2_000) - state(1_000)) as f64 / 1_000.0;
+        // a table slot and keys, a small JSON object (one map node of ~650 bytes, an inner one), a decision
+        assert!((800.0..=3000.0).contains(&per), "{per} bytes per DPA");
     }
 
     #[test]

@@ -330,6 +330,19 @@ impl History {
     pub fn last_action(&self) -> Option<&ScalingAction> {
         self.actions.back()
     }
+
+    /// Approximate heap bytes: both ring buffers at their capacities (in jemalloc size classes) and the
+    /// actions' `limited_reason` strings.
+    pub fn approx_heap_bytes(&self) -> usize {
+        use lazyscale_api::heap::{alloc_bytes, string_bytes};
+        alloc_bytes(self.recommendations.capacity() * std::mem::size_of::<TimedRecommendation>())
+            + alloc_bytes(self.actions.capacity() * std::mem::size_of::<ScalingAction>())
+            + self
+                .actions
+                .iter()
+                .map(|a| a.limited_reason.as_deref().map_or(0, string_bytes))
+                .sum::<usize>()
+    }
 }
 
 /// What one decision is computed from.
@@ -718,6 +731,27 @@ fn apply_rules(policy: &Policy, history: &History, now: Timestamp, current: u32,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn history_bytes_grow_with_the_recommendations_kept() {
+        assert_eq!(History::new().approx_heap_bytes(), 0);
+        let mut h = History::new();
+        for i in 0..100 {
+            h.record_recommendation(t(i), 3);
+        }
+        let hundred = h.approx_heap_bytes();
+        for i in 100..1000 {
+            h.record_recommendation(t(i), 3);
+        }
+        let thousand = h.approx_heap_bytes();
+        let per = (thousand - hundred) as f64 / 900.0;
+        let slot = std::mem::size_of::<TimedRecommendation>() as f64;
+        // a growing ring buffer: between one slot and about two (spare capacity) per recommendation
+        assert!(
+            per >= slot * 0.9 && per <= slot * 2.5,
+            "{per} bytes per recommendation"
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 
