@@ -27,6 +27,9 @@ pub mod field_managers {
 /// `kind` of the DatadogPodAutoscaler.
 pub const DPA_KIND: &str = "DatadogPodAutoscaler";
 
+/// `kind` of a Namespace (a profile label on a namespace opts its workloads in).
+pub const NAMESPACE_KIND: &str = "Namespace";
+
 /// `kind` of the DatadogPodAutoscalerClusterProfile.
 pub const CLUSTER_PROFILE_KIND: &str = "DatadogPodAutoscalerClusterProfile";
 

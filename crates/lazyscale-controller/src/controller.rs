@@ -947,12 +947,16 @@ mod tests {
         let per = (state(2_000) - state(1_000)) as f64 / 1_000.0;
         // a 64-slot ring of recommendations, keys thrice, the small status, and the slots of three
         // tables (between 8/7 and 16/7 slots a DPA at the 7/8 load factor; a status slot alone is large)
-        let history = (64 * std::mem::size_of::<lazyscale_core::horizontal::policy::TimedRecommendation>()) as f64;
+        let history =
+            (64 * std::mem::size_of::<lazyscale_core::horizontal::policy::TimedRecommendation>()) as f64;
         let slots = (std::mem::size_of::<(Key, History)>()
             + std::mem::size_of::<Key>()
             + std::mem::size_of::<(Key, DatadogPodAutoscalerStatus)>()) as f64;
         let least = history + 8.0 / 7.0 * slots + 100.0;
-        assert!(per > least && per < least + slots + 1000.0, "{per} bytes per DPA, {least} at least");
+        assert!(
+            per > least && per < least + slots + 1000.0,
+            "{per} bytes per DPA, {least} at least"
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use lazyscale_api::consts;
+use lazyscale_api::workload::WorkloadKind;
+
 /// The label that attaches a workload or a namespace to a ClusterProfile.
 pub const PROFILE_LABEL: &str = "autoscaling.datadoghq.com/profile";
 
@@ -54,21 +57,23 @@ impl SourceKind {
     /// `Namespace`); `None` for anything else, ClusterProfiles included.
     pub fn from_api_kind(kind: &str) -> Option<SourceKind> {
         match kind {
-            lazyscale_api::consts::DPA_KIND => Some(SourceKind::Dpa),
-            "Deployment" => Some(SourceKind::Deployment),
-            "StatefulSet" => Some(SourceKind::StatefulSet),
-            "Namespace" => Some(SourceKind::Namespace),
-            _ => None,
+            consts::DPA_KIND => Some(SourceKind::Dpa),
+            consts::NAMESPACE_KIND => Some(SourceKind::Namespace),
+            _ => match WorkloadKind::from_kind(kind) {
+                WorkloadKind::Deployment => Some(SourceKind::Deployment),
+                WorkloadKind::StatefulSet => Some(SourceKind::StatefulSet),
+                _ => None,
+            },
         }
     }
 
     /// The Kubernetes kind name.
     pub fn api_kind(self) -> &'static str {
         match self {
-            SourceKind::Dpa => lazyscale_api::consts::DPA_KIND,
-            SourceKind::Deployment => "Deployment",
-            SourceKind::StatefulSet => "StatefulSet",
-            SourceKind::Namespace => "Namespace",
+            SourceKind::Dpa => consts::DPA_KIND,
+            SourceKind::Deployment => WorkloadKind::Deployment.as_str(),
+            SourceKind::StatefulSet => WorkloadKind::StatefulSet.as_str(),
+            SourceKind::Namespace => consts::NAMESPACE_KIND,
         }
     }
 

@@ -322,7 +322,9 @@ impl PodCollection {
             synced: synced_tx,
             cancel,
         });
-        tokio::spawn(supervise(Arc::clone(&shared), stopped_tx));
+        tokio::spawn(
+            supervise(Arc::clone(&shared), stopped_tx).instrument(tracing::info_span!("pod_collection")),
+        );
         if shared.store.interest().is_none() {
             reconcile_watches(&shared, BTreeSet::from([WatchScope::Cluster]));
         }

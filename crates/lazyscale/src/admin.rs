@@ -14,6 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::telemetry::Metrics;
 
@@ -157,10 +158,13 @@ pub async fn serve(addr: SocketAddr, state: AdminState, stop: CancellationToken)
     }
     let handle = axum_server::Handle::new();
     let h2 = handle.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        h2.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
-    });
+    tokio::spawn(
+        async move {
+            stop.cancelled().await;
+            h2.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        }
+        .instrument(tracing::info_span!("admin_shutdown")),
+    );
     let mut server = axum_server::from_tcp(listener)
         .map_err(ServeError::Serve)?
         .first_request_timeout(FIRST_REQUEST_TIMEOUT)

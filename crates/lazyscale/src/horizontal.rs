@@ -92,7 +92,7 @@ pub fn self_target_of(
     (!deployment.is_empty()).then(|| {
         (
             namespace.to_owned(),
-            "Deployment".to_owned(),
+            WorkloadKind::Deployment.as_str().to_owned(),
             deployment.to_owned(),
         )
     })

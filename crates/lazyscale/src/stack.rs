@@ -376,7 +376,12 @@ pub fn wanted(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Vec<demand
             .as_ref()
             .ok()
             .and_then(|d| d.spec.target_ref.api_version.clone())
-            .unwrap_or_else(|| "apps/v1".to_string());
+            .unwrap_or_else(|| {
+                WorkloadKind::from_kind(&t.kind)
+                    .api_version()
+                    .unwrap_or_default()
+                    .to_string()
+            });
         out.push((
             WorkloadKey::new(dpa.namespace_name(), WorkloadKind::from_kind(&t.kind), &t.name),
             api_version,
@@ -390,7 +395,7 @@ pub fn wanted(demand: &Demand, targets: &BTreeMap<Source, Target>) -> Vec<demand
         for s in demand.of_kind(kind) {
             out.push((
                 WorkloadKey::new(s.namespace_name(), wk, s.name()),
-                "apps/v1".to_string(),
+                wk.api_version().unwrap_or_default().to_string(),
                 wk.as_str().to_string(),
             ));
         }

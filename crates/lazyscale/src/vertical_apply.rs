@@ -140,12 +140,14 @@ fn condition(ok: bool, reason: &'static str, message: impl Into<String>) -> Cond
 }
 
 fn workload_resource(kind: &str) -> Option<ApiResource> {
-    let (group, version, plural) = match kind {
-        "Deployment" => ("apps", "v1", "deployments"),
-        "StatefulSet" => ("apps", "v1", "statefulsets"),
-        "Rollout" => ("argoproj.io", "v1alpha1", "rollouts"),
+    let wk = WorkloadKind::from_kind(kind);
+    let plural = match wk {
+        WorkloadKind::Deployment => "deployments",
+        WorkloadKind::StatefulSet => "statefulsets",
+        WorkloadKind::Rollout => "rollouts",
         _ => return None,
     };
+    let (group, version) = wk.api_version()?.split_once('/')?;
     Some(ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(group, version, plural),
         plural,

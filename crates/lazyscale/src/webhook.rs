@@ -34,6 +34,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::telemetry::{Metrics, WebhookLabels, WebhookPath};
 
@@ -441,10 +442,13 @@ pub async fn serve(
     tracing::info!(address = %addr, path = PATH, "webhook server listening");
     let handle = axum_server::Handle::new();
     let h2 = handle.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        h2.graceful_shutdown(Some(Duration::from_secs(5)));
-    });
+    tokio::spawn(
+        async move {
+            stop.cancelled().await;
+            h2.graceful_shutdown(Some(Duration::from_secs(5)));
+        }
+        .instrument(tracing::info_span!("webhook_shutdown")),
+    );
     let mut server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(WebhookError::Serve)?
         .map(|acceptor| acceptor.handshake_timeout(HANDSHAKE_TIMEOUT))
