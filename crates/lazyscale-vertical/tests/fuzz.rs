@@ -546,9 +546,19 @@ fn check_patch(
                 let new_lim = &new["resources"]["limits"][r.name()];
                 let lim = parse(r, Some(old_lim));
                 let Some(want) = plan.requests.get(r) else {
+                    // No request in the plan: the request stays, and the limit follows its action as it
+                    // does with one (a set limit or a raised floor applies without a request too).
                     prop_assert_eq!(old_req, new_req);
-                    if plan.limit(r) != LimitAction::Remove {
-                        prop_assert_eq!(old_lim, new_lim);
+                    match plan.limit(r) {
+                        LimitAction::Untouched | LimitAction::Proportional => {
+                            prop_assert_eq!(old_lim, new_lim)
+                        }
+                        LimitAction::Remove => prop_assert!(new_lim.is_null(), "{}", new),
+                        LimitAction::Set(l) => prop_assert_eq!(new_lim, &json!(r.format(l))),
+                        LimitAction::AtLeast(f) => match lim {
+                            Some(l) if f > l => prop_assert_eq!(new_lim, &json!(r.format(f))),
+                            _ => prop_assert_eq!(old_lim, new_lim),
+                        },
                     }
                     continue;
                 };
