@@ -216,6 +216,8 @@ pub mod annotations {
     /// Pod annotation of Karpenter; `"true"` means the pod must never be disrupted (never evicted by the
     /// vertical apply path).
     pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+    /// Annotation of `kubectl apply` (client-side): a copy of the whole object as last applied.
+    pub const LAST_APPLIED_CONFIGURATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 }
 
 /// Values of `status.horizontal.target.source`, `status.vertical.target.source` and

@@ -28,7 +28,7 @@ pub type DpaKey = (String, String);
 pub type Entry = Result<Arc<DatadogPodAutoscaler>, Arc<Undecodable>>;
 
 /// Decodes one object of the DPA watch ([`validate::decode`]); the metadata of an undecodable one is
-/// the object's own.
+/// the object's own. Either keeps no server bookkeeping ([`lazyscale_api::dpa::strip_bookkeeping`]).
 pub fn decode(object: &DynamicObject) -> Entry {
     let decoded = serde_json::to_value(object)
         .map_err(|e| {
@@ -41,9 +41,13 @@ pub fn decode(object: &DynamicObject) -> Entry {
         })
         .and_then(|v| validate::decode(&v));
     match decoded {
-        Ok(d) => Ok(Arc::new(d)),
+        Ok(mut d) => {
+            lazyscale_api::dpa::strip_bookkeeping(&mut d.metadata);
+            Ok(Arc::new(d))
+        }
         Err(mut u) => {
             u.metadata = object.metadata.clone();
+            lazyscale_api::dpa::strip_bookkeeping(&mut u.metadata);
             tracing::warn!(
                 namespace = object.metadata.namespace.as_deref().unwrap_or_default(),
                 name = object.metadata.name.as_deref().unwrap_or_default(),
@@ -354,6 +358,62 @@ mod tests {
         index.remove("a", "bad");
         assert_eq!(index.dpa_heap_bytes(), hundred);
         assert!(index.snapshot().autoscalers_heap_bytes() > 0);
+    }
+
+    #[test]
+    fn the_index_keeps_no_managed_fields_nor_last_applied_copy() {
+        let stored = |spec: serde_json::Value| -> DynamicObject {
+            let mut o = raw("a", "web", spec.clone());
+            o.metadata.annotations = Some(
+                [
+                    (
+                        lazyscale_api::consts::annotations::LAST_APPLIED_CONFIGURATION.to_owned(),
+                        serde_json::json!({"spec": spec}).to_string(),
+                    ),
+                    ("team".to_owned(), "payments".to_owned()),
+                ]
+                .into(),
+            );
+            o.metadata.managed_fields = Some(
+                ["kubectl", "lazyscale-horizontal", "lazyscale-vertical"]
+                    .iter()
+                    .map(|m| {
+                        serde_json::from_value(serde_json::json!({
+                            "manager": m, "operation": "Apply", "apiVersion": "datadoghq.com/v1alpha2",
+                            "fieldsType": "FieldsV1",
+                            "fieldsV1": {"f:status": {"f:conditions": {"k:{\"type\":\"Active\"}": {
+                                ".": {}, "f:status": {}, "f:type": {}, "f:reason": {}, "f:message": {}}}}},
+                        }))
+                        .unwrap_or_else(|e| panic!("{e}"))
+                    })
+                    .collect(),
+            );
+            o
+        };
+        let Ok(d) = decode(&stored(good_spec())) else {
+            panic!("a good DPA decodes")
+        };
+        assert!(d.metadata.managed_fields.is_none());
+        let annotations = d.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["team"],
+            "other annotations stay"
+        );
+        assert!(d.status.is_some(), "the status stays");
+        let mut bad = good_spec();
+        bad["applyPolicy"] = serde_json::json!({"mode": "Sometimes"});
+        let Err(u) = decode(&stored(bad)) else {
+            panic!("an unknown mode decodes")
+        };
+        assert!(u.metadata.managed_fields.is_none());
+        assert_eq!(u.metadata.uid.as_deref(), Some("u-1"));
+        let key = ("a".to_owned(), "web".to_owned());
+        let slim = entry_bytes(&key, &Ok(d.clone()));
+        let mut full = (*d).clone();
+        full.metadata = stored(good_spec()).metadata;
+        let whole = entry_bytes(&key, &Ok(Arc::new(full)));
+        assert!(slim * 2 < whole, "slim {slim} B, with the bookkeeping {whole} B");
     }
 
     #[test]
