@@ -6,8 +6,8 @@
 //! node (`spec.nodeName`, the Deployments spread round-robin over the nodes), so kube-scheduler has nothing
 //! to bind: a bind is one more write and one more pod event per pod, and the scheduler took a third of a
 //! core in a 100,000-pod population here. Scheduling is exercised by the tests and scenarios, not by bulk
-//! loads. Creation is done when every pod runs (counted from a pod watch). Everything carries [`crate::BULK_LABEL`], so a
-//! running [`crate::Simulator`] leaves it alone by default.
+//! loads. Creation is done when every pod runs (counted from a pod watch). Everything carries
+//! [`crate::BULK_LABEL`], so a running [`crate::Simulator`] leaves it alone by default.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
