@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use crate::supply::install_tool;
+use crate::supply::{QUICK_RELEASE_PROFILE, install_tool};
 use crate::{run, workspace_root};
 
 /// cargo-fuzz, pinned.
@@ -87,7 +87,7 @@ pub fn main(args: Args) -> Result<()> {
         (None, Some(s)) => Limit::Seconds(s),
         (None, None) => Limit::Seconds(10),
     };
-    let runs = fuzz(&targets, limit, &args.sanitizer)?;
+    let runs = fuzz(&targets, limit, &args.sanitizer, false)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({ "targets": runs }))?
@@ -107,7 +107,7 @@ pub fn main(args: Args) -> Result<()> {
 pub fn smoke() -> Result<()> {
     let t = Instant::now();
     let targets: Vec<String> = TARGETS.iter().map(|s| (*s).to_owned()).collect();
-    let runs = fuzz(&targets, Limit::Seconds(SMOKE_SECONDS), "none")?;
+    let runs = fuzz(&targets, Limit::Seconds(SMOKE_SECONDS), "none", true)?;
     for r in &runs {
         eprintln!(
             "fuzz {}: {} execs in {:.1}s, {} crash(es)",
@@ -144,7 +144,10 @@ enum Limit {
     Seconds(u64),
 }
 
-fn fuzz(targets: &[String], limit: Limit, sanitizer: &str) -> Result<Vec<TargetRun>> {
+/// Builds `targets` and runs each within `limit`. `quick` builds with a quick optimisation level
+/// ([`QUICK_RELEASE_PROFILE`]): a smoke run of seconds does not repay a full release build of every
+/// dependency with coverage instrumentation; runs that count executions use the real one.
+fn fuzz(targets: &[String], limit: Limit, sanitizer: &str, quick: bool) -> Result<Vec<TargetRun>> {
     let cargo_fuzz = install_tool("cargo-fuzz", CARGO_FUZZ_VERSION, "cargo-fuzz")?;
     let t = Instant::now();
     let mut build = Command::new(&cargo_fuzz);
@@ -162,6 +165,9 @@ fn fuzz(targets: &[String], limit: Limit, sanitizer: &str) -> Result<Vec<TargetR
         ])
         .arg("--target-dir")
         .arg(target_dir());
+    if quick {
+        build.envs(QUICK_RELEASE_PROFILE.iter().copied());
+    }
     // cargo-fuzz builds one named target, or all of them.
     if let [one] = targets {
         build.arg(one);
