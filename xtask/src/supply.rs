@@ -17,8 +17,8 @@ use crate::{cargo, run, workspace_root};
 /// cargo-deny, pinned.
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
-/// Cargo's release profile for builds that are compiled cold and run briefly (tool installs, the fuzz
-/// smoke run), as profile environment variables.
+/// Cargo's release profile for tools that are compiled cold once per checkout and run for seconds (a
+/// quick optimisation level, parallel codegen, no LTO), as profile environment variables.
 pub const QUICK_RELEASE_PROFILE: &[(&str, &str)] = &[
     ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1"),
     ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),

@@ -14,6 +14,9 @@ use tracing::Instrument;
 
 use config::{RunArgs, Settings, WebhookTarget};
 
+// jemalloc unless built with `--features system-allocator`: a build for heap profilers that intercept
+// the C allocator (heaptrack), which then sees every allocation.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
