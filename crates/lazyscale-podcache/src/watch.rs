@@ -19,7 +19,9 @@
 //! deletions are remembered, so a lagging old watch cannot resurrect a pod — switching between scoped and
 //! cluster-wide neither loses nor doubles pods. A workload that joins the interest set under a watch that
 //! already runs (the cluster-wide one, or a shared selector) is backfilled with a scoped list
-//! ([`backfill`]). [`PodCollection::synced`] resolves once every planned watch has listed.
+//! ([`backfill`]); one worker gathers the backfills of a burst per namespace
+//! ([`crate::plan::coalesce_backfills`]) and lists a few at a time. [`PodCollection::synced`] resolves
+//! once every planned watch has listed.
 //!
 //! A watch is *synced* while the store holds what it delivers up to now: from its completed list until its
 //! next error or restart, and again from the list that follows. Resumed from its last resourceVersion
@@ -53,7 +55,7 @@ use hashbrown::HashSet;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::plan::{Limits, PodCounts, WatchScope, plan};
+use crate::plan::{Limits, PodCounts, WatchScope, coalesce_backfills, plan};
 use crate::slim::WorkloadKey;
 use crate::store::{ApplyOutcome, BackfillTarget, Delivery, Interest, InterestUpdate, PodStore, StoreError};
 use crate::wire::PodWire;
@@ -63,6 +65,13 @@ pub const UNFINISHED_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed"
 
 /// Backfill attempts per target before giving up (the next relist or interest change catches up).
 const BACKFILL_ATTEMPTS: u32 = 3;
+/// How long the backfill worker lets a burst of interest changes (DPAs applied together) gather before
+/// it lists.
+const BACKFILL_GATHER: Duration = Duration::from_millis(100);
+/// Waiting selectors of one namespace from which one list of the whole namespace replaces theirs.
+const BACKFILL_NAMESPACE_AT: usize = 8;
+/// Backfill lists in flight at once.
+const BACKFILL_CONCURRENCY: usize = 4;
 
 /// Errors of the watch layer.
 #[derive(Debug, Error)]
@@ -204,6 +213,9 @@ struct Shared {
     watches: Mutex<Watches>,
     synced: tokio_watch::Sender<bool>,
     cancel: CancellationToken,
+    /// Backfills waiting for [`backfill_worker`], which gathers them ([`coalesce_backfills`]).
+    backfills: Mutex<Vec<BackfillTarget>>,
+    backfill_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -321,7 +333,10 @@ impl PodCollection {
             watches: Mutex::new(Watches::default()),
             synced: synced_tx,
             cancel,
+            backfills: Mutex::default(),
+            backfill_wake: tokio::sync::Notify::new(),
         });
+        tokio::spawn(backfill_worker(Arc::clone(&shared)).instrument(tracing::info_span!("pod_backfill")));
         tokio::spawn(
             supervise(Arc::clone(&shared), stopped_tx).instrument(tracing::info_span!("pod_collection")),
         );
@@ -423,17 +438,8 @@ impl PodCollection {
             if started.iter().any(|s| s.includes(&as_scope)) {
                 continue;
             }
-            let shared = Arc::clone(&self.shared);
-            let target = target.clone();
-            tokio::spawn(
-                async move {
-                    tokio::select! {
-                        _ = shared.cancel.cancelled() => {}
-                        _ = backfill_with_retry(&shared, &target) => {}
-                    }
-                }
-                .instrument(tracing::info_span!("pod_backfill")),
-            );
+            self.shared.backfills.lock().push(target.clone());
+            self.shared.backfill_wake.notify_one();
         }
         update
     }
@@ -788,6 +794,33 @@ fn handle_event(
         tracing::debug!(%error, "pod not cached");
     }
     false
+}
+
+/// Runs the waiting backfills until the collection stops: after a wake-up, lets more gather for
+/// [`BACKFILL_GATHER`], then lists what [`coalesce_backfills`] makes of them, [`BACKFILL_CONCURRENCY`]
+/// at a time. Targets that arrive meanwhile wait for the next round (one list per namespace and round at
+/// most once a namespace is busy).
+async fn backfill_worker(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = shared.backfill_wake.notified() => {}
+        }
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(BACKFILL_GATHER) => {}
+        }
+        let waiting = std::mem::take(&mut *shared.backfills.lock());
+        let lists = coalesce_backfills(waiting, BACKFILL_NAMESPACE_AT);
+        let shared_ref = &shared;
+        let round = futures::stream::iter(lists).for_each_concurrent(BACKFILL_CONCURRENCY, |t| async move {
+            backfill_with_retry(shared_ref, &t).await;
+        });
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = round => {}
+        }
+    }
 }
 
 async fn backfill_with_retry(shared: &Shared, target: &BackfillTarget) {
