@@ -204,7 +204,8 @@ pub async fn run(
             return;
         }
     };
-    let mut written: HashMap<(String, String), serde_json::Value> = HashMap::new();
+    // What each DPA's last write decided on, as a fingerprint (a few bytes, not the JSON).
+    let mut written: HashMap<(String, String), u64> = HashMap::new();
     let mut seen_ooms = std::collections::HashSet::new();
     let mut tracked: std::collections::HashSet<WorkloadKey> = std::collections::HashSet::new();
     let mut restores = Restores::default();
@@ -370,8 +371,9 @@ pub async fn run(
                     "conditions": strip_condition_times(&current_conditions(&dpa)),
                 });
                 let id = (ns.clone(), dpa.metadata.name.clone().unwrap_or_default());
-                if current == comparable || written.get(&id) == Some(&comparable) || !*config.leader.borrow()
-                {
+                let current_matches = current == comparable;
+                let comparable = fingerprint(&comparable);
+                if current_matches || written.get(&id) == Some(&comparable) || !*config.leader.borrow() {
                     continue;
                 }
                 let mut status = json!({"conditions": conditions});
@@ -428,21 +430,28 @@ pub async fn run(
 /// Approximate heap bytes of the vertical loop's per-DPA state beside the histograms: the statuses it
 /// wrote (compared with before writing again) and the explain decisions, keys included. Not counted:
 /// the OOM kills seen, the restore schedule and the apply path's per-DPA state.
-fn state_bytes(
-    written: &HashMap<(String, String), serde_json::Value>,
-    decisions: &BTreeMap<String, String>,
-) -> usize {
-    use lazyscale_api::heap::{approx_heap_bytes, btree_bytes, hash_table_bytes, string_bytes};
-    hash_table_bytes::<((String, String), serde_json::Value)>(written.capacity())
+fn state_bytes(written: &HashMap<(String, String), u64>, decisions: &BTreeMap<String, String>) -> usize {
+    use lazyscale_api::heap::{btree_bytes, hash_table_bytes, string_bytes};
+    hash_table_bytes::<((String, String), u64)>(written.capacity())
         + written
-            .iter()
-            .map(|((ns, name), v)| string_bytes(ns) + string_bytes(name) + approx_heap_bytes(v))
+            .keys()
+            .map(|(ns, name)| string_bytes(ns) + string_bytes(name))
             .sum::<usize>()
         + btree_bytes(decisions.len(), std::mem::size_of::<(String, String)>())
         + decisions
             .iter()
             .map(|(k, v)| string_bytes(k) + string_bytes(v))
             .sum::<usize>()
+}
+
+/// A fingerprint of what a status write decided on (its serialization hashed with std's SipHash, fixed
+/// keys): equal values have equal fingerprints in every run; a different value shares one with
+/// probability 2^-64, which would skip one write until the value changes again.
+fn fingerprint(v: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
 }
 
 fn key_of(dpa: &DatadogPodAutoscaler) -> Option<WorkloadKey> {
@@ -753,10 +762,10 @@ mod tests {
     #[test]
     fn the_vertical_state_bytes_grow_with_every_dpa() {
         let state = |n: usize| {
-            let written: HashMap<(String, String), serde_json::Value> = (0..n)
+            let written: HashMap<(String, String), u64> = (0..n)
                 .map(|i| {
                     let v = json!({"target": {"source": "Local", "version": "v1"}, "conditions": []});
-                    (("ns".to_owned(), format!("dpa-{i:05}")), v)
+                    (("ns".to_owned(), format!("dpa-{i:05}")), fingerprint(&v))
                 })
                 .collect();
             let decisions: BTreeMap<String, String> = (0..n)
@@ -771,8 +780,21 @@ mod tests {
         };
         assert_eq!(state(0), 0);
         let per = (state(2_000) - state(1_000)) as f64 / 1_000.0;
-        // a table slot and keys, a small JSON object (one map node of ~650 bytes, an inner one), a decision
-        assert!((800.0..=3000.0).contains(&per), "{per} bytes per DPA");
+        // a table slot, the keys, a fingerprint and a decision: no JSON kept
+        assert!((120.0..=800.0).contains(&per), "{per} bytes per DPA");
+    }
+
+    #[test]
+    fn fingerprints_follow_the_value() {
+        let a = json!({"target": {"source": "Local", "version": "v1"}, "conditions": [{"type": "A"}]});
+        let b = json!({"conditions": [{"type": "A"}], "target": {"version": "v1", "source": "Local"}});
+        assert_eq!(
+            fingerprint(&a),
+            fingerprint(&b),
+            "the same value built in another order"
+        );
+        let c = json!({"target": {"source": "Local", "version": "v2"}, "conditions": [{"type": "A"}]});
+        assert_ne!(fingerprint(&a), fingerprint(&c));
     }
 
     #[test]
