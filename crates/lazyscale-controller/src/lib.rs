@@ -34,6 +34,7 @@
 //! tested on their own.
 
 mod controller;
+pub mod events;
 pub mod explain;
 pub mod horizontal;
 pub mod inputs;

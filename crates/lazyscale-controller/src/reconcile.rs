@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::events::{Event, EventType};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource};
 use lazyscale_api::consts::conditions::{self, reasons};
 use lazyscale_api::consts::{API_VERSION, DPA_KIND, events, field_managers};

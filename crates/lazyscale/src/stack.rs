@@ -541,9 +541,9 @@ async fn start(
     if let Ok(mut m) = deps.mutator.write() {
         *m = Some(Arc::new(VerticalMutator::new(
             deps.vertical.clone(),
-            Some(Arc::new(kube::runtime::events::Recorder::new(
+            Some(Arc::new(lazyscale_controller::events::Recorder::new(
                 client.clone(),
-                kube::runtime::events::Reporter {
+                lazyscale_controller::events::Reporter {
                     controller: lazyscale_api::consts::events::REPORTER.into(),
                     instance: Some(crate::horizontal::identity()),
                 },

@@ -44,7 +44,7 @@ pub struct VerticalMutator {
     /// The DPA index.
     pub state: Arc<DpaIndex>,
     /// Where conflicts are reported as Kubernetes events (on the DPAs involved).
-    pub events: Option<Arc<kube::runtime::events::Recorder>>,
+    pub events: Option<Arc<lazyscale_controller::events::Recorder>>,
     /// When each conflict was last reported: one event per conflict per [`CONFLICT_EVERY`], at most
     /// [`MAX_CONFLICTS`] conflicts remembered, so admissions never pile up event tasks.
     reported: Mutex<HashMap<String, Instant>>,
@@ -61,7 +61,7 @@ impl VerticalMutator {
     /// A mutator over the index, reporting conflicts to `events`.
     pub fn new(
         state: Arc<DpaIndex>,
-        events: Option<Arc<kube::runtime::events::Recorder>>,
+        events: Option<Arc<lazyscale_controller::events::Recorder>>,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         Self {
@@ -94,11 +94,11 @@ impl VerticalMutator {
 }
 
 fn report_conflict(
-    recorder: Arc<kube::runtime::events::Recorder>,
+    recorder: Arc<lazyscale_controller::events::Recorder>,
     namespace: String,
     autoscalers: Vec<String>,
 ) {
-    use kube::runtime::events::{Event, EventType};
+    use lazyscale_controller::events::{Event, EventType};
     // Mutators run inside the webhook's tokio runtime.
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;

@@ -37,9 +37,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, EvictParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::events::{Event, EventType, Recorder};
 use lazyscale_api::consts::{self, annotations, conditions, events, vertical_actions};
 use lazyscale_api::{DatadogPodAutoscaler, VerticalAction};
+use lazyscale_controller::events::{Event, EventType, Recorder};
 use lazyscale_podcache::slim::{ResizePending, SlimPod, WorkloadKey as PodWorkload, WorkloadKind};
 use lazyscale_podcache::store::PodStore;
 use lazyscale_vertical::apply::{self, CurrentResources, Hold, NeedsRollout, Strategy};
@@ -238,7 +238,7 @@ impl Applier {
     pub fn new(client: kube::Client, settings: ApplySettings, metrics: Arc<Metrics>) -> Self {
         let recorder = Arc::new(Recorder::new(
             client.clone(),
-            kube::runtime::events::Reporter {
+            lazyscale_controller::events::Reporter {
                 controller: events::REPORTER.into(),
                 instance: Some(crate::horizontal::identity()),
             },
