@@ -109,9 +109,7 @@ impl SeriesCache {
     }
 
     fn sweep(&mut self, now: Timestamp) {
-        let due = self
-            .last_sweep
-            .is_none_or(|t| passed(t, now, SWEEP_EVERY));
+        let due = self.last_sweep.is_none_or(|t| passed(t, now, SWEEP_EVERY));
         if due {
             self.series.retain(|_, s| !expired(s.last, now));
             self.series.shrink_to_fit();

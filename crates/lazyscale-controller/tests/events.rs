@@ -56,7 +56,10 @@ async fn a_repeated_event_is_one_event_with_a_series() {
     assert_eq!(failed.note.as_deref(), Some("FailedScale happened"));
     assert_eq!(failed.type_.as_deref(), Some("Warning"));
     assert_eq!(failed.reporting_instance.as_deref(), Some("pod-0"));
-    assert_eq!(failed.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("web"));
+    assert_eq!(
+        failed.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("web")
+    );
     let other = ours
         .iter()
         .find(|e| e.reason.as_deref() == Some("Other"))
