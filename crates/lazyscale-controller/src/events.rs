@@ -57,7 +57,7 @@ pub enum Occurrence {
 }
 
 /// The series remembered between publishes, keyed by a hash of what identifies an event (type, reason,
-/// action, reporter, the regarding and related objects). Pure: the caller passes the time.
+/// action, note, reporter, the regarding and related objects). Pure: the caller passes the time.
 #[derive(Debug, Default)]
 pub struct SeriesCache {
     series: HashMap<u64, Series>,
@@ -192,12 +192,15 @@ impl Recorder {
         Ok(())
     }
 
-    /// What identifies a series: the event's type, reason and action, this reporter, and the objects.
+    /// What identifies a series: the event's type, reason, action and note, this reporter, and the
+    /// objects (not their resourceVersion: a repeat after a status write is the same event). A repeat
+    /// with another note (a DPA invalid for a new reason) is a new event, so its message is seen.
     fn key(&self, ev: &Event, reference: &ObjectReference) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
         matches!(ev.type_, EventType::Warning).hash(&mut h);
         ev.reason.hash(&mut h);
         ev.action.hash(&mut h);
+        ev.note.hash(&mut h);
         self.reporter.controller.hash(&mut h);
         self.reporter.instance.hash(&mut h);
         hash_reference(reference, &mut h);

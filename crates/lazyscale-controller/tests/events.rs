@@ -1,6 +1,6 @@
 //! The events recorder on the real API server: the first occurrence of an event creates an
 //! `events.k8s.io/v1` Event with the reporter and the regarded object; a repeat bumps its series instead
-//! of creating another; a different reason is another Event.
+//! of creating another; a different reason or note is another Event.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -40,17 +40,20 @@ async fn a_repeated_event_is_one_event_with_a_series() {
         recorder.publish(&ev("FailedScale"), &reference).await.unwrap();
     }
     recorder.publish(&ev("Other"), &reference).await.unwrap();
-    assert_eq!(recorder.series(), 2);
+    let mut new_note = ev("FailedScale");
+    new_note.note = Some("FailedScale happened again, differently".into());
+    recorder.publish(&new_note, &reference).await.unwrap();
+    assert_eq!(recorder.series(), 3);
     let events: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
     let list = events.list(&ListParams::default()).await.unwrap().items;
     let ours: Vec<&K8sEvent> = list
         .iter()
         .filter(|e| e.reporting_controller.as_deref() == Some("lazyscale-test"))
         .collect();
-    assert_eq!(ours.len(), 2, "{ours:#?}");
+    assert_eq!(ours.len(), 3, "{ours:#?}");
     let failed = ours
         .iter()
-        .find(|e| e.reason.as_deref() == Some("FailedScale"))
+        .find(|e| e.note.as_deref() == Some("FailedScale happened"))
         .expect("the FailedScale event");
     assert_eq!(failed.series.as_ref().map(|s| s.count), Some(3), "{failed:#?}");
     assert_eq!(failed.note.as_deref(), Some("FailedScale happened"));
@@ -65,4 +68,10 @@ async fn a_repeated_event_is_one_event_with_a_series() {
         .find(|e| e.reason.as_deref() == Some("Other"))
         .expect("the Other event");
     assert!(other.series.is_none(), "a single occurrence has no series");
+    assert!(
+        ours.iter().any(
+            |e| e.note.as_deref() == Some("FailedScale happened again, differently") && e.series.is_none()
+        ),
+        "another note is another event: {ours:#?}"
+    );
 }
