@@ -169,7 +169,6 @@ impl Recorder {
         let key = self.key(ev, reference);
         let namespace = reference.namespace.as_deref().unwrap_or("default");
         let occurrence = self.cache.lock().occurrence(key, now);
-        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
         match occurrence {
             Occurrence::Repeat {
                 namespace,
@@ -185,6 +184,7 @@ impl Recorder {
             Occurrence::New => {
                 let event = self.event(ev, reference, namespace, now);
                 let name = event.metadata.name.clone().unwrap_or_default();
+                let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
                 api.create(&PostParams::default(), &event).await?;
                 self.cache.lock().written(key, namespace, &name, 1, now);
             }
