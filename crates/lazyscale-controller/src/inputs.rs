@@ -17,6 +17,14 @@
 //!   than its `/scale` replicas: the view has not caught up with the last scale (or the pods cannot be
 //!   created, and more replicas would not be either). Scale-downs go on: the recommender counts pods it
 //!   has no metrics for at 100 % on the way down, so a short view errs on the side of keeping replicas;
+//! - [`Hold::SamplesPredateReadiness`]: no scale-up is made while a ready pod's usage sample was taken
+//!   before the target's last pod became Ready. Until then the old pods' samples still carry the share
+//!   of the load the new pod has since taken over: a PodMetrics list that mixes them with newer samples
+//!   (a round of samples written pod by pod, or scraped node by node) reads 3 old pods at 100 % and a
+//!   new one at 50 % as more load than there is, and scales 6 -> 7 when 6 is right. The HPA's rule for
+//!   a new pod's own first samples ([`lazyscale_core::horizontal::recommender`]) does not cover the
+//!   old pods. The hold ends when every such pod has a newer sample, or when its old sample goes stale
+//!   (the recommender ignores it then), so it lasts at most one sample age;
 //! - a decision is dropped, not written late ([`check_basis`]), when the replicas it was based on were
 //!   read more than [`MAX_DECISION_AGE`] before the write (a held connection delivers its requests
 //!   late) or a pod watch lost its sync since the pods were read; the `/scale` write itself is fenced
@@ -35,6 +43,11 @@ use lazyscale_api::time::{self, Timestamp};
 /// under a recommendation period, so only a request held on the way (a stalled connection, a paused
 /// process) trips it.
 pub const MAX_DECISION_AGE: Duration = Duration::from_secs(5);
+
+/// How much later than the target's last Ready transition a ready pod's sample must have been taken to
+/// count as measured after it: the transition time has whole seconds and a sample's time may be
+/// rounded to the second, so a sample 1 s "after" may still predate the new pod in fact.
+pub const SAMPLE_AFTER_READY: Duration = Duration::from_secs(2);
 
 /// When a held or dropped decision is tried again.
 pub const RETRY: Duration = Duration::from_secs(1);
@@ -62,6 +75,13 @@ pub enum Hold {
         /// Live pods of the target in the pod cache.
         seen: u32,
     },
+    /// A scale-up, with ready pods whose usage sample predates the target's last Ready transition.
+    SamplesPredateReadiness {
+        /// The last Ready transition among the target's ready pods.
+        ready_at: Timestamp,
+        /// Ready pods whose (non-stale) sample was taken before `ready_at` + [`SAMPLE_AFTER_READY`].
+        pods: u32,
+    },
 }
 
 impl Hold {
@@ -85,6 +105,11 @@ impl Hold {
                 "fewer pods of the target are in the pod cache than its {replicas} replicas: \
                  scale-ups are held until the cache has caught up"
             ),
+            Hold::SamplesPredateReadiness { .. } => {
+                "the pod metrics of some ready pods were taken before the target's last pod became Ready: \
+                 scale-ups are held until every ready pod has a newer sample"
+                    .to_owned()
+            }
         }
     }
 
@@ -105,6 +130,42 @@ pub fn hold_scale_up(current: u32, desired: u32, live_pods: u32) -> Option<Hold>
     (desired > current && live_pods < current).then_some(Hold::PodsBehindTarget {
         replicas: current,
         seen: live_pods,
+    })
+}
+
+/// One live, ready pod of the target, as [`hold_for_samples`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyPod {
+    /// When its `Ready` condition last changed (to `True`), when known.
+    pub ready_since: Option<Timestamp>,
+    /// When its usage sample was taken (the end of the sample's window), if it has one.
+    pub sampled_at: Option<Timestamp>,
+}
+
+/// Holds a scale-up from `current` to `desired` while a ready pod's sample, not older than
+/// `max_age` at `now` (older ones the recommender ignores), was taken before the last Ready
+/// transition among `ready` + [`SAMPLE_AFTER_READY`]. Pods without a sample do not hold (the
+/// recommender's rules for missing samples apply to them).
+pub fn hold_for_samples(
+    current: u32,
+    desired: u32,
+    ready: &[ReadyPod],
+    now: Timestamp,
+    max_age: Duration,
+) -> Option<Hold> {
+    if desired <= current {
+        return None;
+    }
+    let ready_at = ready.iter().filter_map(|p| p.ready_since).max()?;
+    let measured_after = time::add(ready_at, SAMPLE_AFTER_READY).unwrap_or(ready_at);
+    let pods = ready
+        .iter()
+        .filter_map(|p| p.sampled_at)
+        .filter(|at| time::since(now, *at) <= max_age && *at < measured_after)
+        .count();
+    (pods > 0).then(|| Hold::SamplesPredateReadiness {
+        ready_at,
+        pods: u32::try_from(pods).unwrap_or(u32::MAX),
     })
 }
 
@@ -218,7 +279,82 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_scale_up_waits_for_samples_taken_after_the_last_pod_became_ready() {
+        let max = Duration::from_secs(180);
+        let pod = |ready: u64, sampled: Option<u64>| ReadyPod {
+            ready_since: Some(t(ready)),
+            sampled_at: sampled.map(t),
+        };
+        // The fault suite's 3 -> 6: the three old pods' samples are from before the new pods became
+        // Ready (at 10 s), one new pod has a newer sample, two have none yet. 6 -> 7 is held.
+        let mixed = [
+            pod(0, Some(9_000)),
+            pod(0, Some(9_000)),
+            pod(0, Some(9_000)),
+            pod(10_000, Some(15_000)),
+            pod(10_000, None),
+            pod(10_000, None),
+        ];
+        assert_eq!(
+            hold_for_samples(6, 7, &mixed, t(15_500), max),
+            Some(Hold::SamplesPredateReadiness {
+                ready_at: t(10_000),
+                pods: 3
+            })
+        );
+        // A scale-down, or staying, goes on.
+        assert_eq!(hold_for_samples(6, 5, &mixed, t(15_500), max), None);
+        assert_eq!(hold_for_samples(6, 6, &mixed, t(15_500), max), None);
+        // Within the margin of whole-second times a sample does not count as newer.
+        let edge = [pod(0, Some(11_000)), pod(10_000, Some(11_000))];
+        assert!(hold_for_samples(2, 3, &edge, t(11_500), max).is_some());
+        // Every ready pod measured after: decided.
+        let fresh = [pod(0, Some(12_000)), pod(10_000, Some(12_000)), pod(10_000, None)];
+        assert_eq!(hold_for_samples(3, 6, &fresh, t(12_500), max), None);
+        // An old sample the recommender ignores as stale holds nothing: the hold lasts at most max.
+        assert_eq!(hold_for_samples(6, 7, &mixed, t(9_000 + 180_001), max), None);
+        // No known transition: nothing to compare with.
+        let unknown = [ReadyPod {
+            ready_since: None,
+            sampled_at: Some(t(0)),
+        }];
+        assert_eq!(hold_for_samples(1, 2, &unknown, t(1), max), None);
+        assert!(
+            hold_for_samples(6, 7, &mixed, t(15_500), max)
+                .is_some_and(|h| h.shows() && h.reason() == reasons::INPUTS_SYNCING)
+        );
+    }
+
     proptest! {
+        /// A scale-up is held by the samples exactly when a ready pod has a sample, not stale, taken
+        /// before the last Ready transition plus the margin; nothing but a scale-up is ever held.
+        #[test]
+        fn sample_holds_are_exactly_the_predating_samples(
+            current in 0u32..20,
+            desired in 0u32..40,
+            pods in proptest::collection::vec((0u64..60_000, proptest::option::of(0u64..60_000)), 0..12),
+            now in 0u64..300_000,
+        ) {
+            let max = Duration::from_secs(180);
+            let ready: Vec<ReadyPod> = pods
+                .iter()
+                .map(|(r, s)| ReadyPod { ready_since: Some(t(*r)), sampled_at: s.map(t) })
+                .collect();
+            let held = hold_for_samples(current, desired, &ready, t(now), max);
+            let last = pods.iter().map(|(r, _)| *r).max();
+            let predating = pods
+                .iter()
+                .filter_map(|(_, s)| *s)
+                .filter(|s| now.saturating_sub(*s) <= 180_000 && last.is_some_and(|l| *s < l + 2_000))
+                .count();
+            prop_assert_eq!(held.is_some(), desired > current && predating > 0);
+            if let Some(Hold::SamplesPredateReadiness { ready_at, pods: n }) = held {
+                prop_assert_eq!(Some(ready_at), last.map(t));
+                prop_assert_eq!(n as usize, predating);
+            }
+        }
+
         /// A scale-up is allowed exactly when every replica of the target is in view; nothing else
         /// is ever held by the view.
         #[test]

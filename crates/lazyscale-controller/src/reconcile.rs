@@ -258,6 +258,30 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             u32::try_from(live_pods).unwrap_or(u32::MAX),
         )
     });
+    // ... and so would a scale-up on samples taken before the last pod became Ready.
+    let predating = match (&decision, &usage) {
+        (Some(d), Some(u)) if d.action.is_some() && lagging.is_none() => {
+            let ready: Vec<inputs::ReadyPod> = pods
+                .iter()
+                .filter(|p| {
+                    p.ready && !p.deleting && !matches!(p.phase, PodPhase::Failed | PodPhase::Succeeded)
+                })
+                .map(|p| inputs::ReadyPod {
+                    ready_since: p.ready_changed_at,
+                    sampled_at: u.pods.get(&p.name).map(|s| s.timestamp),
+                })
+                .collect();
+            inputs::hold_for_samples(
+                current_u,
+                d.final_replicas,
+                &ready,
+                now,
+                shared.recommender.settings().sample_max_age,
+            )
+        }
+        _ => None,
+    };
+    let lagging = lagging.or(predating);
     // A held decision sets only `HorizontalAbleToScale`; the other owned conditions and fields stay.
     let held = pod_hold.is_some() || lagging.is_some();
     if let Some(h) = pod_hold.as_ref().or(lagging.as_ref()) {

@@ -31,6 +31,14 @@ pub type Entry = Result<Arc<DatadogPodAutoscaler>, Arc<Undecodable>>;
 /// the object's own. Either keeps no server bookkeeping ([`lazyscale_api::dpa::strip_bookkeeping`]).
 pub fn decode(object: &DynamicObject) -> Entry {
     let decoded = serde_json::to_value(object)
+        .map(|mut v| {
+            // Dropped before the typed decode, not after: the managed fields of a DPA written by
+            // several managers (kubectl, the agent's status writers) are often larger than the rest.
+            if let Some(m) = v.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+                m.remove("managedFields");
+            }
+            v
+        })
         .map_err(|e| {
             Box::new(Undecodable {
                 metadata: object.metadata.clone(),

@@ -91,6 +91,12 @@ fn main() -> Result<()> {
         Cmd::Run(args) => {
             init_tracing(&args.log_format);
             let settings = args.settings()?;
+            #[cfg(not(feature = "system-allocator"))]
+            if !lazyscale::memory::purge_in_background() {
+                tracing::warn!(
+                    "jemalloc background purging unavailable: freed pages return to the system only on allocation"
+                );
+            }
             // Two worker threads: the agent is I/O bound, and fewer threads mean fewer allocator arenas.
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

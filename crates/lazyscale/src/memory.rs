@@ -21,3 +21,11 @@ pub fn sample() -> MemorySample {
         resident_bytes,
     }
 }
+
+/// Starts jemalloc's background threads, which return freed pages to the system as they age (after
+/// jemalloc's decay time, 10 s by default) instead of only when the program next allocates. Without
+/// them an agent that went quiet (the stack stopped, a relist's peak over) keeps the freed pages of
+/// its last busy moment resident. `false` when the allocator refused (a build without them).
+pub fn purge_in_background() -> bool {
+    tikv_jemalloc_ctl::background_thread::write(true).is_ok()
+}

@@ -295,9 +295,10 @@ pub async fn run(
                 ) {
                     config.metrics.vertical(VerticalOp::OomRecorded);
                 }
-                // Not gated on the checkpoint having been read: that gate (22b41e5) made the restarted
-                // agent lose the restored history in tests/restarts.rs, for a reason not yet understood.
+                // Only once the checkpoint was read: a read that failed would otherwise be overwritten by
+                // the few samples taken since the start.
                 if *config.leader.borrow()
+                    && restores.is_settled(&key)
                     && let Some(cp) = recommender.checkpoint_if_due(&key, Timestamp::now())
                     && save_checkpoint(&client, &dpa, &cp).await
                 {
@@ -693,7 +694,6 @@ impl Restores {
         !self.settled.contains(key) && self.retry.get(key).is_none_or(|(at, _)| now >= *at)
     }
 
-    #[cfg(test)]
     fn is_settled(&self, key: &WorkloadKey) -> bool {
         self.settled.contains(key)
     }
