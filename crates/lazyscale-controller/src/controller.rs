@@ -215,7 +215,7 @@ pub(crate) struct Shared {
     allowed: RwLock<HashSet<Key>>,
     limit_dirty: AtomicBool,
     pub(crate) explanations: RwLock<HashMap<Key, Arc<Explanation>>>,
-    pub(crate) written: Mutex<HashMap<Key, DatadogPodAutoscalerStatus>>,
+    pub(crate) written: Mutex<HashMap<Key, crate::reconcile::Owned>>,
     leader: RwLock<watch::Receiver<bool>>,
     pub(crate) counters: Counters,
 }
@@ -263,21 +263,15 @@ impl Shared {
         self.explanations.write().insert(key.clone(), Arc::new(e));
     }
 
-    /// The status to compare with: the last one written, until the reflector has caught up with it.
+    /// The status to compare with: the stored one with the fields this writer wrote last put in, until
+    /// the DPA watch shows them. Only the writer's own fields are kept and compared: the vertical
+    /// writer's changes to the rest do not keep a written entry alive.
     pub(crate) fn old_status(
         &self,
         key: &Key,
         stored: DatadogPodAutoscalerStatus,
     ) -> DatadogPodAutoscalerStatus {
-        let mut written = self.written.lock();
-        match written.get(key) {
-            Some(w) if *w != stored => w.clone(),
-            Some(_) => {
-                written.remove(key);
-                stored
-            }
-            None => stored,
-        }
+        status_to_compare(&mut self.written.lock(), key, stored)
     }
 
     pub(crate) fn within_limit(&self, key: &Key) -> bool {
@@ -812,6 +806,26 @@ impl Handle {
     }
 }
 
+/// [`Shared::old_status`] over the table of written fields: `stored` with the fields written last put
+/// in while the stored ones differ from them; once they agree the entry is dropped.
+fn status_to_compare(
+    written: &mut HashMap<Key, crate::reconcile::Owned>,
+    key: &Key,
+    mut stored: DatadogPodAutoscalerStatus,
+) -> DatadogPodAutoscalerStatus {
+    match written.get(key) {
+        Some(w) if *w != crate::reconcile::Owned::of(&stored) => {
+            w.put_into(&mut stored);
+            stored
+        }
+        Some(_) => {
+            written.remove(key);
+            stored
+        }
+        None => stored,
+    }
+}
+
 /// Heap bytes of a key's two strings.
 fn key_bytes(k: &Key) -> usize {
     lazyscale_api::heap::string_bytes(&k.0) + lazyscale_api::heap::string_bytes(&k.1)
@@ -826,7 +840,7 @@ pub fn state_bytes(
     histories: &HashMap<Key, History>,
     allowed: &HashSet<Key>,
     explanations: &HashMap<Key, Arc<Explanation>>,
-    written: &HashMap<Key, DatadogPodAutoscalerStatus>,
+    written: &HashMap<Key, crate::reconcile::Owned>,
 ) -> usize {
     use lazyscale_api::heap::{alloc_bytes, approx_heap_bytes, arc_bytes, hash_table_bytes, string_bytes};
     let histories = hash_table_bytes::<(Key, History)>(histories.capacity())
@@ -867,10 +881,10 @@ pub fn state_bytes(
                         }
                 })
                 .sum::<usize>();
-    let written = hash_table_bytes::<(Key, DatadogPodAutoscalerStatus)>(written.capacity())
+    let written = hash_table_bytes::<(Key, crate::reconcile::Owned)>(written.capacity())
         + written
             .iter()
-            .map(|(k, st)| key_bytes(k) + approx_heap_bytes(st))
+            .map(|(k, o)| key_bytes(k) + o.approx_heap_bytes())
             .sum::<usize>();
     histories + allowed + explanations + written
 }
@@ -919,6 +933,35 @@ mod tests {
     }
 
     #[test]
+    fn a_written_status_is_kept_until_the_watch_shows_the_writers_fields() {
+        let status = |v: serde_json::Value| -> DatadogPodAutoscalerStatus {
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let ours = status(serde_json::json!({"currentReplicas": 4,
+            "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]}));
+        let mut written = HashMap::from([(k("a"), crate::reconcile::Owned::of(&ours))]);
+        // The watch still shows the old replicas: compared with what was written, entry kept.
+        let behind = status(serde_json::json!({"currentReplicas": 3}));
+        let seen = status_to_compare(&mut written, &k("a"), behind);
+        assert_eq!(seen.current_replicas, Some(4));
+        assert_eq!(written.len(), 1);
+        // The watch shows our fields and the vertical writer's new ones: the entry goes, and the
+        // stored status (with the vertical part) is what is compared with.
+        let mut caught_up = ours.clone();
+        caught_up.vertical = status(
+            serde_json::json!({"vertical": {"target": {"source": "Local", "version": "1",
+            "desiredResources": [], "podCPURequest": "250m", "podMemoryRequest": "64Mi"}}}),
+        )
+        .vertical;
+        assert!(caught_up.vertical.is_some());
+        let seen = status_to_compare(&mut written, &k("a"), caught_up.clone());
+        assert_eq!(seen, caught_up);
+        assert!(written.is_empty(), "the entry outlived the watch catching up");
+        // Nothing written: the stored status as it is.
+        assert_eq!(status_to_compare(&mut written, &k("b"), ours.clone()), ours);
+    }
+
+    #[test]
     fn state_bytes_grow_with_every_dpa_kept() {
         let state = |n: usize| {
             let keys: Vec<Key> = (0..n).map(|i| k(&format!("dpa-{i:05}"))).collect();
@@ -932,13 +975,14 @@ mod tests {
             let histories: HashMap<Key, History> =
                 keys.iter().map(|k| (k.clone(), history.clone())).collect();
             let allowed: HashSet<Key> = keys.iter().cloned().collect();
-            let written: HashMap<Key, DatadogPodAutoscalerStatus> = keys
+            let written: HashMap<Key, crate::reconcile::Owned> = keys
                 .iter()
                 .map(|k| {
-                    let status = serde_json::from_value(serde_json::json!({"currentReplicas": 3,
+                    let status: DatadogPodAutoscalerStatus =
+                        serde_json::from_value(serde_json::json!({"currentReplicas": 3,
                         "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]}))
-                    .unwrap_or_else(|e| panic!("{e}"));
-                    (k.clone(), status)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    (k.clone(), crate::reconcile::Owned::of(&status))
                 })
                 .collect();
             state_bytes(&histories, &allowed, &HashMap::new(), &written)
@@ -951,7 +995,7 @@ mod tests {
             (64 * std::mem::size_of::<lazyscale_core::horizontal::policy::TimedRecommendation>()) as f64;
         let slots = (std::mem::size_of::<(Key, History)>()
             + std::mem::size_of::<Key>()
-            + std::mem::size_of::<(Key, DatadogPodAutoscalerStatus)>()) as f64;
+            + std::mem::size_of::<(Key, crate::reconcile::Owned)>()) as f64;
         let least = history + 8.0 / 7.0 * slots + 100.0;
         assert!(
             per > least && per < least + slots + 1000.0,

@@ -160,7 +160,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         ex.blocked = Some((b.reason.to_owned(), b.message.clone()));
         ex.outcome = "nothing (not active)".into();
         shared.explain_store(key, ex);
-        block(shared, key, &dpa.metadata, dpa.status.as_ref(), &old, b, now).await?;
+        block(shared, key, &dpa.metadata, &old, b, now).await?;
         return Ok(Requeue::default());
     }
     let (Some(ar), Some(state)) = (target, state) else {
@@ -452,7 +452,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         horizontal: (horizontal != HorizontalStatus::default()).then_some(horizontal),
         conditions: status::owned_conditions(&merged_conditions(&old_conditions, &conds, held, now)),
     };
-    let written = write_status(shared, key, &dpa.metadata, dpa.status.as_ref(), &old_part, new).await;
+    let written = write_status(shared, key, &dpa.metadata, &old_part, new).await;
     shared.explain_store(key, ex);
     if written.is_ok()
         && let Some(t) = validate::transition(&old_conditions, None)
@@ -555,7 +555,7 @@ pub(crate) struct Owned {
 }
 
 impl Owned {
-    fn of(s: &DatadogPodAutoscalerStatus) -> Self {
+    pub(crate) fn of(s: &DatadogPodAutoscalerStatus) -> Self {
         Self {
             current_replicas: s.current_replicas,
             horizontal: s.horizontal.clone(),
@@ -563,8 +563,16 @@ impl Owned {
         }
     }
 
+    /// Approximate heap bytes of the fields ([`lazyscale_api::heap::approx_heap_bytes`]).
+    pub(crate) fn approx_heap_bytes(&self) -> usize {
+        use lazyscale_api::heap::{alloc_bytes, approx_heap_bytes};
+        self.horizontal.as_ref().map_or(0, approx_heap_bytes)
+            + alloc_bytes(self.conditions.capacity() * std::mem::size_of::<DatadogPodAutoscalerCondition>())
+            + self.conditions.iter().map(approx_heap_bytes).sum::<usize>()
+    }
+
     /// The stored status with these fields put in (what the reflector will show once applied).
-    fn put_into(&self, s: &mut DatadogPodAutoscalerStatus) {
+    pub(crate) fn put_into(&self, s: &mut DatadogPodAutoscalerStatus) {
         s.current_replicas = self.current_replicas;
         s.horizontal = self.horizontal.clone();
         let mut all: Vec<DatadogPodAutoscalerCondition> = s
@@ -603,7 +611,6 @@ async fn block(
     shared: &Arc<Shared>,
     key: &Key,
     meta: &ObjectMeta,
-    stored: Option<&DatadogPodAutoscalerStatus>,
     old: &DatadogPodAutoscalerStatus,
     b: Invalid,
     now: time::Timestamp,
@@ -619,7 +626,7 @@ async fn block(
         conditions: status::owned_conditions(&status::merge_conditions(&old_conditions, &conds, now)),
         ..old_part.clone()
     };
-    write_status(shared, key, meta, stored, &old_part, new).await?;
+    write_status(shared, key, meta, &old_part, new).await?;
     if let Some(t) = transition {
         announce(shared, meta, t).await;
     }
@@ -651,7 +658,7 @@ async fn report_undecodable(shared: &Arc<Shared>, key: &Key, u: &Undecodable) ->
             outcome: "nothing (not active)".into(),
         },
     );
-    block(shared, key, &u.metadata, u.status.as_ref(), &old, b, now).await?;
+    block(shared, key, &u.metadata, &old, b, now).await?;
     Ok(Requeue::default())
 }
 
@@ -699,12 +706,12 @@ fn reference(meta: &ObjectMeta) -> ObjectReference {
 }
 
 /// Applies the horizontal writer's fields (server-side apply on the status subresource) when they
-/// differ from the stored ones (`stored`: the DPA's status as read) and this replica leads.
+/// differ from the old ones and this replica leads; keeps them until the DPA watch shows them
+/// ([`Shared::old_status`]).
 async fn write_status(
     shared: &Arc<Shared>,
     key: &Key,
     meta: &ObjectMeta,
-    stored: Option<&DatadogPodAutoscalerStatus>,
     old: &Owned,
     new: Owned,
 ) -> Result<(), Error> {
@@ -730,9 +737,7 @@ async fn write_status(
     )
     .await
     .map_err(|e| Error::Status(format!("{ns}/{name}"), e))?;
-    let mut stored = stored.cloned().unwrap_or_default();
-    new.put_into(&mut stored);
-    shared.written.lock().insert(key.clone(), stored);
+    shared.written.lock().insert(key.clone(), new);
     tracing::debug!(namespace = %ns, name = %name, "status written");
     Ok(())
 }

@@ -295,13 +295,65 @@ where
     }
 }
 
-/// A Kubernetes client whose refused requests are counted in `metrics`.
+/// How long an idle connection stays in the client's pool. The controller's and the vertical loop's
+/// passes (every 30 s by default) open their connections again; a burst of requests within a pass
+/// reuses them.
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Idle connections kept in the pool; a burst of concurrent requests closes the rest when it ends.
+pub const POOL_MAX_IDLE: usize = 4;
+
+/// Largest read buffer of one connection. hyper grows a connection's read buffer up to 400 KiB while
+/// it reads a large response (a page of 500 pods is several MB) and keeps it for the connection's
+/// life; a heap profile at 2,000 DPAs found 3.9 MB in the buffers of 35 pooled connections. 64 KiB reads a
+/// list in more, smaller reads and bounds each connection, the watches' included.
+pub const READ_BUFFER_MAX: usize = 64 * 1024;
+
+/// A Kubernetes client whose refused requests are counted in `metrics`, with a bounded connection pool
+/// ([`POOL_IDLE_TIMEOUT`], [`POOL_MAX_IDLE`], [`READ_BUFFER_MAX`]). The rest is the stack of kube's own
+/// client: the base URI, kube's retry of server errors, authentication and extra headers. A kubeconfig
+/// with a proxy gets kube's client as it is (its proxy connectors), with the default pool.
 pub fn client(config: kube::Config, metrics: &Metrics) -> Result<kube::Client, kube::Error> {
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&DeniedLayer {
-            counter: metrics.permission_denied.clone(),
-        })
-        .build())
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+
+    let denied = DeniedLayer {
+        counter: metrics.permission_denied.clone(),
+    };
+    if config.proxy_url.is_some() {
+        return Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&denied)
+            .build());
+    }
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let tls = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(tls);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let http_client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .http1_max_buf_size(READ_BUFFER_MAX)
+            .build(connector);
+    let retry = config
+        .default_retry
+        .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(retry)
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http_client);
+    Ok(
+        kube::client::ClientBuilder::new(service, config.default_namespace.clone())
+            .with_layer(&denied)
+            .build(),
+    )
 }
 
 /// What the horizontal controller did.
