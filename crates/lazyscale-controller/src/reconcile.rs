@@ -183,10 +183,10 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let current = state.spec_replicas;
     ex.current_replicas = Some(current);
     ex.pods = pods.len();
-    let live_pods = pods
-        .iter()
-        .filter(|p| !p.deleting && !matches!(p.phase, PodPhase::Failed | PodPhase::Succeeded))
-        .count();
+    let live = |p: &&crate::pods::PodSample| {
+        !p.deleting && !matches!(p.phase, PodPhase::Failed | PodPhase::Succeeded)
+    };
+    let live_pods = pods.iter().filter(live).count();
     let usage = shared.usage_of(ns);
     ex.metrics_listed_at = usage.as_ref().map(|u| u.fetched_at);
     let policy = horizontal::policy(&dpa.spec);
@@ -263,9 +263,8 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         (Some(d), Some(u)) if d.action.is_some() && lagging.is_none() => {
             let ready: Vec<inputs::ReadyPod> = pods
                 .iter()
-                .filter(|p| {
-                    p.ready && !p.deleting && !matches!(p.phase, PodPhase::Failed | PodPhase::Succeeded)
-                })
+                .filter(live)
+                .filter(|p| p.ready)
                 .map(|p| inputs::ReadyPod {
                     ready_since: p.ready_changed_at,
                     sampled_at: u.pods.get(&p.name).map(|s| s.timestamp),
@@ -281,10 +280,10 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         }
         _ => None,
     };
-    let lagging = lagging.or(predating);
+    let scale_up_hold = lagging.or(predating);
     // A held decision sets only `HorizontalAbleToScale`; the other owned conditions and fields stay.
-    let held = pod_hold.is_some() || lagging.is_some();
-    if let Some(h) = pod_hold.as_ref().or(lagging.as_ref()) {
+    let held = pod_hold.is_some() || scale_up_hold.is_some();
+    if let Some(h) = pod_hold.as_ref().or(scale_up_hold.as_ref()) {
         let doing = match &decision {
             Some(d) if d.action.is_some() => format!("would scale {current} -> {}", d.final_replicas),
             _ => "no scaling decision".to_owned(),
