@@ -17,6 +17,7 @@ use crate::template::{
     ApplyPolicy, AutoscalerOptions, Constraints, DatadogPodAutoscalerTemplate, Fallback, Objective,
     ResourceList,
 };
+use crate::word::Word;
 
 /// Spec of a DatadogPodAutoscaler: the target, the owner and the autoscaling policy.
 // Several printer columns share a type or a name; clippy reads those as duplicated attributes.
@@ -246,12 +247,14 @@ pub enum DatadogPodAutoscalerOwner {
 #[serde(rename_all = "camelCase")]
 pub struct DatadogPodAutoscalerStatus {
     /// Vertical scaling status, when vertical scaling is in use.
+    // Boxed, like `horizontal`: the DPA index keeps every DPA in one allocation, and the two inline
+    // (328 bytes) put it in jemalloc's 1,280-byte class instead of the 768-byte one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vertical: Option<VerticalStatus>,
+    pub vertical: Option<Box<VerticalStatus>>,
 
     /// Horizontal scaling status, when horizontal scaling is in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub horizontal: Option<HorizontalStatus>,
+    pub horizontal: Option<Box<HorizontalStatus>>,
 
     /// Number of pods of the target observed by the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,6 +273,20 @@ pub struct DatadogPodAutoscalerStatus {
 }
 
 impl DatadogPodAutoscalerStatus {
+    /// Heap bytes of the boxes of `vertical` and `horizontal`, which
+    /// [`crate::heap::approx_heap_bytes`] does not see (it counts what they own).
+    pub fn box_bytes(&self) -> usize {
+        use crate::heap::alloc_bytes;
+        use std::mem::size_of;
+        self.vertical
+            .as_ref()
+            .map_or(0, |_| alloc_bytes(size_of::<VerticalStatus>()))
+            + self
+                .horizontal
+                .as_ref()
+                .map_or(0, |_| alloc_bytes(size_of::<HorizontalStatus>()))
+    }
+
     /// The condition of type `type_`, if present.
     pub fn condition(&self, type_: &str) -> Option<&DatadogPodAutoscalerCondition> {
         self.conditions.as_deref()?.iter().find(|c| c.type_ == type_)
@@ -282,10 +299,10 @@ impl DatadogPodAutoscalerStatus {
 pub struct DatadogPodAutoscalerCondition {
     /// Condition type.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: Word,
 
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    pub status: Word,
 
     /// Last time the status changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,7 +310,7 @@ pub struct DatadogPodAutoscalerCondition {
 
     /// Machine-readable reason of the last transition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Word>,
 
     /// Human-readable details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,7 +349,7 @@ pub struct HorizontalStatus {
 pub struct HorizontalRecommendation {
     /// Where the value comes from: Autoscaling, Manual, Local or External.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub source: Option<Word>,
 
     /// When the recommendation was generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,7 +379,7 @@ pub struct HorizontalAction {
 
     /// Why the action was limited, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limited_reason: Option<String>,
+    pub limited_reason: Option<Word>,
 }
 
 /// Vertical scaling status.
@@ -383,7 +400,7 @@ pub struct VerticalStatus {
 #[serde(rename_all = "camelCase")]
 pub struct VerticalRecommendation {
     /// Where the values come from: Autoscaling, Manual, Local or External.
-    pub source: String,
+    pub source: Word,
 
     /// When the recommendation was generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,7 +470,7 @@ pub struct VerticalAction {
 
     /// Kind of action: RolloutTriggered, ResizeTriggered or ResizeCompleted.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: Word,
 }
 
 /// Drops from a DPA's metadata what only the API server and kubectl use: `managedFields` (one entry per

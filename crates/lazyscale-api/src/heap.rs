@@ -5,7 +5,8 @@
 //!
 //! What is counted, per serialized shape (the layout of the std types the API uses):
 //! - a string: its bytes (a `String` allocated at its length; `Time` and `Quantity` serialize as strings,
-//!   so a timestamp counts ~20 bytes it does not own);
+//!   so a timestamp counts ~20 bytes it does not own), none for a [`crate::word::Word`] that borrows
+//!   the vocabulary;
 //! - a sequence: one `Vec` buffer of `len` × the element's inline size (fields summed, no padding), plus
 //!   what the elements own;
 //! - a map: the nodes of a `BTreeMap` (k8s-openapi's and serde_json's map; a node holds 11 entries, one
@@ -223,9 +224,15 @@ impl ser::Serializer for Sizer {
         Ok(Size::inline(4))
     }
     fn serialize_str(self, v: &str) -> Result<Size, SizeError> {
+        // a [`crate::word::Word`] borrowing the vocabulary owns nothing
+        let heap = if crate::word::is_vocabulary(v) {
+            0
+        } else {
+            string_bytes(v)
+        };
         Ok(Size {
             inline: CONTAINER_INLINE,
-            heap: string_bytes(v),
+            heap,
         })
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<Size, SizeError> {

@@ -21,6 +21,7 @@ pub mod quantity;
 mod schema;
 pub mod template;
 pub mod time;
+pub mod word;
 pub mod workload;
 
 pub use dpa::{
@@ -44,6 +45,7 @@ pub use template::{
     ScalingPolicy, ScalingRule, ScalingRuleType, ScalingStrategySelect, TimeseriesQuery,
     TimeseriesQuerySource, UpdatePolicy, UpdateStrategy,
 };
+pub use word::Word;
 pub use workload::{WorkloadKey, WorkloadKind, WorkloadRef};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

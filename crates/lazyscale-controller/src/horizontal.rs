@@ -277,7 +277,7 @@ pub fn restore_history(status: &HorizontalStatus) -> History {
             from_replicas: to_u32(a.from_replicas),
             to_replicas: to_u32(a.to_replicas),
             recommended_replicas: a.recommended_replicas.map_or(0, to_u32),
-            limited_reason: a.limited_reason.clone(),
+            limited_reason: a.limited_reason.as_deref().map(str::to_owned),
         })
         .collect();
     History::restore(recs, actions)
@@ -306,7 +306,7 @@ pub fn status_recommendations(
         .enumerate()
         .filter(|(i, (_, last))| *i + 1 == n || (!window.is_zero() && *last > cutoff))
         .map(|(_, (first, _))| HorizontalRecommendation {
-            source: Some(value_sources::LOCAL.to_owned()),
+            source: Some(lazyscale_api::Word::from_static(value_sources::LOCAL)),
             generated_at: Some(time::to_time(first.at)),
             desired_replicas: to_i32(first.replicas),
         })
@@ -328,7 +328,7 @@ pub fn status_actions(history: &History) -> Vec<HorizontalAction> {
             from_replicas: to_i32(a.from_replicas),
             to_replicas: to_i32(a.to_replicas),
             recommended_replicas: Some(to_i32(a.recommended_replicas)),
-            limited_reason: a.limited_reason.clone(),
+            limited_reason: a.limited_reason.clone().map(lazyscale_api::Word::from),
         })
         .collect()
 }

@@ -235,8 +235,8 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
                 .because(reasons::LOCAL_RECOMMENDER_ERROR, e.clone()),
         ),
     }
-    let mut history = shared.history(key, old_part.horizontal.as_ref());
-    let mut horizontal = old_part.horizontal.clone().unwrap_or_default();
+    let mut history = shared.history(key, old_part.horizontal.as_deref());
+    let mut horizontal = old_part.horizontal.as_deref().cloned().unwrap_or_default();
     let mut scale_error = None;
     let decision = recommendation.as_ref().ok().map(|r| {
         policy::evaluate(
@@ -429,7 +429,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         let window = horizontal::longest_window(&policy);
         let recent = horizontal::status_recommendations(&history, now, window);
         horizontal.target = Some(HorizontalRecommendation {
-            source: Some(r.source.to_string()),
+            source: Some(lazyscale_api::Word::from(r.source.to_string())),
             generated_at: recent.last().and_then(|x| x.generated_at.clone()),
             desired_replicas: i32::try_from(r.replicas).unwrap_or(i32::MAX),
         });
@@ -448,7 +448,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             Some(_) => old_part.current_replicas,
             None => Some(i32::try_from(live_pods).unwrap_or(i32::MAX)),
         },
-        horizontal: (horizontal != HorizontalStatus::default()).then_some(horizontal),
+        horizontal: (horizontal != HorizontalStatus::default()).then(|| Box::new(horizontal)),
         conditions: status::owned_conditions(&merged_conditions(&old_conditions, &conds, held, now)),
     };
     let written = write_status(shared, key, &dpa.metadata, &old_part, new).await;
@@ -549,7 +549,7 @@ fn restriction_reason(r: policy::Restriction) -> &'static str {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Owned {
     current_replicas: Option<i32>,
-    horizontal: Option<HorizontalStatus>,
+    horizontal: Option<Box<HorizontalStatus>>,
     conditions: Vec<DatadogPodAutoscalerCondition>,
 }
 
@@ -565,8 +565,9 @@ impl Owned {
     /// Approximate heap bytes of the fields ([`lazyscale_api::heap::approx_heap_bytes`]).
     pub(crate) fn approx_heap_bytes(&self) -> usize {
         use lazyscale_api::heap::{alloc_bytes, approx_heap_bytes};
-        self.horizontal.as_ref().map_or(0, approx_heap_bytes)
-            + alloc_bytes(self.conditions.capacity() * std::mem::size_of::<DatadogPodAutoscalerCondition>())
+        self.horizontal.as_ref().map_or(0, |h| {
+            alloc_bytes(std::mem::size_of::<HorizontalStatus>()) + approx_heap_bytes(h)
+        }) + alloc_bytes(self.conditions.capacity() * std::mem::size_of::<DatadogPodAutoscalerCondition>())
             + self.conditions.iter().map(approx_heap_bytes).sum::<usize>()
     }
 

@@ -5,8 +5,8 @@
 //! they differ from the stored ones (`PartialEq` on the typed status, after the times were truncated
 //! to whole seconds as the API stores them); the history lives in [`crate::horizontal`].
 
-use lazyscale_api::DatadogPodAutoscalerCondition;
 use lazyscale_api::consts::conditions::{self, DPA_CONDITION_TYPES};
+use lazyscale_api::{DatadogPodAutoscalerCondition, Word};
 
 use lazyscale_api::time::{Timestamp, to_time};
 
@@ -78,10 +78,10 @@ pub fn merge_conditions(
             _ => Some(to_time(now)),
         };
         DatadogPodAutoscalerCondition {
-            type_: c.type_.to_owned(),
-            status: c.status.to_owned(),
+            type_: Word::from_static(c.type_),
+            status: Word::from_static(c.status),
             last_transition_time,
-            reason: c.reason.map(str::to_owned),
+            reason: c.reason.map(Word::from_static),
             message: c.message.clone(),
         }
     };
@@ -169,7 +169,10 @@ mod tests {
             ],
             lazyscale_api::time::from_unix_millis(0),
         );
-        let types: Vec<String> = owned_conditions(&all).into_iter().map(|c| c.type_).collect();
+        let types: Vec<String> = owned_conditions(&all)
+            .into_iter()
+            .map(|c| c.type_.to_string())
+            .collect();
         assert_eq!(
             types,
             [conditions::ACTIVE, conditions::HORIZONTAL_SCALING_LIMITED]

@@ -113,7 +113,9 @@ pub fn transition(old: &[DatadogPodAutoscalerCondition], blocked: Option<&Invali
             None
         }
         (Some(b), _) => Some(Transition::Stopped(b.clone())),
-        (None, Some(c)) => Some(Transition::Resumed(c.reason.clone().unwrap_or_default())),
+        (None, Some(c)) => Some(Transition::Resumed(
+            c.reason.as_deref().unwrap_or_default().to_owned(),
+        )),
         (None, None) => None,
     }
 }
@@ -359,10 +361,10 @@ mod tests {
     fn transitions_announce_a_stop_and_a_resume_once() {
         let cond =
             |status: &str, reason: Option<&str>, message: Option<&str>| DatadogPodAutoscalerCondition {
-                type_: conditions::ACTIVE.to_owned(),
-                status: status.to_owned(),
+                type_: conditions::ACTIVE.into(),
+                status: lazyscale_api::Word::new(status),
                 last_transition_time: None,
-                reason: reason.map(str::to_owned),
+                reason: reason.map(lazyscale_api::Word::new),
                 message: message.map(str::to_owned),
             };
         let bad = Invalid::new(

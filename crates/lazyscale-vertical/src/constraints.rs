@@ -674,7 +674,7 @@ pub fn vertical_target(
     }
     let (cpu, memory) = plan.pod_requests();
     let target = VerticalRecommendation {
-        source: source.to_owned(),
+        source: lazyscale_api::Word::new(source),
         generated_at: Some(Time(generated_at)),
         version: plan.version.clone(),
         scaled: None,

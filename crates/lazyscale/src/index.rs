@@ -84,11 +84,17 @@ pub struct Snapshot {
 fn entry_bytes(key: &DpaKey, entry: &Entry) -> usize {
     use lazyscale_api::heap::{approx_heap_bytes, arc_bytes, string_bytes};
     let value = match entry {
-        Ok(d) => arc_bytes::<DatadogPodAutoscaler>() + approx_heap_bytes(&**d),
+        Ok(d) => {
+            arc_bytes::<DatadogPodAutoscaler>()
+                + approx_heap_bytes(&**d)
+                + d.status.as_ref().map_or(0, |s| s.box_bytes())
+        }
         Err(u) => {
             arc_bytes::<Undecodable>()
                 + approx_heap_bytes(&u.metadata)
-                + u.status.as_ref().map_or(0, approx_heap_bytes)
+                + u.status
+                    .as_ref()
+                    .map_or(0, |s| s.box_bytes() + approx_heap_bytes(s))
                 + string_bytes(&u.field)
                 + string_bytes(&u.error)
         }

@@ -432,7 +432,7 @@ impl Applier {
             s.last_action = Some(VerticalAction {
                 time: Time(Timestamp::now()),
                 version: s.rec_id.clone(),
-                type_: type_.to_owned(),
+                type_: lazyscale_api::Word::new(type_),
             });
             s.started.get_or_insert_with(Instant::now);
         }

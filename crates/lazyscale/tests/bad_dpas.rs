@@ -387,10 +387,10 @@ fn conditions_of(d: &DynamicObject) -> BTreeMap<String, (String, String, String)
     list.into_iter()
         .map(|c| {
             (
-                c.type_.clone(),
+                c.type_.to_string(),
                 (
-                    c.status.clone(),
-                    c.reason.clone().unwrap_or_default(),
+                    c.status.to_string(),
+                    c.reason.as_deref().unwrap_or_default().to_owned(),
                     c.message.clone().unwrap_or_default(),
                 ),
             )

@@ -175,7 +175,7 @@ pub fn condition(d: &DatadogPodAutoscaler, type_: &str) -> Option<(String, Optio
     d.status
         .as_ref()?
         .condition(type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
+        .map(|c| (c.status.to_string(), c.reason.as_ref().map(ToString::to_string)))
 }
 
 /// How long [`ensure_namespace`] waits for the namespace's `default` ServiceAccount.
