@@ -969,7 +969,7 @@ mod tests {
             for s in 0..60 {
                 history.record_recommendation(
                     lazyscale_api::time::Timestamp::UNIX_EPOCH + Duration::from_secs(1_000_000 + s),
-                    3,
+                    3 + (s % 2) as u32, // changing counts, each one kept
                 );
             }
             let histories: HashMap<Key, History> =

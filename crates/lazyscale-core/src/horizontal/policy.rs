@@ -294,6 +294,21 @@ impl History {
         if let Some(cutoff) = wall::sub(r.at, MAX_WINDOW) {
             self.recommendations.retain(|old| old.at > cutoff);
         }
+        // A run of one count keeps only its first and its last recommendation: the stabilization asks
+        // whether any of a run is within a window (its last is, or none is) and the status shows a
+        // run by its first. A DPA steady for the hour of [`MAX_WINDOW`] keeps two entries instead of
+        // one per reconcile.
+        let n = self.recommendations.len();
+        if n >= 2
+            && let (Some(before), Some(last)) =
+                (self.recommendations.get(n - 2), self.recommendations.get(n - 1))
+            && before.replicas == r.replicas
+            && last.replicas == r.replicas
+            && last.at <= r.at
+        {
+            self.recommendations[n - 1] = r;
+            return;
+        }
         if self.recommendations.len() >= MAX_RECOMMENDATIONS {
             self.recommendations.pop_front();
         }
@@ -734,13 +749,14 @@ mod tests {
     #[test]
     fn history_bytes_grow_with_the_recommendations_kept() {
         assert_eq!(History::new().approx_heap_bytes(), 0);
+        // counts that change every time: each one is kept
         let mut h = History::new();
         for i in 0..100 {
-            h.record_recommendation(t(i), 3);
+            h.record_recommendation(t(i), 3 + (i % 2) as u32);
         }
         let hundred = h.approx_heap_bytes();
         for i in 100..1000 {
-            h.record_recommendation(t(i), 3);
+            h.record_recommendation(t(i), 3 + (i % 2) as u32);
         }
         let thousand = h.approx_heap_bytes();
         let per = (thousand - hundred) as f64 / 900.0;
@@ -750,6 +766,28 @@ mod tests {
             per >= slot * 0.9 && per <= slot * 2.5,
             "{per} bytes per recommendation"
         );
+    }
+
+    #[test]
+    fn a_run_of_one_count_keeps_its_first_and_its_last() {
+        let mut h = History::new();
+        for i in 0..500 {
+            h.record_recommendation(t(i * 5), 4);
+        }
+        let kept: Vec<_> = h.recommendations().map(|r| (r.at, r.replicas)).collect();
+        assert_eq!(kept, vec![(t(0), 4), (t(499 * 5), 4)]);
+        h.record_recommendation(t(500 * 5), 6);
+        h.record_recommendation(t(501 * 5), 6);
+        h.record_recommendation(t(502 * 5), 6);
+        let kept: Vec<_> = h.recommendations().map(|r| (r.at, r.replicas)).collect();
+        assert_eq!(
+            kept,
+            vec![(t(0), 4), (t(499 * 5), 4), (t(500 * 5), 6), (t(502 * 5), 6)]
+        );
+        assert!(h.approx_heap_bytes() <= 4 * 2 * std::mem::size_of::<TimedRecommendation>());
+        // an earlier time than the last is kept as it came, not merged
+        h.record_recommendation(t(400 * 5), 6);
+        assert_eq!(h.recommendations().len(), 5);
     }
 
     use super::*;
@@ -1381,6 +1419,41 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn a_compacted_history_has_the_extremes_of_every_window_and_the_runs_first_times(
+            steps in proptest::collection::vec((1u64..30, 0u32..3), 1..200),
+            window in 1u64..4000,
+        ) {
+            let mut h = History::new();
+            let mut all: Vec<(Timestamp, u32)> = Vec::new();
+            let mut now = t(0);
+            for (dt, rec) in steps {
+                now += Duration::from_secs(dt);
+                h.record_recommendation(now, rec);
+                all.push((now, rec));
+                all.retain(|(at, _)| within(*at, now, MAX_WINDOW));
+                let w = Duration::from_secs(window);
+                let extremes = |it: &mut dyn Iterator<Item = (Timestamp, u32)>| {
+                    it.filter(|(at, _)| within(*at, now, w))
+                        .fold(None, |acc: Option<(u32, u32)>, (_, r)| {
+                            Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))))
+                        })
+                };
+                let kept = extremes(&mut h.recommendations().map(|r| (r.at, r.replicas)));
+                prop_assert_eq!(kept, extremes(&mut all.iter().copied()));
+                // every run's first recommendation is kept (the status shows runs by it)
+                let firsts: Vec<_> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (_, r))| *i == 0 || all[*i - 1].1 != *r)
+                    .map(|(_, x)| *x)
+                    .collect();
+                for f in firsts.iter().skip(1) {
+                    prop_assert!(h.recommendations().any(|r| (r.at, r.replicas) == *f));
+                }
+            }
+        }
 
         #[test]
         fn decisions_respect_bounds_rules_preview_and_windows(
