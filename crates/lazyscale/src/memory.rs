@@ -29,3 +29,41 @@ pub fn sample() -> MemorySample {
 pub fn purge_in_background() -> bool {
     tikv_jemalloc_ctl::background_thread::write(true).is_ok()
 }
+
+/// jemalloc's index for "every arena" in `arena.<i>.*` names (`MALLCTL_ARENAS_ALL`).
+const ARENAS_ALL: &str = "4096";
+
+/// Returns the free pages of every jemalloc arena to the system now (`arena.<all>.purge`), instead of
+/// over the decay time. The stack calls it once it stopped and dropped its state: what the last
+/// autoscaler's stack freed leaves the RSS at once, not as the decay allows. `false` when jemalloc
+/// refused.
+#[allow(unsafe_code)]
+pub fn purge_now() -> bool {
+    let Ok(name) = std::ffi::CString::new(format!("arena.{ARENAS_ALL}.purge")) else {
+        return false;
+    };
+    // SAFETY: `arena.<i>.purge` is a void control: it reads and writes no value, so every pointer
+    // passed is null and the length is 0, as jemalloc's mallctl(3) requires for it; `name` is a valid
+    // NUL-terminated string for the call's duration.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(test)]
+mod tests {
+    /// jemalloc knows the control and accepts the call without values (a wrong name or a non-null
+    /// pointer is refused). What it returns to the system is measured by `cargo xtask bench lazy`
+    /// (after_teardown), with jemalloc as the agent's allocator.
+    #[test]
+    fn purging_every_arena_is_a_control_jemalloc_accepts() {
+        assert!(super::purge_now());
+    }
+}
