@@ -771,7 +771,7 @@ impl Handle {
     /// `None` when it has not been reconciled (unknown DPA, or this replica is not the leader).
     pub fn explain(&self, namespace: &str, name: &str) -> Option<String> {
         self.explanation(namespace, name)
-            .map(|e| explain::render(&e, time::now()))
+            .map(|e| explain::render(namespace, name, &e, time::now()))
     }
 
     /// The last reconcile of `namespace/name`, structured.
@@ -856,7 +856,7 @@ pub fn state_bytes(
                 .map(|(k, e)| {
                     key_bytes(k)
                         + arc_bytes::<Explanation>()
-                        + [&e.namespace, &e.name, &e.target, &e.mode, &e.outcome]
+                        + [&e.target, &e.outcome]
                             .into_iter()
                             .map(|s| string_bytes(s))
                             .sum::<usize>()

@@ -16,16 +16,12 @@ use lazyscale_core::horizontal::recommender::{
 /// What one reconcile saw and decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
-    /// DPA namespace.
-    pub namespace: String,
-    /// DPA name.
-    pub name: String,
     /// When the reconcile ran.
     pub at: Timestamp,
     /// `apiVersion kind name` of the target.
     pub target: String,
-    /// `Apply` or `Preview`.
-    pub mode: String,
+    /// `Apply` or `Preview` (empty when the DPA cannot be read).
+    pub mode: &'static str,
     /// Why the DPA was not evaluated (reason, message), when it was not.
     pub blocked: Option<(String, String)>,
     /// Replica count from the scale subresource.
@@ -53,10 +49,10 @@ fn age(now: Timestamp, t: Timestamp) -> String {
     }
 }
 
-/// Renders an explanation as text, with ages relative to `now`.
-pub fn render(e: &Explanation, now: Timestamp) -> String {
+/// Renders the explanation of DPA `namespace/name` as text, with ages relative to `now`.
+pub fn render(namespace: &str, name: &str, e: &Explanation, now: Timestamp) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "DatadogPodAutoscaler {}/{}", e.namespace, e.name);
+    let _ = writeln!(s, "DatadogPodAutoscaler {namespace}/{name}");
     let _ = writeln!(s, "  evaluated: {}", age(now, e.at));
     let _ = writeln!(s, "  target:    {}", e.target);
     let _ = writeln!(s, "  mode:      {}", e.mode);
@@ -255,11 +251,9 @@ mod tests {
             },
         );
         let e = Explanation {
-            namespace: "ns".into(),
-            name: "web".into(),
             at: at(1_000_000),
             target: "apps/v1 Deployment web".into(),
-            mode: "Apply".into(),
+            mode: "Apply",
             blocked: None,
             current_replicas: Some(3),
             pods: 3,
@@ -269,7 +263,7 @@ mod tests {
             decision: Some(d),
             outcome: "scaled 3 -> 5".into(),
         };
-        let text = render(&e, at(1_002_000));
+        let text = render("ns", "web", &e, at(1_002_000));
         for want in [
             "DatadogPodAutoscaler ns/web",
             "current replicas: 3",

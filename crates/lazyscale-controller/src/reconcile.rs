@@ -79,11 +79,12 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let t = &dpa.spec.target_ref;
     let api_version = t.api_version.clone().unwrap_or_default();
     let mut ex = Explanation {
-        namespace: ns.to_owned(),
-        name: name.to_owned(),
         at: now,
         target: format!("{api_version} {} {}", t.kind, t.name),
-        mode: format!("{:?}", dpa.spec.apply_policy.mode),
+        mode: match dpa.spec.apply_policy.mode {
+            lazyscale_api::ApplyMode::Apply => "Apply",
+            lazyscale_api::ApplyMode::Preview => "Preview",
+        },
         blocked: None,
         current_replicas: None,
         pods: 0,
@@ -288,7 +289,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             Some(d) if d.action.is_some() => format!("would scale {current} -> {}", d.final_replicas),
             _ => "no scaling decision".to_owned(),
         };
-        hold(shared, &mut conds, &mut ex, &mut requeue, h, &doing);
+        hold(shared, key, &mut conds, &mut ex, &mut requeue, h, &doing);
         ex.decision = decision;
     } else if current == 0 {
         let m = "target has 0 replicas: scaling disabled";
@@ -341,7 +342,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             if !shared.is_leader() {
                 ex.outcome = format!("would scale {current} -> {desired} (not the leader)");
             } else if let Some(why) = stale {
-                dropped(shared, &mut ex, &mut requeue, why, current, desired);
+                dropped(shared, key, &mut ex, &mut requeue, why, current, desired);
             } else {
                 shared.count_request();
                 let result = scale::set(
@@ -358,6 +359,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
                     Err(e) if scale::is_conflict(&e) => {
                         dropped(
                             shared,
+                            key,
                             &mut ex,
                             &mut requeue,
                             Dropped::TargetChanged,
@@ -469,6 +471,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
 /// the counter, and a retry.
 fn hold(
     shared: &Shared,
+    key: &Key,
     conds: &mut Vec<Cond>,
     ex: &mut Explanation,
     requeue: &mut Requeue,
@@ -477,7 +480,7 @@ fn hold(
 ) {
     shared.counters.held.fetch_add(1, Ordering::Relaxed);
     let m = h.message();
-    tracing::debug!(namespace = %ex.namespace, name = %ex.name, hold = ?h, "horizontal decision held");
+    tracing::debug!(namespace = %key.0, name = %key.1, hold = ?h, "horizontal decision held");
     ex.outcome = format!("held: {doing}, but {m} ({})", h.reason());
     conds.push(Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE).because(h.reason(), m));
     *requeue = Requeue(Some(inputs::RETRY));
@@ -486,6 +489,7 @@ fn hold(
 /// A decision dropped before its write ([`inputs::Dropped`]): nothing written, recomputed soon.
 fn dropped(
     shared: &Shared,
+    key: &Key,
     ex: &mut Explanation,
     requeue: &mut Requeue,
     why: Dropped,
@@ -493,7 +497,7 @@ fn dropped(
     desired: i32,
 ) {
     shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(namespace = %ex.namespace, name = %ex.name, from = current, to = desired, reason = %why, "scale decision dropped");
+    tracing::info!(namespace = %key.0, name = %key.1, from = current, to = desired, reason = %why, "scale decision dropped");
     ex.outcome = format!("dropped: would scale {current} -> {desired}, but {why}; recomputing");
     *requeue = Requeue(Some(inputs::RETRY));
 }
@@ -643,11 +647,9 @@ async fn report_undecodable(shared: &Arc<Shared>, key: &Key, u: &Undecodable) ->
     shared.explain_store(
         key,
         Explanation {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
             at: now,
             target: "(the object cannot be read)".to_owned(),
-            mode: String::new(),
+            mode: "",
             blocked: Some((b.reason.to_owned(), b.message.clone())),
             current_replicas: None,
             pods: 0,
