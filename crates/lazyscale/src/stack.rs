@@ -651,10 +651,6 @@ async fn stop(deps: &mut Deps, mut r: Running) {
     publish_cache_metrics(&deps.metrics, &mut r);
     r.pods.stopped().await;
     drop(r);
-    #[cfg(not(feature = "system-allocator"))]
-    if !crate::memory::purge_now() {
-        tracing::debug!("jemalloc refused to purge its arenas");
-    }
     deps.metrics.gate_open.set(0);
     deps.metrics.pod_collection_synced.set(0);
     deps.metrics.cached_pods.set(0);
