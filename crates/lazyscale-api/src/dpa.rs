@@ -505,6 +505,13 @@ mod tests {
     }
 
     #[test]
+    fn apply_mode_names_are_the_wire_names() {
+        for m in [crate::ApplyMode::Apply, crate::ApplyMode::Preview] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+    }
+
+    #[test]
     fn the_mode_matrix() {
         let cpu = serde_json::json!([{"type": "PodResource", "podResource": {"name": "cpu",
             "value": {"type": "Utilization", "utilization": 70}}}]);

@@ -81,6 +81,16 @@ pub enum ApplyMode {
     Preview,
 }
 
+impl ApplyMode {
+    /// The mode's name as in the spec (`Apply`, `Preview`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyMode::Apply => "Apply",
+            ApplyMode::Preview => "Preview",
+        }
+    }
+}
+
 /// Policy for vertical updates.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -81,10 +81,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let mut ex = Explanation {
         at: now,
         target: format!("{api_version} {} {}", t.kind, t.name),
-        mode: match dpa.spec.apply_policy.mode {
-            lazyscale_api::ApplyMode::Apply => "Apply",
-            lazyscale_api::ApplyMode::Preview => "Preview",
-        },
+        mode: dpa.spec.apply_policy.mode.as_str(),
         blocked: None,
         current_replicas: None,
         pods: 0,
