@@ -225,6 +225,14 @@ fn measure(name: &'static str, agent: &Agent, server: &Server, base: (u64, u64))
         "rss_anon_bytes": anon,
         "rss_file_bytes": file,
         "heap_bytes": get("lazyscale_process_heap_bytes") as u64,
+        "allocator": {
+            "active_bytes": get("lazyscale_process_allocator_bytes{part=\"Active\"}") as u64,
+            "metadata_bytes": get("lazyscale_process_allocator_bytes{part=\"Metadata\"}") as u64,
+            "resident_bytes": get("lazyscale_process_allocator_bytes{part=\"Resident\"}") as u64,
+            "mapped_bytes": get("lazyscale_process_allocator_bytes{part=\"Mapped\"}") as u64,
+            "retained_bytes": get("lazyscale_process_allocator_bytes{part=\"Retained\"}") as u64,
+        },
+        "threads": get("lazyscale_process_threads") as u64,
         "cached_pods": cached as u64,
         "cache_bytes": cache_bytes as u64,
         "cache_bytes_per_pod": if cached > 0.0 { (cache_bytes / cached).round() as u64 } else { 0 },
@@ -583,6 +591,10 @@ fn lazy(a: LazyArgs) -> Result<()> {
     })?;
     std::thread::sleep(settle);
     phases.push(measure("after_teardown", &agent, &server, base)?);
+    // What is still resident once the timers of the stopped stack's leftovers ran out (jemalloc's 10 s
+    // decay, the connection pool's 15 s idle time, tokio's 10 s for an idle blocking thread).
+    std::thread::sleep(Duration::from_secs(30));
+    phases.push(measure("after_teardown_30s", &agent, &server, base)?);
     agent.stop()?;
 
     let phase = |name: &str| {

@@ -80,6 +80,28 @@ pub struct MemoryLabels {
     pub component: MemoryComponent,
 }
 
+/// A part of the allocator's accounting (`lazyscale_process_allocator_bytes`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum AllocatorPart {
+    /// Bytes in the pages of active allocations (jemalloc `stats.active`).
+    Active,
+    /// The allocator's metadata (`stats.metadata`).
+    Metadata,
+    /// Resident pages the allocator maps, dirty ones included (`stats.resident`).
+    Resident,
+    /// The allocator's active extents (`stats.mapped`).
+    Mapped,
+    /// Virtual memory retained and not resident (`stats.retained`).
+    Retained,
+}
+
+/// Label set of the allocator breakdown.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AllocatorLabels {
+    /// The part.
+    pub part: AllocatorPart,
+}
+
 /// The path an admission request took.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum WebhookPath {
@@ -461,6 +483,10 @@ pub struct Metrics {
     pub heap_bytes: Gauge,
     /// Resident set size.
     pub resident_bytes: Gauge,
+    /// The allocator's accounting beside the heap, by part.
+    pub allocator: Family<AllocatorLabels, Gauge>,
+    /// Threads of the process.
+    pub threads: Gauge,
     /// Tasks alive in the tokio runtime (spawned and not finished).
     pub alive_tasks: Gauge,
 }
@@ -490,6 +516,8 @@ impl Metrics {
             vertical: Family::default(),
             heap_bytes: Gauge::default(),
             resident_bytes: Gauge::default(),
+            allocator: Family::default(),
+            threads: Gauge::default(),
             alive_tasks: Gauge::default(),
             registry: Registry::default(),
         };
@@ -601,6 +629,12 @@ impl Metrics {
             m.resident_bytes.clone(),
         );
         registry.register(
+            "process_allocator_bytes",
+            "The allocator's accounting by part (jemalloc stats.active, metadata, resident, mapped, retained)",
+            m.allocator.clone(),
+        );
+        registry.register("process_threads", "Threads of the agent", m.threads.clone());
+        registry.register(
             "runtime_alive_tasks",
             "Tasks alive in the agent's tokio runtime",
             m.alive_tasks.clone(),
@@ -613,6 +647,18 @@ impl Metrics {
         let mem = crate::memory::sample();
         self.heap_bytes.set(mem.heap_bytes as i64);
         self.resident_bytes.set(mem.resident_bytes as i64);
+        for (part, v) in [
+            (AllocatorPart::Active, mem.active_bytes),
+            (AllocatorPart::Metadata, mem.metadata_bytes),
+            (AllocatorPart::Resident, mem.allocator_resident_bytes),
+            (AllocatorPart::Mapped, mem.mapped_bytes),
+            (AllocatorPart::Retained, mem.retained_bytes),
+        ] {
+            self.allocator
+                .get_or_create(&AllocatorLabels { part })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        self.threads.set(i64::try_from(mem.threads).unwrap_or(i64::MAX));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             self.alive_tasks
                 .set(i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
