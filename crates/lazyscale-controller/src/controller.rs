@@ -212,7 +212,8 @@ pub(crate) struct Shared {
     /// The recommendation history of every DPA reconciled (bounded by the DPAs, each by the engine).
     histories: Mutex<HashMap<Key, History>>,
     usage: RwLock<HashMap<String, Arc<NamespaceUsage>>>,
-    allowed: RwLock<HashSet<Key>>,
+    /// Which DPAs are within the per-cluster limit (one key, not one per DPA).
+    limit: RwLock<validate::Cutoff>,
     limit_dirty: AtomicBool,
     pub(crate) explanations: RwLock<HashMap<Key, Arc<Explanation>>>,
     pub(crate) written: Mutex<HashMap<Key, crate::reconcile::Owned>>,
@@ -274,30 +275,18 @@ impl Shared {
         status_to_compare(&mut self.written.lock(), key, stored)
     }
 
-    pub(crate) fn within_limit(&self, key: &Key) -> bool {
+    /// Whether `dpa` is among the `limit` oldest DPAs of the cluster.
+    pub(crate) fn within_limit(&self, dpa: &DatadogPodAutoscaler) -> bool {
         if self.limit_dirty.swap(false, Ordering::AcqRel) {
             self.recompute_limit();
         }
-        self.allowed.read().contains(key)
+        let (created, ns, name) = limit_key(dpa);
+        self.limit.read().admits(created, &ns, &name)
     }
 
     fn recompute_limit(&self) {
-        let all: Vec<validate::LimitKey> = self
-            .dpas
-            .list()
-            .iter()
-            .map(|d| {
-                (
-                    d.metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map_or(i64::MAX, |t| time::unix_millis(time::from_time(t))),
-                    d.namespace().unwrap_or_default(),
-                    d.name_any(),
-                )
-            })
-            .collect();
-        *self.allowed.write() = validate::within_limit(all, self.config.limit);
+        let all: Vec<validate::LimitKey> = self.dpas.list().iter().map(|d| limit_key(d)).collect();
+        *self.limit.write() = validate::limit_cutoff(all, self.config.limit);
     }
 
     /// The DPAs to reconcile: those decoded, and those that were not (to report them).
@@ -430,7 +419,7 @@ impl Controller {
             dpas,
             histories: Mutex::default(),
             usage: RwLock::default(),
-            allowed: RwLock::default(),
+            limit: RwLock::new(validate::Cutoff::Everyone),
             limit_dirty: AtomicBool::new(true),
             explanations: RwLock::default(),
             written: Mutex::default(),
@@ -797,12 +786,7 @@ impl Handle {
     /// themselves are the source's, the PodMetrics samples per namespace are not counted.
     pub fn approx_heap_bytes(&self) -> usize {
         let s = &self.shared;
-        state_bytes(
-            &s.histories.lock(),
-            &s.allowed.read(),
-            &s.explanations.read(),
-            &s.written.lock(),
-        )
+        state_bytes(&s.histories.lock(), &s.explanations.read(), &s.written.lock())
     }
 }
 
@@ -826,19 +810,30 @@ fn status_to_compare(
     }
 }
 
+/// A DPA's place in the per-cluster limit: creation time (unix milliseconds; none sorts last),
+/// namespace, name.
+fn limit_key(d: &DatadogPodAutoscaler) -> validate::LimitKey {
+    (
+        d.metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(i64::MAX, |t| time::unix_millis(time::from_time(t))),
+        d.namespace().unwrap_or_default(),
+        d.name_any(),
+    )
+}
+
 /// Heap bytes of a key's two strings.
 fn key_bytes(k: &Key) -> usize {
     lazyscale_api::heap::string_bytes(&k.0) + lazyscale_api::heap::string_bytes(&k.1)
 }
 
 /// Approximate heap bytes of the controller's per-DPA state: the tables' slots (from their capacities)
-/// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the set of DPAs within the
-/// limit, the last explanation of each (strings, decision, objective reports; error texts inside a
+/// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the last explanation of each (strings, decision, objective reports; error texts inside a
 /// recommendation not counted) and the statuses written but not yet seen back
 /// ([`lazyscale_api::heap::approx_heap_bytes`]). Not counted: the work queue (keys waiting, transient).
 pub fn state_bytes(
     histories: &HashMap<Key, History>,
-    allowed: &HashSet<Key>,
     explanations: &HashMap<Key, Arc<Explanation>>,
     written: &HashMap<Key, crate::reconcile::Owned>,
 ) -> usize {
@@ -848,7 +843,6 @@ pub fn state_bytes(
             .iter()
             .map(|(k, h)| key_bytes(k) + h.approx_heap_bytes())
             .sum::<usize>();
-    let allowed = hash_table_bytes::<Key>(allowed.capacity()) + allowed.iter().map(key_bytes).sum::<usize>();
     let explanations =
         hash_table_bytes::<(Key, Arc<Explanation>)>(explanations.capacity())
             + explanations
@@ -886,7 +880,7 @@ pub fn state_bytes(
             .iter()
             .map(|(k, o)| key_bytes(k) + o.approx_heap_bytes())
             .sum::<usize>();
-    histories + allowed + explanations + written
+    histories + explanations + written
 }
 
 #[cfg(test)]
@@ -974,7 +968,6 @@ mod tests {
             }
             let histories: HashMap<Key, History> =
                 keys.iter().map(|k| (k.clone(), history.clone())).collect();
-            let allowed: HashSet<Key> = keys.iter().cloned().collect();
             let written: HashMap<Key, crate::reconcile::Owned> = keys
                 .iter()
                 .map(|k| {
@@ -985,16 +978,15 @@ mod tests {
                     (k.clone(), crate::reconcile::Owned::of(&status))
                 })
                 .collect();
-            state_bytes(&histories, &allowed, &HashMap::new(), &written)
+            state_bytes(&histories, &HashMap::new(), &written)
         };
         assert_eq!(state(0), 0);
         let per = (state(2_000) - state(1_000)) as f64 / 1_000.0;
-        // a 64-slot ring of recommendations, keys thrice, the small status, and the slots of three
+        // a 64-slot ring of recommendations, keys twice, the small status, and the slots of two
         // tables (between 8/7 and 16/7 slots a DPA at the 7/8 load factor; a status slot alone is large)
         let history =
             (64 * std::mem::size_of::<lazyscale_core::horizontal::policy::TimedRecommendation>()) as f64;
         let slots = (std::mem::size_of::<(Key, History)>()
-            + std::mem::size_of::<Key>()
             + std::mem::size_of::<(Key, crate::reconcile::Owned)>()) as f64;
         let least = history + 8.0 / 7.0 * slots + 100.0;
         assert!(

@@ -95,7 +95,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
     let old_conditions = old.conditions.clone().unwrap_or_default();
 
     // Limit, validation, target.
-    let blocked: Option<Invalid> = if !shared.within_limit(key) {
+    let blocked: Option<Invalid> = if !shared.within_limit(&dpa) {
         Some(Invalid {
             reason: reasons::CLUSTER_AUTOSCALER_LIMIT_REACHED,
             message: format!(

@@ -235,10 +235,41 @@ fn objective(o: &Objective, field: &str) -> Result<(), Invalid> {
 /// An autoscaler's place in the per-cluster limit: creation time (unix milliseconds), namespace, name.
 pub type LimitKey = (i64, String, String);
 
-/// The autoscalers within the limit: the `limit` oldest (ties broken by namespace and name).
-pub fn within_limit(mut all: Vec<LimitKey>, limit: usize) -> HashSet<(String, String)> {
-    all.sort_unstable();
-    all.into_iter().take(limit).map(|(_, ns, n)| (ns, n)).collect()
+/// Which autoscalers are within the per-cluster limit: the `limit` oldest (ties broken by namespace and
+/// name). Kept as the last one admitted rather than as the set of admitted keys, so that it costs
+/// nothing per autoscaler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cutoff {
+    /// There are no more autoscalers than the limit.
+    Everyone,
+    /// The limit is 0 and there are autoscalers.
+    Nobody,
+    /// The `limit`-th oldest: it and every autoscaler that sorts before it are within the limit.
+    UpTo(LimitKey),
+}
+
+impl Cutoff {
+    /// Whether the autoscaler created at `created` (unix milliseconds) named `namespace/name` is within
+    /// the limit.
+    pub fn admits(&self, created: i64, namespace: &str, name: &str) -> bool {
+        match self {
+            Cutoff::Everyone => true,
+            Cutoff::Nobody => false,
+            Cutoff::UpTo((c, ns, n)) => (created, namespace, name) <= (*c, ns.as_str(), n.as_str()),
+        }
+    }
+}
+
+/// The cutoff of the limit over `all` autoscalers (in linear time: one selection, no sort).
+pub fn limit_cutoff(mut all: Vec<LimitKey>, limit: usize) -> Cutoff {
+    if all.len() <= limit {
+        return Cutoff::Everyone;
+    }
+    let Some(last) = limit.checked_sub(1) else {
+        return Cutoff::Nobody;
+    };
+    let (_, nth, _) = all.select_nth_unstable(last);
+    Cutoff::UpTo(std::mem::take(nth))
 }
 
 #[cfg(test)]
@@ -416,9 +447,38 @@ mod tests {
             (20, "a".into(), "z".into()),
             (10, "a".into(), "a".into()),
         ];
-        let ok = within_limit(all, 2);
-        assert!(ok.contains(&("a".into(), "a".into())));
-        assert!(ok.contains(&("a".into(), "y".into())));
-        assert_eq!(ok.len(), 2);
+        let c = limit_cutoff(all.clone(), 2);
+        assert_eq!(c, Cutoff::UpTo((10, "a".into(), "y".into())));
+        let admitted: Vec<&str> = all
+            .iter()
+            .filter(|(t, ns, n)| c.admits(*t, ns, n))
+            .map(|(_, _, n)| n.as_str())
+            .collect();
+        assert_eq!(admitted, ["y", "a"]);
+        assert_eq!(limit_cutoff(all.clone(), 4), Cutoff::Everyone);
+        assert_eq!(limit_cutoff(all.clone(), 0), Cutoff::Nobody);
+        assert!(!Cutoff::Nobody.admits(0, "a", "a"));
+        assert_eq!(limit_cutoff(Vec::new(), 0), Cutoff::Everyone);
+    }
+
+    proptest::proptest! {
+        /// The cutoff admits exactly the `limit` oldest (by creation, namespace, name) of distinct
+        /// autoscalers, as sorting them all and taking the first `limit` would.
+        #[test]
+        fn the_cutoff_admits_the_limit_oldest(
+            all in proptest::collection::btree_set((0i64..5, "[ab]", "[a-d]"), 0..20),
+            limit in 0usize..25,
+        ) {
+            let all: Vec<LimitKey> = all.into_iter().collect();
+            let mut sorted = all.clone();
+            sorted.sort();
+            let oldest: HashSet<&LimitKey> = sorted.iter().take(limit).collect();
+            let mut shuffled = all.clone();
+            shuffled.reverse();
+            let c = limit_cutoff(shuffled, limit);
+            for k in &all {
+                proptest::prop_assert_eq!(c.admits(k.0, &k.1, &k.2), oldest.contains(k), "{:?} {:?}", k, c);
+            }
+        }
     }
 }
