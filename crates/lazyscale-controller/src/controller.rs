@@ -280,12 +280,21 @@ impl Shared {
         if self.limit_dirty.swap(false, Ordering::AcqRel) {
             self.recompute_limit();
         }
-        let (created, ns, name) = limit_key(dpa);
-        self.limit.read().admits(created, &ns, &name)
+        let meta = &dpa.metadata;
+        self.limit.read().admits(
+            created_ms(dpa),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
     }
 
     fn recompute_limit(&self) {
-        let all: Vec<validate::LimitKey> = self.dpas.list().iter().map(|d| limit_key(d)).collect();
+        let all: Vec<validate::LimitKey> = self
+            .dpas
+            .list()
+            .iter()
+            .map(|d| (created_ms(d), d.namespace().unwrap_or_default(), d.name_any()))
+            .collect();
         *self.limit.write() = validate::limit_cutoff(all, self.config.limit);
     }
 
@@ -810,17 +819,13 @@ fn status_to_compare(
     }
 }
 
-/// A DPA's place in the per-cluster limit: creation time (unix milliseconds; none sorts last),
-/// namespace, name.
-fn limit_key(d: &DatadogPodAutoscaler) -> validate::LimitKey {
-    (
-        d.metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(i64::MAX, |t| time::unix_millis(time::from_time(t))),
-        d.namespace().unwrap_or_default(),
-        d.name_any(),
-    )
+/// A DPA's creation time in unix milliseconds, its first place in the per-cluster limit (none sorts
+/// last).
+fn created_ms(d: &DatadogPodAutoscaler) -> i64 {
+    d.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(i64::MAX, |t| time::unix_millis(time::from_time(t)))
 }
 
 /// Heap bytes of a key's two strings.
@@ -829,8 +834,8 @@ fn key_bytes(k: &Key) -> usize {
 }
 
 /// Approximate heap bytes of the controller's per-DPA state: the tables' slots (from their capacities)
-/// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the last explanation of each (strings, decision, objective reports; error texts inside a
-/// recommendation not counted) and the statuses written but not yet seen back
+/// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the last explanation of
+/// each (strings, decision, objective reports; error texts inside a recommendation not counted) and the statuses written but not yet seen back
 /// ([`lazyscale_api::heap::approx_heap_bytes`]). Not counted: the work queue (keys waiting, transient).
 pub fn state_bytes(
     histories: &HashMap<Key, History>,
