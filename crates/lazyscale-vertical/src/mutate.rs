@@ -23,8 +23,10 @@
 //! `~1`, `~` → `~0`). A request is never set above a limit the plan leaves in place, so a valid pod stays
 //! valid.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use lazyscale_api::consts::annotations;
 use lazyscale_api::{ApplyMode, DatadogPodAutoscaler};
@@ -204,15 +206,17 @@ impl AutoscalerLookup for [Arc<Autoscaler>] {
 }
 
 /// An index of autoscalers by (namespace, target kind, target name), O(1) per lookup.
+///
+/// Two hash tables over the same `Arc`s and no key strings: entries are found by a hash of the fields
+/// and compared with the autoscaler's own strings. A table is shrunk once it is less than a quarter
+/// full, so the memory of 10,000 deleted DPAs goes back (amortized O(1) per removal).
 #[derive(Debug, Clone, Default)]
 pub struct AutoscalerIndex {
-    by_target: HashMap<String, Vec<Arc<Autoscaler>>>,
-    target_of: HashMap<(String, String), String>,
-}
-
-fn target_key(namespace: &str, kind: &str, name: &str) -> String {
-    // Namespaces, kinds and names cannot contain '/', so the key is unambiguous.
-    format!("{namespace}/{kind}/{name}")
+    /// The autoscalers of one target, grouped (never an empty list).
+    by_target: HashTable<Vec<Arc<Autoscaler>>>,
+    /// Every autoscaler, by namespace and name.
+    by_name: HashTable<Arc<Autoscaler>>,
+    hasher: RandomState,
 }
 
 impl AutoscalerIndex {
@@ -221,74 +225,135 @@ impl AutoscalerIndex {
         Self::default()
     }
 
+    fn target_hash(&self, namespace: &str, kind: &str, name: &str) -> u64 {
+        self.hasher.hash_one((namespace, kind, name))
+    }
+
+    fn name_hash(&self, namespace: &str, name: &str) -> u64 {
+        self.hasher.hash_one((namespace, name))
+    }
+
+    fn of_target(a: &Autoscaler, namespace: &str, kind: &str, name: &str) -> bool {
+        a.namespace == namespace && a.target.kind == kind && a.target.name == name
+    }
+
     /// Adds or replaces (by namespace and name) an autoscaler.
     pub fn upsert(&mut self, autoscaler: Autoscaler) {
         self.remove(&autoscaler.namespace, &autoscaler.name);
-        let key = target_key(
-            &autoscaler.namespace,
-            &autoscaler.target.kind,
-            &autoscaler.target.name,
+        let a = Arc::new(autoscaler);
+        let hasher = &self.hasher;
+        let name_hash = self.name_hash(&a.namespace, &a.name);
+        self.by_name.insert_unique(name_hash, Arc::clone(&a), |x| {
+            hasher.hash_one((x.namespace.as_str(), x.name.as_str()))
+        });
+        let (ns, kind, name) = (
+            a.namespace.as_str(),
+            a.target.kind.as_str(),
+            a.target.name.as_str(),
         );
-        self.target_of.insert(
-            (autoscaler.namespace.clone(), autoscaler.name.clone()),
-            key.clone(),
-        );
-        self.by_target.entry(key).or_default().push(Arc::new(autoscaler));
+        let hash = self.target_hash(ns, kind, name);
+        let hasher = &self.hasher;
+        match self.by_target.entry(
+            hash,
+            |list| list.first().is_some_and(|x| Self::of_target(x, ns, kind, name)),
+            |list| {
+                list.first().map_or(0, |x| {
+                    hasher.hash_one((
+                        x.namespace.as_str(),
+                        x.target.kind.as_str(),
+                        x.target.name.as_str(),
+                    ))
+                })
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().push(Arc::clone(&a)),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(vec![Arc::clone(&a)]);
+            }
+        }
     }
 
     /// Removes the autoscaler `namespace`/`name`. Returns whether it was present.
     pub fn remove(&mut self, namespace: &str, name: &str) -> bool {
-        let Some(key) = self.target_of.remove(&(namespace.to_owned(), name.to_owned())) else {
+        let name_hash = self.name_hash(namespace, name);
+        let Ok(entry) = self
+            .by_name
+            .find_entry(name_hash, |a| a.namespace == namespace && a.name == name)
+        else {
             return false;
         };
-        if let Some(list) = self.by_target.get_mut(&key) {
-            list.retain(|a| !(a.namespace == namespace && a.name == name));
-            if list.is_empty() {
-                self.by_target.remove(&key);
+        let (a, _) = entry.remove();
+        let (kind, target) = (a.target.kind.as_str(), a.target.name.as_str());
+        let hash = self.target_hash(namespace, kind, target);
+        if let Ok(mut e) = self.by_target.find_entry(hash, |list| {
+            list.first()
+                .is_some_and(|x| Self::of_target(x, namespace, kind, target))
+        }) {
+            e.get_mut().retain(|x| !Arc::ptr_eq(x, &a));
+            if e.get().is_empty() {
+                e.remove();
             }
         }
+        self.shrink_if_sparse();
         true
+    }
+
+    /// Shrinks both tables to twice their length once they are less than a quarter full.
+    fn shrink_if_sparse(&mut self) {
+        let hasher = &self.hasher;
+        if self.by_name.capacity() > 64 && self.by_name.len() * 4 < self.by_name.capacity() {
+            self.by_name.shrink_to(self.by_name.len() * 2, |x| {
+                hasher.hash_one((x.namespace.as_str(), x.name.as_str()))
+            });
+        }
+        if self.by_target.capacity() > 64 && self.by_target.len() * 4 < self.by_target.capacity() {
+            self.by_target.shrink_to(self.by_target.len() * 2, |list| {
+                list.first().map_or(0, |x| {
+                    hasher.hash_one((
+                        x.namespace.as_str(),
+                        x.target.kind.as_str(),
+                        x.target.name.as_str(),
+                    ))
+                })
+            });
+        }
     }
 
     /// Number of autoscalers.
     pub fn len(&self) -> usize {
-        self.target_of.len()
+        self.by_name.len()
     }
 
-    /// Approximate heap bytes of the index: both hash tables (slots from their capacities), the key
-    /// strings, the lists and every [`Autoscaler`] ([`Autoscaler::approx_heap_bytes`]).
+    /// Approximate heap bytes of the index: both hash tables (slots from their capacities), the lists
+    /// and every [`Autoscaler`] ([`Autoscaler::approx_heap_bytes`]).
     pub fn approx_heap_bytes(&self) -> usize {
-        use lazyscale_api::heap::{alloc_bytes, hash_table_bytes, string_bytes};
-        let by_target: usize = self
+        use lazyscale_api::heap::{alloc_bytes, hash_table_bytes};
+        let lists: usize = self
             .by_target
             .iter()
-            .map(|(k, list)| {
-                string_bytes(k)
-                    + alloc_bytes(list.capacity() * std::mem::size_of::<Arc<Autoscaler>>())
+            .map(|list| {
+                alloc_bytes(list.capacity() * std::mem::size_of::<Arc<Autoscaler>>())
                     + list.iter().map(|a| a.approx_heap_bytes()).sum::<usize>()
             })
             .sum();
-        let target_of: usize = self
-            .target_of
-            .iter()
-            .map(|((ns, name), key)| string_bytes(ns) + string_bytes(name) + string_bytes(key))
-            .sum();
-        hash_table_bytes::<(String, Vec<Arc<Autoscaler>>)>(self.by_target.capacity())
-            + hash_table_bytes::<((String, String), String)>(self.target_of.capacity())
-            + by_target
-            + target_of
+        hash_table_bytes::<Vec<Arc<Autoscaler>>>(self.by_target.capacity())
+            + hash_table_bytes::<Arc<Autoscaler>>(self.by_name.capacity())
+            + lists
     }
 
     /// True when there is no autoscaler.
     pub fn is_empty(&self) -> bool {
-        self.target_of.is_empty()
+        self.by_name.is_empty()
     }
 }
 
 impl AutoscalerLookup for AutoscalerIndex {
     fn autoscalers_for(&self, namespace: &str, kind: &str, name: &str) -> Vec<Arc<Autoscaler>> {
         self.by_target
-            .get(&target_key(namespace, kind, name))
+            .find(self.target_hash(namespace, kind, name), |list| {
+                list.first()
+                    .is_some_and(|x| Self::of_target(x, namespace, kind, name))
+            })
             .cloned()
             .unwrap_or_default()
     }

@@ -526,3 +526,103 @@ fn the_index_estimate_grows_with_every_autoscaler() {
         "{per} bytes per autoscaler"
     );
 }
+
+/// An autoscaler `name` in `namespace` over Deployment `target`, built directly (no DPA).
+fn plain(namespace: &str, name: &str, target: &str) -> Autoscaler {
+    Autoscaler {
+        namespace: namespace.into(),
+        name: name.into(),
+        target: TargetRef {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            name: target.into(),
+        },
+        preview: false,
+        vertical: None,
+        error: None,
+    }
+}
+
+#[test]
+fn the_index_gives_its_memory_back_when_emptied() {
+    let mut idx = AutoscalerIndex::new();
+    let few = {
+        for i in 0..10 {
+            idx.upsert(plain("ns", &format!("d{i}"), &format!("w{i}")));
+        }
+        idx.approx_heap_bytes()
+    };
+    for i in 10..10_000 {
+        idx.upsert(plain("ns", &format!("d{i}"), &format!("w{i}")));
+    }
+    let full = idx.approx_heap_bytes();
+    for i in 10..10_000 {
+        assert!(idx.remove("ns", &format!("d{i}")));
+    }
+    assert_eq!(idx.len(), 10);
+    let after = idx.approx_heap_bytes();
+    assert!(full > 100 * few, "{full} bytes full, {few} with ten");
+    // back within a small factor of the ten-entry index (tables shrink to about twice their length)
+    assert!(after <= 4 * few, "{after} bytes after removals, {few} with ten");
+    assert_eq!(idx.autoscalers_for("ns", "Deployment", "w3").len(), 1);
+}
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert { ns: u8, name: u8, target: u8 },
+        Remove { ns: u8, name: u8 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..3u8, 0..12u8, 0..4u8).prop_map(|(ns, name, target)| Op::Upsert { ns, name, target }),
+            2 => (0..3u8, 0..12u8).prop_map(|(ns, name)| Op::Remove { ns, name }),
+        ]
+    }
+
+    proptest! {
+        /// The index answers every lookup like a plain map of (namespace, name) → target does, through
+        /// upserts that move DPAs between targets, several DPAs on one target, removals and shrinks.
+        #[test]
+        fn the_index_agrees_with_a_map(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut idx = AutoscalerIndex::new();
+            let mut model: BTreeMap<(u8, u8), u8> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Upsert { ns, name, target } => {
+                        idx.upsert(plain(&format!("n{ns}"), &format!("d{name}"), &format!("w{target}")));
+                        model.insert((ns, name), target);
+                    }
+                    Op::Remove { ns, name } => {
+                        let removed = idx.remove(&format!("n{ns}"), &format!("d{name}"));
+                        prop_assert_eq!(removed, model.remove(&(ns, name)).is_some());
+                    }
+                }
+                prop_assert_eq!(idx.len(), model.len());
+            }
+            for ns in 0..3u8 {
+                for target in 0..4u8 {
+                    let mut got: Vec<String> = idx
+                        .autoscalers_for(&format!("n{ns}"), "Deployment", &format!("w{target}"))
+                        .iter()
+                        .map(|a| a.name.clone())
+                        .collect();
+                    got.sort();
+                    let want: Vec<String> = model
+                        .iter()
+                        .filter(|((n, _), t)| *n == ns && **t == target)
+                        .map(|((_, d), _)| format!("d{d}"))
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+        }
+    }
+}
