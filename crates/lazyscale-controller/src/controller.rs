@@ -209,14 +209,12 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) recommender: Recommender,
     pub(crate) dpas: Arc<dyn DpaSource>,
-    /// The recommendation history of every DPA reconciled (bounded by the DPAs, each by the engine).
-    histories: Mutex<HashMap<Key, History>>,
+    /// What the controller keeps per DPA reconciled (bounded by the DPAs): one entry, one key.
+    per_dpa: Mutex<HashMap<Key, PerDpa>>,
     usage: RwLock<HashMap<String, Arc<NamespaceUsage>>>,
     /// Which DPAs are within the per-cluster limit (one key, not one per DPA).
     limit: RwLock<validate::Cutoff>,
     limit_dirty: AtomicBool,
-    pub(crate) explanations: RwLock<HashMap<Key, Arc<Explanation>>>,
-    pub(crate) written: Mutex<HashMap<Key, crate::reconcile::Owned>>,
     leader: RwLock<watch::Receiver<bool>>,
     pub(crate) counters: Counters,
 }
@@ -242,7 +240,7 @@ impl Shared {
 
     /// The history of `key`: the one in memory, else the one stored in its status.
     pub(crate) fn history(&self, key: &Key, stored: Option<&HorizontalStatus>) -> History {
-        if let Some(h) = self.histories.lock().get(key) {
+        if let Some(h) = self.per_dpa.lock().get(key).and_then(|e| e.history.as_ref()) {
             return h.clone();
         }
         stored.map(horizontal::restore_history).unwrap_or_default()
@@ -250,18 +248,42 @@ impl Shared {
 
     /// Keeps the history of `key` for the next evaluation.
     pub(crate) fn keep_history(&self, key: &Key, history: History) {
-        self.histories.lock().insert(key.clone(), history);
+        self.with_entry(key, |e| e.history = Some(history));
     }
 
     /// Forgets everything about a DPA that is gone.
     pub(crate) fn forget(&self, key: &Key) {
-        self.explanations.write().remove(key);
-        self.histories.lock().remove(key);
-        self.written.lock().remove(key);
+        self.per_dpa.lock().remove(key);
+    }
+
+    /// Changes the entry of `key` (made when missing; the key is copied only then).
+    fn with_entry(&self, key: &Key, f: impl FnOnce(&mut PerDpa)) {
+        let mut all = self.per_dpa.lock();
+        match all.get_mut(key) {
+            Some(e) => f(e),
+            None => f(all.entry(key.clone()).or_default()),
+        }
+    }
+
+    /// Keeps the fields written last for `key` until the DPA watch shows them ([`Shared::old_status`]).
+    pub(crate) fn keep_written(&self, key: &Key, written: crate::reconcile::Owned) {
+        self.with_entry(key, |e| e.written = Some(written));
+    }
+
+    /// Forgets what another leader may have moved on from (histories, statuses written): they are
+    /// restored from the stored status. Explanations stay.
+    fn forget_leader_state(&self) {
+        let mut all = self.per_dpa.lock();
+        all.retain(|_, e| {
+            e.history = None;
+            e.written = None;
+            !e.is_empty()
+        });
     }
 
     pub(crate) fn explain_store(&self, key: &Key, e: Explanation) {
-        self.explanations.write().insert(key.clone(), Arc::new(e));
+        let e = Arc::new(e);
+        self.with_entry(key, |entry| entry.explanation = Some(e));
     }
 
     /// The status to compare with: the stored one with the fields this writer wrote last put in, until
@@ -272,7 +294,15 @@ impl Shared {
         key: &Key,
         stored: DatadogPodAutoscalerStatus,
     ) -> DatadogPodAutoscalerStatus {
-        status_to_compare(&mut self.written.lock(), key, stored)
+        let mut all = self.per_dpa.lock();
+        let Some(entry) = all.get_mut(key) else {
+            return stored;
+        };
+        let seen = status_to_compare(&mut entry.written, stored);
+        if entry.is_empty() {
+            all.remove(key);
+        }
+        seen
     }
 
     /// Whether `dpa` is among the `limit` oldest DPAs of the cluster.
@@ -426,12 +456,10 @@ impl Controller {
             recorder,
             recommender,
             dpas,
-            histories: Mutex::default(),
+            per_dpa: Mutex::default(),
             usage: RwLock::default(),
             limit: RwLock::new(validate::Cutoff::Everyone),
             limit_dirty: AtomicBool::new(true),
-            explanations: RwLock::default(),
-            written: Mutex::default(),
             leader: RwLock::new(rx),
             counters: Counters::default(),
         });
@@ -577,9 +605,8 @@ impl Controller {
                     if now_leader != is_leader {
                         tracing::info!(leader = now_leader, "leadership changed");
                         is_leader = now_leader;
-                        shared.written.lock().clear();
                         // Another leader may have moved on: restore from the status.
-                        shared.histories.lock().clear();
+                        shared.forget_leader_state();
                         if is_leader {
                             tick.reset_immediately();
                         } else {
@@ -775,10 +802,10 @@ impl Handle {
     /// The last reconcile of `namespace/name`, structured.
     pub fn explanation(&self, namespace: &str, name: &str) -> Option<Arc<Explanation>> {
         self.shared
-            .explanations
-            .read()
+            .per_dpa
+            .lock()
             .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+            .and_then(|e| e.explanation.clone())
     }
 
     /// The controller's counters.
@@ -795,24 +822,40 @@ impl Handle {
     /// themselves are the source's, the PodMetrics samples per namespace are not counted.
     pub fn approx_heap_bytes(&self) -> usize {
         let s = &self.shared;
-        state_bytes(&s.histories.lock(), &s.explanations.read(), &s.written.lock())
+        state_bytes(&s.per_dpa.lock())
     }
 }
 
-/// [`Shared::old_status`] over the table of written fields: `stored` with the fields written last put
-/// in while the stored ones differ from them; once they agree the entry is dropped.
+/// What the controller keeps about one DPA; the entry goes when all three are empty.
+#[derive(Debug, Default)]
+pub(crate) struct PerDpa {
+    /// The recommendation history (each bounded by the engine).
+    history: Option<History>,
+    /// The last reconcile, for `explain`.
+    explanation: Option<Arc<Explanation>>,
+    /// The fields written last, until the DPA watch shows them.
+    written: Option<crate::reconcile::Owned>,
+}
+
+impl PerDpa {
+    fn is_empty(&self) -> bool {
+        self.history.is_none() && self.explanation.is_none() && self.written.is_none()
+    }
+}
+
+/// [`Shared::old_status`] for one DPA: `stored` with the fields written last put in while the stored
+/// ones differ from them; once they agree, `written` is emptied.
 fn status_to_compare(
-    written: &mut HashMap<Key, crate::reconcile::Owned>,
-    key: &Key,
+    written: &mut Option<crate::reconcile::Owned>,
     mut stored: DatadogPodAutoscalerStatus,
 ) -> DatadogPodAutoscalerStatus {
-    match written.get(key) {
+    match written {
         Some(w) if *w != crate::reconcile::Owned::of(&stored) => {
             w.put_into(&mut stored);
             stored
         }
         Some(_) => {
-            written.remove(key);
+            *written = None;
             stored
         }
         None => stored,
@@ -833,59 +876,52 @@ fn key_bytes(k: &Key) -> usize {
     lazyscale_api::heap::string_bytes(&k.0) + lazyscale_api::heap::string_bytes(&k.1)
 }
 
-/// Approximate heap bytes of the controller's per-DPA state: the tables' slots (from their capacities)
+/// Approximate heap bytes of the controller's per-DPA state: the table's slots (from its capacity)
 /// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the last explanation of
-/// each (strings, decision, objective reports; error texts inside a recommendation not counted) and the statuses written but not yet seen back
+/// each ([`explanation_bytes`]) and the statuses written but not yet seen back
 /// ([`lazyscale_api::heap::approx_heap_bytes`]). Not counted: the work queue (keys waiting, transient).
-pub fn state_bytes(
-    histories: &HashMap<Key, History>,
-    explanations: &HashMap<Key, Arc<Explanation>>,
-    written: &HashMap<Key, crate::reconcile::Owned>,
-) -> usize {
-    use lazyscale_api::heap::{alloc_bytes, approx_heap_bytes, arc_bytes, hash_table_bytes, string_bytes};
-    let histories = hash_table_bytes::<(Key, History)>(histories.capacity())
-        + histories
+pub(crate) fn state_bytes(per_dpa: &HashMap<Key, PerDpa>) -> usize {
+    use lazyscale_api::heap::hash_table_bytes;
+    hash_table_bytes::<(Key, PerDpa)>(per_dpa.capacity())
+        + per_dpa
             .iter()
-            .map(|(k, h)| key_bytes(k) + h.approx_heap_bytes())
-            .sum::<usize>();
-    let explanations =
-        hash_table_bytes::<(Key, Arc<Explanation>)>(explanations.capacity())
-            + explanations
-                .iter()
-                .map(|(k, e)| {
-                    key_bytes(k)
-                        + arc_bytes::<Explanation>()
-                        + [&e.target, &e.outcome]
-                            .into_iter()
-                            .map(|s| string_bytes(s))
-                            .sum::<usize>()
-                        + e.blocked
-                            .as_ref()
-                            .map_or(0, |(r, m)| string_bytes(r) + string_bytes(m))
-                        + alloc_bytes(e.unusable_objectives.capacity() * std::mem::size_of::<String>())
-                        + e.unusable_objectives
-                            .iter()
-                            .map(|s| string_bytes(s))
-                            .sum::<usize>()
-                        + e.decision.as_ref().map_or(0, approx_heap_bytes)
-                        + match &e.recommendation {
-                            Some(Ok(r)) => alloc_bytes(
-                                r.objectives.capacity()
-                                    * std::mem::size_of::<
-                                        lazyscale_core::horizontal::recommender::ObjectiveReport,
-                                    >(),
-                            ),
-                            Some(Err(m)) => string_bytes(m),
-                            None => 0,
-                        }
-                })
-                .sum::<usize>();
-    let written = hash_table_bytes::<(Key, crate::reconcile::Owned)>(written.capacity())
-        + written
+            .map(|(k, e)| {
+                key_bytes(k)
+                    + e.history.as_ref().map_or(0, History::approx_heap_bytes)
+                    + e.explanation.as_deref().map_or(0, explanation_bytes)
+                    + e.written
+                        .as_ref()
+                        .map_or(0, crate::reconcile::Owned::approx_heap_bytes)
+            })
+            .sum::<usize>()
+}
+
+/// Approximate heap bytes of one explanation in its `Arc`: strings, decision, objective reports (error
+/// texts inside a recommendation not counted).
+fn explanation_bytes(e: &Explanation) -> usize {
+    use lazyscale_api::heap::{alloc_bytes, approx_heap_bytes, arc_bytes, string_bytes};
+    arc_bytes::<Explanation>()
+        + [&e.target, &e.outcome]
+            .into_iter()
+            .map(|s| string_bytes(s))
+            .sum::<usize>()
+        + e.blocked
+            .as_ref()
+            .map_or(0, |(r, m)| string_bytes(r) + string_bytes(m))
+        + alloc_bytes(e.unusable_objectives.capacity() * std::mem::size_of::<String>())
+        + e.unusable_objectives
             .iter()
-            .map(|(k, o)| key_bytes(k) + o.approx_heap_bytes())
-            .sum::<usize>();
-    histories + explanations + written
+            .map(|s| string_bytes(s))
+            .sum::<usize>()
+        + e.decision.as_ref().map_or(0, approx_heap_bytes)
+        + match &e.recommendation {
+            Some(Ok(r)) => alloc_bytes(
+                r.objectives.capacity()
+                    * std::mem::size_of::<lazyscale_core::horizontal::recommender::ObjectiveReport>(),
+            ),
+            Some(Err(m)) => string_bytes(m),
+            None => 0,
+        }
 }
 
 #[cfg(test)]
@@ -938,12 +974,12 @@ mod tests {
         };
         let ours = status(serde_json::json!({"currentReplicas": 4,
             "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]}));
-        let mut written = HashMap::from([(k("a"), crate::reconcile::Owned::of(&ours))]);
+        let mut written = Some(crate::reconcile::Owned::of(&ours));
         // The watch still shows the old replicas: compared with what was written, entry kept.
         let behind = status(serde_json::json!({"currentReplicas": 3}));
-        let seen = status_to_compare(&mut written, &k("a"), behind);
+        let seen = status_to_compare(&mut written, behind);
         assert_eq!(seen.current_replicas, Some(4));
-        assert_eq!(written.len(), 1);
+        assert!(written.is_some());
         // The watch shows our fields and the vertical writer's new ones: the entry goes, and the
         // stored status (with the vertical part) is what is compared with.
         let mut caught_up = ours.clone();
@@ -953,11 +989,11 @@ mod tests {
         )
         .vertical;
         assert!(caught_up.vertical.is_some());
-        let seen = status_to_compare(&mut written, &k("a"), caught_up.clone());
+        let seen = status_to_compare(&mut written, caught_up.clone());
         assert_eq!(seen, caught_up);
-        assert!(written.is_empty(), "the entry outlived the watch catching up");
+        assert!(written.is_none(), "the entry outlived the watch catching up");
         // Nothing written: the stored status as it is.
-        assert_eq!(status_to_compare(&mut written, &k("b"), ours.clone()), ours);
+        assert_eq!(status_to_compare(&mut None, ours.clone()), ours);
     }
 
     #[test]
@@ -971,29 +1007,31 @@ mod tests {
                     3 + (s % 2) as u32, // changing counts, each one kept
                 );
             }
-            let histories: HashMap<Key, History> =
-                keys.iter().map(|k| (k.clone(), history.clone())).collect();
-            let written: HashMap<Key, crate::reconcile::Owned> = keys
+            let status: DatadogPodAutoscalerStatus =
+                serde_json::from_value(serde_json::json!({"currentReplicas": 3,
+                "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]}))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let per_dpa: HashMap<Key, PerDpa> = keys
                 .iter()
                 .map(|k| {
-                    let status: DatadogPodAutoscalerStatus =
-                        serde_json::from_value(serde_json::json!({"currentReplicas": 3,
-                        "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]}))
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    (k.clone(), crate::reconcile::Owned::of(&status))
+                    let entry = PerDpa {
+                        history: Some(history.clone()),
+                        explanation: None,
+                        written: Some(crate::reconcile::Owned::of(&status)),
+                    };
+                    (k.clone(), entry)
                 })
                 .collect();
-            state_bytes(&histories, &HashMap::new(), &written)
+            state_bytes(&per_dpa)
         };
         assert_eq!(state(0), 0);
         let per = (state(2_000) - state(1_000)) as f64 / 1_000.0;
-        // a 64-slot ring of recommendations, keys twice, the small status, and the slots of two
-        // tables (between 8/7 and 16/7 slots a DPA at the 7/8 load factor; a status slot alone is large)
+        // a 64-slot ring of recommendations, the key, the small status, and the slot of one table
+        // (between 8/7 and 16/7 slots a DPA at the 7/8 load factor)
         let history =
             (64 * std::mem::size_of::<lazyscale_core::horizontal::policy::TimedRecommendation>()) as f64;
-        let slots = (std::mem::size_of::<(Key, History)>()
-            + std::mem::size_of::<(Key, crate::reconcile::Owned)>()) as f64;
-        let least = history + 8.0 / 7.0 * slots + 100.0;
+        let slots = std::mem::size_of::<(Key, PerDpa)>() as f64;
+        let least = history + 8.0 / 7.0 * slots + 50.0;
         assert!(
             per > least && per < least + slots + 1000.0,
             "{per} bytes per DPA, {least} at least"

@@ -736,7 +736,7 @@ async fn write_status(
     )
     .await
     .map_err(|e| Error::Status(format!("{ns}/{name}"), e))?;
-    shared.written.lock().insert(key.clone(), new);
+    shared.keep_written(key, new);
     tracing::debug!(namespace = %ns, name = %name, "status written");
     Ok(())
 }
