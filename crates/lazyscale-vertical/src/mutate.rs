@@ -219,52 +219,56 @@ pub struct AutoscalerIndex {
     hasher: RandomState,
 }
 
+/// The hash of an autoscaler's (namespace, name): its place in `by_name`.
+fn name_hash(h: &RandomState, namespace: &str, name: &str) -> u64 {
+    h.hash_one((namespace, name))
+}
+
+/// The hash of a target (namespace, kind, name): its list's place in `by_target`.
+fn target_hash(h: &RandomState, namespace: &str, kind: &str, name: &str) -> u64 {
+    h.hash_one((namespace, kind, name))
+}
+
+/// The `by_target` hash of a list (every member has the same target).
+fn list_hash(h: &RandomState, list: &[Arc<Autoscaler>]) -> u64 {
+    list.first().map_or(0, |x| {
+        target_hash(h, &x.namespace, &x.target.kind, &x.target.name)
+    })
+}
+
+/// Whether `list` is the list of target `namespace`/`kind`/`name`.
+fn is_list_of(list: &[Arc<Autoscaler>], namespace: &str, kind: &str, name: &str) -> bool {
+    list.first()
+        .is_some_and(|a| a.namespace == namespace && a.target.kind == kind && a.target.name == name)
+}
+
+/// Shrinks `table` to twice its length once it is less than a quarter full (past a small size).
+fn shrink_if_sparse<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
+    if table.capacity() > 64 && table.len() * 4 < table.capacity() {
+        table.shrink_to(table.len() * 2, hash);
+    }
+}
+
 impl AutoscalerIndex {
     /// An empty index.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn target_hash(&self, namespace: &str, kind: &str, name: &str) -> u64 {
-        self.hasher.hash_one((namespace, kind, name))
-    }
-
-    fn name_hash(&self, namespace: &str, name: &str) -> u64 {
-        self.hasher.hash_one((namespace, name))
-    }
-
-    fn of_target(a: &Autoscaler, namespace: &str, kind: &str, name: &str) -> bool {
-        a.namespace == namespace && a.target.kind == kind && a.target.name == name
-    }
-
     /// Adds or replaces (by namespace and name) an autoscaler.
     pub fn upsert(&mut self, autoscaler: Autoscaler) {
         self.remove(&autoscaler.namespace, &autoscaler.name);
         let a = Arc::new(autoscaler);
-        let hasher = &self.hasher;
-        let name_hash = self.name_hash(&a.namespace, &a.name);
-        self.by_name.insert_unique(name_hash, Arc::clone(&a), |x| {
-            hasher.hash_one((x.namespace.as_str(), x.name.as_str()))
-        });
-        let (ns, kind, name) = (
-            a.namespace.as_str(),
-            a.target.kind.as_str(),
-            a.target.name.as_str(),
-        );
-        let hash = self.target_hash(ns, kind, name);
-        let hasher = &self.hasher;
+        let h = &self.hasher;
+        self.by_name
+            .insert_unique(name_hash(h, &a.namespace, &a.name), Arc::clone(&a), |x| {
+                name_hash(h, &x.namespace, &x.name)
+            });
+        let (ns, kind, name) = (&a.namespace, &a.target.kind, &a.target.name);
         match self.by_target.entry(
-            hash,
-            |list| list.first().is_some_and(|x| Self::of_target(x, ns, kind, name)),
-            |list| {
-                list.first().map_or(0, |x| {
-                    hasher.hash_one((
-                        x.namespace.as_str(),
-                        x.target.kind.as_str(),
-                        x.target.name.as_str(),
-                    ))
-                })
-            },
+            target_hash(h, ns, kind, name),
+            |list| is_list_of(list, ns, kind, name),
+            |list| list_hash(h, list),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().push(Arc::clone(&a)),
             hashbrown::hash_table::Entry::Vacant(e) => {
@@ -275,48 +279,28 @@ impl AutoscalerIndex {
 
     /// Removes the autoscaler `namespace`/`name`. Returns whether it was present.
     pub fn remove(&mut self, namespace: &str, name: &str) -> bool {
-        let name_hash = self.name_hash(namespace, name);
-        let Ok(entry) = self
-            .by_name
-            .find_entry(name_hash, |a| a.namespace == namespace && a.name == name)
-        else {
+        let h = &self.hasher;
+        let Ok(entry) = self.by_name.find_entry(name_hash(h, namespace, name), |a| {
+            a.namespace == namespace && a.name == name
+        }) else {
             return false;
         };
         let (a, _) = entry.remove();
-        let (kind, target) = (a.target.kind.as_str(), a.target.name.as_str());
-        let hash = self.target_hash(namespace, kind, target);
-        if let Ok(mut e) = self.by_target.find_entry(hash, |list| {
-            list.first()
-                .is_some_and(|x| Self::of_target(x, namespace, kind, target))
-        }) {
+        let (kind, target) = (&a.target.kind, &a.target.name);
+        if let Ok(mut e) = self
+            .by_target
+            .find_entry(target_hash(h, namespace, kind, target), |list| {
+                is_list_of(list, namespace, kind, target)
+            })
+        {
             e.get_mut().retain(|x| !Arc::ptr_eq(x, &a));
             if e.get().is_empty() {
                 e.remove();
             }
         }
-        self.shrink_if_sparse();
+        shrink_if_sparse(&mut self.by_name, |x| name_hash(h, &x.namespace, &x.name));
+        shrink_if_sparse(&mut self.by_target, |list| list_hash(h, list));
         true
-    }
-
-    /// Shrinks both tables to twice their length once they are less than a quarter full.
-    fn shrink_if_sparse(&mut self) {
-        let hasher = &self.hasher;
-        if self.by_name.capacity() > 64 && self.by_name.len() * 4 < self.by_name.capacity() {
-            self.by_name.shrink_to(self.by_name.len() * 2, |x| {
-                hasher.hash_one((x.namespace.as_str(), x.name.as_str()))
-            });
-        }
-        if self.by_target.capacity() > 64 && self.by_target.len() * 4 < self.by_target.capacity() {
-            self.by_target.shrink_to(self.by_target.len() * 2, |list| {
-                list.first().map_or(0, |x| {
-                    hasher.hash_one((
-                        x.namespace.as_str(),
-                        x.target.kind.as_str(),
-                        x.target.name.as_str(),
-                    ))
-                })
-            });
-        }
     }
 
     /// Number of autoscalers.
@@ -350,9 +334,8 @@ impl AutoscalerIndex {
 impl AutoscalerLookup for AutoscalerIndex {
     fn autoscalers_for(&self, namespace: &str, kind: &str, name: &str) -> Vec<Arc<Autoscaler>> {
         self.by_target
-            .find(self.target_hash(namespace, kind, name), |list| {
-                list.first()
-                    .is_some_and(|x| Self::of_target(x, namespace, kind, name))
+            .find(target_hash(&self.hasher, namespace, kind, name), |list| {
+                is_list_of(list, namespace, kind, name)
             })
             .cloned()
             .unwrap_or_default()
