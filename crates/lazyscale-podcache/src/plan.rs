@@ -149,6 +149,18 @@ pub fn plan(interest: &Interest, counts: &PodCounts, limits: &Limits) -> BTreeSe
     scopes
 }
 
+/// Whether replacing the `running` watches by the `planned` ones is a narrowing: from the cluster-wide
+/// watch back to scoped ones. An empty plan (nothing left to watch) is not: it stops every watch and
+/// lists nothing, so it needs no wait.
+///
+/// The collection delays a narrowing ([`crate::watch::Config::narrow_after`]) while it widens at once:
+/// the interest set passes through the scoped band on its way down (the DPAs of a cluster deleted in
+/// bulk), and narrowing there would start up to [`Limits::max_scoped_watches`] scoped lists and watches
+/// only to stop them moments later, while the cluster-wide watch already delivers every pod needed.
+pub fn narrows(running: &BTreeSet<WatchScope>, planned: &BTreeSet<WatchScope>) -> bool {
+    running.contains(&WatchScope::Cluster) && !planned.is_empty() && !planned.contains(&WatchScope::Cluster)
+}
+
 /// Whether one of `scopes` delivers the pods of `workload` (with pod selector `selector`).
 pub fn covered(scopes: &BTreeSet<WatchScope>, workload: &WorkloadRef<'_>, selector: Option<&str>) -> bool {
     scopes.iter().any(|s| s.covers(workload, selector))
@@ -289,6 +301,22 @@ mod tests {
             plan(&i, &PodCounts::default(), &Limits::default()),
             BTreeSet::from([WatchScope::namespace("a", None), WatchScope::namespace("b", None)])
         );
+    }
+
+    #[test]
+    fn only_leaving_the_cluster_watch_for_scoped_ones_narrows() {
+        let cluster = BTreeSet::from([WatchScope::Cluster]);
+        let scoped = BTreeSet::from([WatchScope::namespace("a", Some("app=web"))]);
+        let none = BTreeSet::new();
+        assert!(narrows(&cluster, &scoped));
+        assert!(!narrows(&cluster, &cluster));
+        assert!(!narrows(&cluster, &none), "nothing to watch stops at once");
+        assert!(!narrows(&scoped, &cluster), "widening is immediate");
+        assert!(!narrows(
+            &scoped,
+            &BTreeSet::from([WatchScope::namespace("b", None)])
+        ));
+        assert!(!narrows(&none, &scoped));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! [`PodCollection::set_interest`] says which workloads are autoscaled. The watches follow
 //! [`crate::plan::plan`]: while few workloads are autoscaled, one watch per namespace and pod label
 //! selector (so the agent lists and decodes only their pods); beyond [`Config::limits`], one
-//! cluster-wide watch. Each watch is a task running kube's [`watcher()`] — paged initial lists
+//! cluster-wide watch, which gives way to scoped watches again only once the plan has stayed scoped for
+//! [`Config::narrow_after`] (widening is immediate). Each watch is a task running kube's [`watcher()`] — paged initial lists
 //! (`page_size`, default 500), or, when [`Config::streaming_lists`] is set, a WatchList stream with a
 //! deadline after which the watch falls back to paged lists (a server without WatchList ignores
 //! `sendInitialEvents` and never sends the end-of-initial-events bookmark). Bookmarks are on, finished pods
@@ -55,7 +56,7 @@ use hashbrown::HashSet;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::plan::{Limits, PodCounts, WatchScope, coalesce_backfills, plan};
+use crate::plan::{Limits, PodCounts, WatchScope, coalesce_backfills, narrows, plan};
 use crate::slim::WorkloadKey;
 use crate::store::{ApplyOutcome, BackfillTarget, Delivery, Interest, InterestUpdate, PodStore, StoreError};
 use crate::wire::PodWire;
@@ -104,6 +105,9 @@ pub struct Config {
     pub streaming_timeout: Duration,
     /// Leave out `Succeeded` and `Failed` pods with a field selector.
     pub exclude_finished: bool,
+    /// How long the plan must have stayed scoped before the cluster-wide watch gives way to scoped ones
+    /// ([`crate::plan::narrows`]; widening is immediate, and zero narrows at once).
+    pub narrow_after: Duration,
 }
 
 impl Default for Config {
@@ -114,6 +118,7 @@ impl Default for Config {
             streaming_lists: false,
             streaming_timeout: Duration::from_secs(60),
             exclude_finished: true,
+            narrow_after: Duration::from_secs(30),
         }
     }
 }
@@ -216,6 +221,19 @@ struct Shared {
     /// Backfills waiting for [`backfill_worker`], which gathers them ([`coalesce_backfills`]).
     backfills: Mutex<Vec<BackfillTarget>>,
     backfill_wake: tokio::sync::Notify,
+    /// Held from planning until the watches are reconciled, so an interest update and a delayed
+    /// narrowing cannot apply their plans in the wrong order.
+    planning: Mutex<()>,
+    /// A narrowing waiting for [`Config::narrow_after`].
+    narrowing: Mutex<Narrowing>,
+}
+
+/// A narrowing held back: since when the plan has been scoped under the cluster-wide watch, and whether
+/// the task that applies it runs.
+#[derive(Default)]
+struct Narrowing {
+    since: Option<Instant>,
+    task: bool,
 }
 
 impl Shared {
@@ -335,6 +353,8 @@ impl PodCollection {
             cancel,
             backfills: Mutex::default(),
             backfill_wake: tokio::sync::Notify::new(),
+            planning: Mutex::new(()),
+            narrowing: Mutex::default(),
         });
         tokio::spawn(backfill_worker(Arc::clone(&shared)).instrument(tracing::info_span!("pod_backfill")));
         tokio::spawn(
@@ -419,11 +439,14 @@ impl PodCollection {
     }
 
     /// Replaces the interest set: evicts pods that left it, starts and stops watches as
-    /// [`crate::plan::plan`] says, and backfills the workloads that joined under a watch that already
-    /// runs. Must be called within a Tokio runtime.
+    /// [`crate::plan::plan`] says (a narrowing from the cluster-wide watch only once the plan has
+    /// stayed scoped for [`Config::narrow_after`]), and backfills the workloads that joined under a
+    /// watch that already runs. Must be called within a Tokio runtime.
     pub fn set_interest(&self, interest: Interest) -> InterestUpdate {
-        let scopes = plan(&interest, &PodCounts::default(), &self.shared.config.limits);
+        let _planning = self.shared.planning.lock();
+        let planned = plan(&interest, &PodCounts::default(), &self.shared.config.limits);
         let update = self.shared.store.set_interest(interest);
+        let scopes = hold_back_narrowing(&self.shared, planned);
         let started = reconcile_watches(&self.shared, scopes);
         for target in &update.backfill {
             let BackfillTarget::Namespace {
@@ -469,6 +492,80 @@ impl std::fmt::Debug for PodCollection {
             .field("config", &self.shared.config)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// The watches to run for the `planned` ones: the running cluster-wide watch while a narrowing waits
+/// for [`Config::narrow_after`] (starting the task that applies it then), else `planned`.
+fn hold_back_narrowing(shared: &Arc<Shared>, planned: BTreeSet<WatchScope>) -> BTreeSet<WatchScope> {
+    let running: BTreeSet<WatchScope> = {
+        let w = shared.watches.lock();
+        if w.planned.contains_key(&WatchScope::Cluster) {
+            BTreeSet::from([WatchScope::Cluster])
+        } else {
+            BTreeSet::new()
+        }
+    };
+    let mut n = shared.narrowing.lock();
+    if shared.config.narrow_after.is_zero() || !narrows(&running, &planned) {
+        n.since = None;
+        return planned;
+    }
+    n.since.get_or_insert_with(Instant::now);
+    if !n.task {
+        n.task = true;
+        let shared = Arc::clone(shared);
+        tokio::spawn(narrow_later(shared).instrument(tracing::info_span!("pod_watch_narrow")));
+    }
+    running
+}
+
+/// Applies a held-back narrowing once the plan has stayed scoped for [`Config::narrow_after`]; ends
+/// early when the plan widens again or the interest empties in the meantime.
+async fn narrow_later(shared: Arc<Shared>) {
+    loop {
+        let due = {
+            let mut n = shared.narrowing.lock();
+            match n.since {
+                Some(since) => since + shared.config.narrow_after,
+                None => {
+                    n.task = false;
+                    return;
+                }
+            }
+        };
+        if Instant::now() < due {
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(due) => continue,
+            }
+        }
+        let _planning = shared.planning.lock();
+        {
+            let mut n = shared.narrowing.lock();
+            match n.since {
+                None => {
+                    n.task = false;
+                    return;
+                }
+                // Widened and narrowed again while this task waited: wait for the new deadline.
+                Some(since) if Instant::now() < since + shared.config.narrow_after => continue,
+                Some(_) => {
+                    n.since = None;
+                    n.task = false;
+                }
+            }
+        }
+        let Some(interest) = shared.store.interest() else {
+            return;
+        };
+        let scopes = plan(&interest, &PodCounts::default(), &shared.config.limits);
+        tracing::info!(
+            watches = scopes.len(),
+            "interest stayed scoped; narrowing the pod watches"
+        );
+        reconcile_watches(&shared, scopes);
+        return;
     }
 }
 

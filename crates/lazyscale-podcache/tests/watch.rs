@@ -206,3 +206,105 @@ async fn streaming_list_watch() {
     })
     .await;
 }
+
+/// The collection widens to the cluster-wide watch at once, narrows back only after the plan has stayed
+/// scoped for `narrow_after`, and stops every watch at once when nothing is left to watch. Meanwhile the
+/// cluster-wide watch keeps delivering the pods of the workloads still autoscaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_waits_widening_does_not() {
+    use lazyscale_podcache::plan::{Limits, WatchScope};
+    use std::collections::BTreeSet;
+
+    let env = TestEnv::shared_with(without_gc);
+    let client = env.client().await;
+    let ns = env.namespace().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let web = WorkloadKey::new(&ns, WorkloadKind::Deployment, "web");
+    let api = WorkloadKey::new(&ns, WorkloadKind::Deployment, "api");
+    pods.create(&PostParams::default(), &pod("web", "6c8f9d7b5a", "aaaaa"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("api", "7d9e0f1a2b", "bbbbb"))
+        .await
+        .unwrap();
+
+    let dwell = Duration::from_secs(2);
+    let collection = PodCollection::start(
+        client.clone(),
+        Config {
+            limits: Limits {
+                max_scoped_watches: 1,
+                ..Limits::default()
+            },
+            narrow_after: dwell,
+            ..Config::default()
+        },
+        CancellationToken::new(),
+    );
+    let both = Interest::new()
+        .with_workload(web.clone(), Some("app=web".into()))
+        .with_workload(api.clone(), Some("app=api".into()));
+    let web_only = Interest::new().with_workload(web.clone(), Some("app=web".into()));
+    let cluster = BTreeSet::from([WatchScope::Cluster]);
+    let scoped = BTreeSet::from([WatchScope::namespace(&ns, Some("app=web"))]);
+
+    // Two selectors over a limit of one: the cluster-wide watch, at once.
+    collection.set_interest(both.clone());
+    assert_eq!(collection.scopes(), cluster);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), collection.synced())
+            .await
+            .unwrap()
+    );
+    let store = collection.store().clone();
+    eventually("both workloads cached", || async {
+        store.counts(&web).pods == 1 && store.counts(&api).pods == 1
+    })
+    .await;
+
+    // Down to one selector: the cluster-wide watch stays for now and still delivers web's pods.
+    let narrowed_at = tokio::time::Instant::now();
+    collection.set_interest(web_only.clone());
+    assert_eq!(collection.scopes(), cluster, "narrowing waits");
+    assert_eq!(store.counts(&api).pods, 0, "api left the interest set");
+    pods.create(&PostParams::default(), &pod("web", "6c8f9d7b5a", "ccccc"))
+        .await
+        .unwrap();
+    eventually("a new web pod under the held cluster watch", || async {
+        store.counts(&web).pods == 2
+    })
+    .await;
+
+    // Widening before the dwell ends cancels the narrowing; narrowing again restarts the wait.
+    collection.set_interest(both.clone());
+    assert_eq!(collection.scopes(), cluster);
+    let restarted_at = tokio::time::Instant::now();
+    collection.set_interest(web_only.clone());
+    eventually("the scoped watch after the dwell", || async {
+        collection.scopes() == scoped
+    })
+    .await;
+    assert!(
+        restarted_at.elapsed() >= dwell,
+        "narrowed {:?} after the wait restarted ({:?} after the first narrowing), before the dwell of {dwell:?}",
+        restarted_at.elapsed(),
+        narrowed_at.elapsed()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), collection.synced())
+            .await
+            .unwrap()
+    );
+    eventually("web's pods under the scoped watch", || async {
+        store.counts(&web).pods == 2
+    })
+    .await;
+
+    // Widening again is immediate; an empty interest stops every watch at once.
+    collection.set_interest(both);
+    assert_eq!(collection.scopes(), cluster);
+    collection.set_interest(Interest::new());
+    assert!(collection.scopes().is_empty(), "nothing to watch: no wait");
+    collection.stop();
+    collection.stopped().await;
+}
