@@ -271,10 +271,19 @@ fn per_dpa(m: &std::collections::HashMap<String, f64>, applied: usize, reconcile
         component("Indexes"),
     );
     let per = |b: f64| (b / dpas).round() as u64;
+    let part = |p: &str| {
+        per(m
+            .get(&format!("lazyscale_controller_state_bytes{{part=\"{p}\"}}"))
+            .copied()
+            .unwrap_or(0.0))
+    };
     json!({
         "dpas": dpas as u64,
         "dpa_index_bytes": per(index),
         "controller_state_bytes": per(controller),
+        "controller_parts_bytes": {"slots_and_keys": part("Slots"), "histories": part("Histories"),
+            "explanations": part("Explanations"), "written": part("Written")},
+        "controller_pending_writes": m.get("lazyscale_controller_pending_writes").copied().unwrap_or(0.0) as u64,
         "vertical_state_bytes": per(vertical_state),
         "vertical_histogram_bytes": per(histograms),
         "index_bytes": per(indexes),

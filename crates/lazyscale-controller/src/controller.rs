@@ -821,8 +821,35 @@ impl Handle {
     /// Approximate heap bytes of what the controller keeps per DPA ([`state_bytes`]); the DPAs
     /// themselves are the source's, the PodMetrics samples per namespace are not counted.
     pub fn approx_heap_bytes(&self) -> usize {
-        let s = &self.shared;
-        state_bytes(&s.per_dpa.lock())
+        self.state_bytes().total()
+    }
+
+    /// [`Handle::approx_heap_bytes`] by part, with the count of statuses written but not yet seen
+    /// back (the part that depends on when it is sampled).
+    pub fn state_bytes(&self) -> StateBytes {
+        state_bytes(&self.shared.per_dpa.lock())
+    }
+}
+
+/// The controller's per-DPA state by part ([`Handle::state_bytes`]; approximate heap bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateBytes {
+    /// The table's slots (from its capacity) and the keys' strings.
+    pub slots_and_keys: usize,
+    /// The recommendation histories.
+    pub histories: usize,
+    /// The last explanation of each DPA.
+    pub explanations: usize,
+    /// The statuses written but not yet seen back by the DPA watch.
+    pub written: usize,
+    /// How many statuses are written but not yet seen back.
+    pub written_pending: usize,
+}
+
+impl StateBytes {
+    /// Every part's bytes together.
+    pub fn total(&self) -> usize {
+        self.slots_and_keys + self.histories + self.explanations + self.written
     }
 }
 
@@ -880,20 +907,22 @@ fn key_bytes(k: &Key) -> usize {
 /// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the last explanation of
 /// each ([`explanation_bytes`]) and the statuses written but not yet seen back
 /// ([`lazyscale_api::heap::approx_heap_bytes`]). Not counted: the work queue (keys waiting, transient).
-pub(crate) fn state_bytes(per_dpa: &HashMap<Key, PerDpa>) -> usize {
+pub(crate) fn state_bytes(per_dpa: &HashMap<Key, PerDpa>) -> StateBytes {
     use lazyscale_api::heap::hash_table_bytes;
-    hash_table_bytes::<(Key, PerDpa)>(per_dpa.capacity())
-        + per_dpa
-            .iter()
-            .map(|(k, e)| {
-                key_bytes(k)
-                    + e.history.as_ref().map_or(0, History::approx_heap_bytes)
-                    + e.explanation.as_deref().map_or(0, explanation_bytes)
-                    + e.written
-                        .as_ref()
-                        .map_or(0, crate::reconcile::Owned::approx_heap_bytes)
-            })
-            .sum::<usize>()
+    let mut b = StateBytes {
+        slots_and_keys: hash_table_bytes::<(Key, PerDpa)>(per_dpa.capacity()),
+        ..StateBytes::default()
+    };
+    for (k, e) in per_dpa {
+        b.slots_and_keys += key_bytes(k);
+        b.histories += e.history.as_ref().map_or(0, History::approx_heap_bytes);
+        b.explanations += e.explanation.as_deref().map_or(0, explanation_bytes);
+        if let Some(w) = &e.written {
+            b.written += w.approx_heap_bytes();
+            b.written_pending += 1;
+        }
+    }
+    b
 }
 
 /// Approximate heap bytes of one explanation in its `Arc`: strings, decision, objective reports (error
@@ -1022,7 +1051,10 @@ mod tests {
                     (k.clone(), entry)
                 })
                 .collect();
-            state_bytes(&per_dpa)
+            let b = state_bytes(&per_dpa);
+            assert_eq!(b.written_pending, n);
+            assert!(n == 0 || (b.histories > 0 && b.written > 0 && b.explanations == 0));
+            b.total()
         };
         assert_eq!(state(0), 0);
         let per = (state(2_000) - state(1_000)) as f64 / 1_000.0;

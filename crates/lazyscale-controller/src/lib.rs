@@ -48,7 +48,7 @@ pub mod usage;
 pub mod validate;
 
 pub use controller::{
-    Config, Controller, CounterSnapshot, Counters, DpaChange, DpaSource, Handle, Key, PassReport,
+    Config, Controller, CounterSnapshot, Counters, DpaChange, DpaSource, Handle, Key, PassReport, StateBytes,
 };
 pub use pods::{PodSample, PodSource, StaticPods, WatchedPods};
 pub use reconcile::Error as ReconcileError;

@@ -612,7 +612,9 @@ fn publish_cache_metrics(metrics: &Metrics, r: &mut Running) {
 fn publish_memory_metrics(metrics: &Metrics, index: &DpaIndex, r: &Running) {
     let snapshot = index.snapshot();
     metrics.set_memory(MemoryComponent::DpaIndex, snapshot.dpa_heap_bytes());
-    metrics.set_memory(MemoryComponent::ControllerState, r.controller.approx_heap_bytes());
+    let controller = r.controller.state_bytes();
+    metrics.set_memory(MemoryComponent::ControllerState, controller.total());
+    metrics.set_controller_state(Some(controller));
     metrics.set_memory(
         MemoryComponent::Indexes,
         r.pods.stats().index_bytes + snapshot.autoscalers_heap_bytes(),
@@ -658,6 +660,7 @@ async fn stop(deps: &mut Deps, mut r: Running) {
     for c in MemoryComponent::ALL {
         deps.metrics.set_memory(c, 0);
     }
+    deps.metrics.set_controller_state(None);
 }
 
 fn namespaces(demand: &Demand) -> BTreeSet<String> {

@@ -80,6 +80,26 @@ pub struct MemoryLabels {
     pub component: MemoryComponent,
 }
 
+/// A part of the horizontal controller's per-DPA state (`lazyscale_controller_state_bytes`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ControllerStatePart {
+    /// The table's slots and keys.
+    Slots,
+    /// The recommendation histories.
+    Histories,
+    /// The last explanation of each DPA.
+    Explanations,
+    /// The statuses written and not yet seen back by the DPA watch.
+    Written,
+}
+
+/// Label set of the controller-state breakdown.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerStateLabels {
+    /// The part.
+    pub part: ControllerStatePart,
+}
+
 /// A part of the allocator's accounting (`lazyscale_process_allocator_bytes`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum AllocatorPart {
@@ -457,6 +477,10 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     /// Approximate heap bytes of the per-DPA state, by component (0 while the stack is stopped).
     pub memory: Family<MemoryLabels, Gauge>,
+    /// The `ControllerState` component of `memory` by part (0 while the stack is stopped).
+    pub controller_state: Family<ControllerStateLabels, Gauge>,
+    /// Statuses the controller wrote and the DPA watch has not shown back yet.
+    pub controller_pending_writes: Gauge,
     /// Pod watch restarts (relists and reconnects).
     pub watch_restarts: Gauge,
     /// Pod watch errors.
@@ -503,6 +527,8 @@ impl Metrics {
             cached_pods: Gauge::default(),
             cache_bytes: Gauge::default(),
             memory: Family::default(),
+            controller_state: Family::default(),
+            controller_pending_writes: Gauge::default(),
             watch_restarts: Gauge::default(),
             watch_errors: Gauge::default(),
             pods_decoded: Counter::default(),
@@ -562,6 +588,16 @@ impl Metrics {
             "memory_bytes",
             "Approximate heap bytes of the per-DPA state while the stack runs, by component",
             m.memory.clone(),
+        );
+        registry.register(
+            "controller_state_bytes",
+            "The horizontal controller's share of memory_bytes, by part",
+            m.controller_state.clone(),
+        );
+        registry.register(
+            "controller_pending_writes",
+            "Statuses written by the controller that the DPA watch has not shown back yet",
+            m.controller_pending_writes.clone(),
         );
         registry.register(
             "podcache_watch_restarts",
@@ -693,6 +729,23 @@ impl Metrics {
         self.memory
             .get_or_create(&MemoryLabels { component })
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the controller-state breakdown (all zero: `None`, the stack stopped).
+    pub fn set_controller_state(&self, b: Option<lazyscale_controller::StateBytes>) {
+        let b = b.unwrap_or_default();
+        for (part, bytes) in [
+            (ControllerStatePart::Slots, b.slots_and_keys),
+            (ControllerStatePart::Histories, b.histories),
+            (ControllerStatePart::Explanations, b.explanations),
+            (ControllerStatePart::Written, b.written),
+        ] {
+            self.controller_state
+                .get_or_create(&ControllerStateLabels { part })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        self.controller_pending_writes
+            .set(i64::try_from(b.written_pending).unwrap_or(i64::MAX));
     }
 
     /// Counts one vertical operation.
