@@ -83,6 +83,14 @@ pub fn hash_table_bytes<T>(capacity: usize) -> usize {
     alloc_bytes(buckets * (size_of::<T>() + 1))
 }
 
+/// The one shrink rule of the agent's tables: the capacity to shrink a table of `len` entries and
+/// `capacity` slots to (twice its length) once it is less than a quarter full and holds more than `min`
+/// slots, else `None`. Amortized O(1) per removal, and a table emptied by a burst of removals gives its
+/// memory back instead of keeping its peak.
+pub fn shrunk_capacity(len: usize, capacity: usize, min: usize) -> Option<usize> {
+    (capacity > min && len.saturating_mul(4) < capacity).then(|| len.saturating_mul(2))
+}
+
 /// The approximate heap bytes `value` owns (see the module docs for what is counted); 0 when it cannot
 /// be serialized.
 pub fn approx_heap_bytes<T: Serialize + ?Sized>(value: &T) -> usize {
@@ -438,6 +446,26 @@ mod tests {
         let (a, b) = (approx_heap_bytes(&strings(100)), approx_heap_bytes(&strings(200)));
         let per = (b - a) as f64 / 100.0;
         assert!((68.0..=76.0).contains(&per), "{per} bytes per 40-byte string");
+    }
+
+    #[test]
+    fn a_table_shrinks_to_twice_its_length_once_under_a_quarter_full() {
+        assert_eq!(shrunk_capacity(10, 1024, 64), Some(20));
+        assert_eq!(shrunk_capacity(0, 1024, 64), Some(0));
+        assert_eq!(shrunk_capacity(256, 1024, 64), None, "a quarter full stays");
+        assert_eq!(shrunk_capacity(1, 64, 64), None, "small tables stay");
+        assert_eq!(shrunk_capacity(1, 8, 0), Some(2));
+        // After a shrink the table is half full: the next shrink needs its length to halve again.
+        let mut cap = 1 << 14;
+        let mut shrinks = 0;
+        for len in (0..cap / 4).rev() {
+            if let Some(c) = shrunk_capacity(len, cap, 0) {
+                assert!(c >= len);
+                cap = c.max(1);
+                shrinks += 1;
+            }
+        }
+        assert!(shrinks <= 14, "{shrinks} shrinks");
     }
 
     #[test]

@@ -253,7 +253,9 @@ impl Shared {
 
     /// Forgets everything about a DPA that is gone.
     pub(crate) fn forget(&self, key: &Key) {
-        self.per_dpa.lock().remove(key);
+        let mut all = self.per_dpa.lock();
+        all.remove(key);
+        shrink_if_sparse(&mut all);
     }
 
     /// Changes the entry of `key` (made when missing; the key is copied only then).
@@ -266,8 +268,10 @@ impl Shared {
     }
 
     /// Keeps the fields written last for `key` until the DPA watch shows them ([`Shared::old_status`]).
+    /// When the watch delivered them before the write's response came back, they go at once.
     pub(crate) fn keep_written(&self, key: &Key, written: crate::reconcile::Owned) {
         self.with_entry(key, |e| e.written = Some(written));
+        self.settle_written(key);
     }
 
     /// Forgets what another leader may have moved on from (histories, statuses written): they are
@@ -279,6 +283,7 @@ impl Shared {
             e.written = None;
             !e.is_empty()
         });
+        shrink_if_sparse(&mut all);
     }
 
     pub(crate) fn explain_store(&self, key: &Key, e: Explanation) {
@@ -301,8 +306,27 @@ impl Shared {
         let seen = status_to_compare(&mut entry.written, stored);
         if entry.is_empty() {
             all.remove(key);
+            shrink_if_sparse(&mut all);
         }
         seen
+    }
+
+    /// Drops the fields written last for `key` as soon as the DPA watch shows them ([`status_to_compare`]
+    /// on the DPA just delivered), instead of at the DPA's next reconcile: during a rollout of thousands
+    /// of DPAs most written statuses would otherwise wait in memory for a reconcile far down the queue.
+    pub(crate) fn settle_written(&self, key: &Key) {
+        let Some(dpa) = self.dpa(key) else {
+            return;
+        };
+        let mut all = self.per_dpa.lock();
+        let Some(entry) = all.get_mut(key).filter(|e| e.written.is_some()) else {
+            return;
+        };
+        let _ = status_to_compare(&mut entry.written, dpa.status.clone().unwrap_or_default());
+        if entry.is_empty() {
+            all.remove(key);
+            shrink_if_sparse(&mut all);
+        }
     }
 
     /// Whether `dpa` is among the `limit` oldest DPAs of the cluster.
@@ -617,6 +641,7 @@ impl Controller {
                 ev = events.next() => match ev {
                     Some(DpaChange::Changed(key)) => {
                         shared.limit_dirty.store(true, Ordering::Release);
+                        shared.settle_written(&key);
                         if synced {
                             queue.push(key);
                         }
@@ -870,6 +895,14 @@ impl PerDpa {
     }
 }
 
+/// Gives back the per-DPA table's slots once most DPAs are gone ([`lazyscale_api::heap::shrunk_capacity`]):
+/// a cluster that goes from 10,000 DPAs to 10 without the stack stopping keeps no 10,000-slot table.
+fn shrink_if_sparse(all: &mut HashMap<Key, PerDpa>) {
+    if let Some(c) = lazyscale_api::heap::shrunk_capacity(all.len(), all.capacity(), 64) {
+        all.shrink_to(c);
+    }
+}
+
 /// [`Shared::old_status`] for one DPA: `stored` with the fields written last put in while the stored
 /// ones differ from them; once they agree, `written` is emptied.
 fn status_to_compare(
@@ -1023,6 +1056,99 @@ mod tests {
         assert!(written.is_none(), "the entry outlived the watch catching up");
         // Nothing written: the stored status as it is.
         assert_eq!(status_to_compare(&mut None, ours.clone()), ours);
+    }
+
+    /// DPAs by key, as the watch last delivered them.
+    #[derive(Default)]
+    struct Dpas(parking_lot::Mutex<HashMap<Key, Arc<DatadogPodAutoscaler>>>);
+
+    impl DpaSource for Dpas {
+        fn get(&self, namespace: &str, name: &str) -> Option<Arc<DatadogPodAutoscaler>> {
+            self.0
+                .lock()
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned()
+        }
+        fn list(&self) -> Vec<Arc<DatadogPodAutoscaler>> {
+            self.0.lock().values().cloned().collect()
+        }
+    }
+
+    fn with_status(name: &str, replicas: i32) -> Arc<DatadogPodAutoscaler> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "datadoghq.com/v1alpha2", "kind": "DatadogPodAutoscaler",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "owner": "Local"},
+                "status": {"currentReplicas": replicas,
+                    "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]},
+            }))
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_written_status_goes_once_the_watch_shows_it_whichever_comes_first() {
+        // Never contacted: the client only fills the controller's fields.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}")));
+        let client = Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+        let dpas = Arc::new(Dpas::default());
+        let (_tx, rx) = mpsc::channel(1);
+        let c = Controller::with_dpas(
+            client,
+            Config::default(),
+            Arc::new(crate::StaticPods::default()),
+            dpas.clone(),
+            rx,
+        );
+        let (shared, handle) = (c.shared.clone(), c.handle());
+        let written = |n: i32| {
+            crate::reconcile::Owned::of(with_status("a", n).status.as_ref().unwrap_or_else(|| panic!()))
+        };
+
+        // The response first: kept until the watch delivers the DPA with it.
+        dpas.0.lock().insert(k("a"), with_status("a", 1));
+        shared.keep_written(&k("a"), written(3));
+        assert_eq!(handle.state_bytes().written_pending, 1);
+        shared.settle_written(&k("a"));
+        assert_eq!(
+            handle.state_bytes().written_pending,
+            1,
+            "the watch still shows 1 replica"
+        );
+        dpas.0.lock().insert(k("a"), with_status("a", 3));
+        shared.settle_written(&k("a"));
+        assert_eq!(
+            handle.state_bytes().written_pending,
+            0,
+            "gone without a reconcile"
+        );
+        assert_eq!(handle.state_bytes().total(), handle.state_bytes().slots_and_keys);
+
+        // The watch first: never kept.
+        dpas.0.lock().insert(k("b"), with_status("b", 4));
+        shared.keep_written(&k("b"), written(4));
+        assert_eq!(handle.state_bytes().written_pending, 0);
+    }
+
+    #[test]
+    fn the_per_dpa_table_gives_its_slots_back_when_most_dpas_are_gone() {
+        let mut all: HashMap<Key, PerDpa> = (0..10_000)
+            .map(|i| (k(&format!("dpa-{i:05}")), PerDpa::default()))
+            .collect();
+        let full = all.capacity();
+        for i in 10..10_000 {
+            all.remove(&k(&format!("dpa-{i:05}")));
+            shrink_if_sparse(&mut all);
+        }
+        assert_eq!(all.len(), 10);
+        assert!(
+            all.capacity() <= 128,
+            "{} slots of {full} kept for 10 DPAs",
+            all.capacity()
+        );
+        assert!(all.contains_key(&k("dpa-00009")));
     }
 
     #[test]

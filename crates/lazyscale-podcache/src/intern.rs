@@ -118,7 +118,7 @@ impl Interner {
         self.strings
             .retain(|s| ArcStr::strong_count(s).is_none_or(|n| n > 1));
         let dropped = before - self.len();
-        if self.len() * 4 < self.capacity() {
+        if lazyscale_api::heap::shrunk_capacity(self.len(), self.capacity(), 0).is_some() {
             self.shrink();
         }
         dropped

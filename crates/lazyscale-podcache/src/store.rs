@@ -853,8 +853,8 @@ impl Inner {
         }
         if w.slots.is_empty() {
             self.by_workload.remove(k);
-        } else if w.slots.len() * 4 < w.slots.capacity() {
-            w.slots.shrink_to(w.slots.len() * 2);
+        } else if let Some(c) = lazyscale_api::heap::shrunk_capacity(w.slots.len(), w.slots.capacity(), 0) {
+            w.slots.shrink_to(c);
         }
     }
 

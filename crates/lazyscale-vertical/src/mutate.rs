@@ -242,10 +242,10 @@ fn is_list_of(list: &[Arc<Autoscaler>], namespace: &str, kind: &str, name: &str)
         .is_some_and(|a| a.namespace == namespace && a.target.kind == kind && a.target.name == name)
 }
 
-/// Shrinks `table` to twice its length once it is less than a quarter full (past a small size).
+/// Shrinks `table` by the one rule ([`lazyscale_api::heap::shrunk_capacity`], past 64 slots).
 fn shrink_if_sparse<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
-    if table.capacity() > 64 && table.len() * 4 < table.capacity() {
-        table.shrink_to(table.len() * 2, hash);
+    if let Some(c) = lazyscale_api::heap::shrunk_capacity(table.len(), table.capacity(), 64) {
+        table.shrink_to(c, hash);
     }
 }
 
