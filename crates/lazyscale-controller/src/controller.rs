@@ -958,32 +958,35 @@ pub(crate) fn state_bytes(per_dpa: &HashMap<Key, PerDpa>) -> StateBytes {
     b
 }
 
-/// Approximate heap bytes of one explanation in its `Arc`: strings, decision, objective reports (error
-/// texts inside a recommendation not counted).
+/// Approximate heap bytes of one explanation in its `Arc`: strings, the boxed parts (blocked reason,
+/// recommendation, decision), objective reports (error texts inside a recommendation not counted).
 fn explanation_bytes(e: &Explanation) -> usize {
     use lazyscale_api::heap::{alloc_bytes, approx_heap_bytes, arc_bytes, string_bytes};
+    use lazyscale_core::horizontal::policy::Decision;
+    use lazyscale_core::horizontal::recommender::{ObjectiveReport, Recommendation};
     arc_bytes::<Explanation>()
         + [&e.target, &e.outcome]
             .into_iter()
             .map(|s| string_bytes(s))
             .sum::<usize>()
-        + e.blocked
-            .as_ref()
-            .map_or(0, |(r, m)| string_bytes(r) + string_bytes(m))
+        + e.blocked.as_deref().map_or(0, |(r, m)| {
+            alloc_bytes(std::mem::size_of::<(String, String)>()) + string_bytes(r) + string_bytes(m)
+        })
         + alloc_bytes(e.unusable_objectives.capacity() * std::mem::size_of::<String>())
         + e.unusable_objectives
             .iter()
             .map(|s| string_bytes(s))
             .sum::<usize>()
-        + e.decision.as_ref().map_or(0, approx_heap_bytes)
-        + match &e.recommendation {
-            Some(Ok(r)) => alloc_bytes(
-                r.objectives.capacity()
-                    * std::mem::size_of::<lazyscale_core::horizontal::recommender::ObjectiveReport>(),
-            ),
-            Some(Err(m)) => string_bytes(m),
-            None => 0,
-        }
+        + e.decision.as_deref().map_or(0, |d| {
+            alloc_bytes(std::mem::size_of::<Decision>()) + approx_heap_bytes(d)
+        })
+        + e.recommendation.as_deref().map_or(0, |r| {
+            alloc_bytes(std::mem::size_of::<Result<Recommendation, String>>())
+                + match r {
+                    Ok(r) => alloc_bytes(r.objectives.capacity() * std::mem::size_of::<ObjectiveReport>()),
+                    Err(m) => string_bytes(m),
+                }
+        })
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub struct Explanation {
     /// `Apply` or `Preview` (empty when the DPA cannot be read).
     pub mode: &'static str,
     /// Why the DPA was not evaluated (reason, message), when it was not.
-    pub blocked: Option<(String, String)>,
+    pub blocked: Option<Box<(String, String)>>,
     /// Replica count from the scale subresource.
     pub current_replicas: Option<i32>,
     /// Pods of the target in the pod source.
@@ -31,11 +31,11 @@ pub struct Explanation {
     /// When the namespace's PodMetrics were listed.
     pub metrics_listed_at: Option<Timestamp>,
     /// The engine's recommendation, or why there is none, when one was asked for.
-    pub recommendation: Option<Result<Recommendation, String>>,
+    pub recommendation: Option<Box<Result<Recommendation, String>>>,
     /// Objectives the local recommender cannot compute.
     pub unusable_objectives: Vec<String>,
     /// The engine's decision, when made.
-    pub decision: Option<Decision>,
+    pub decision: Option<Box<Decision>>,
     /// What was done.
     pub outcome: String,
 }
@@ -56,7 +56,7 @@ pub fn render(namespace: &str, name: &str, e: &Explanation, now: Timestamp) -> S
     let _ = writeln!(s, "  evaluated: {}", age(now, e.at));
     let _ = writeln!(s, "  target:    {}", e.target);
     let _ = writeln!(s, "  mode:      {}", e.mode);
-    if let Some((reason, message)) = &e.blocked {
+    if let Some((reason, message)) = e.blocked.as_deref() {
         let _ = writeln!(s, "  not evaluated: {reason}: {message}");
         let _ = writeln!(s, "decision: {}", e.outcome);
         return s;
@@ -74,7 +74,7 @@ pub fn render(namespace: &str, name: &str, e: &Explanation, now: Timestamp) -> S
             let _ = writeln!(s, "  pod metrics:      not listed yet");
         }
     }
-    match &e.recommendation {
+    match e.recommendation.as_deref() {
         Some(Ok(r)) => {
             let _ = writeln!(s, "objectives:");
             for o in &r.objectives {
@@ -141,7 +141,7 @@ pub fn render(namespace: &str, name: &str, e: &Explanation, now: Timestamp) -> S
         }
         None => {}
     }
-    if let Some(d) = &e.decision {
+    if let Some(d) = e.decision.as_deref() {
         let _ = writeln!(s, "policy:");
         for step in &d.steps {
             let _ = writeln!(s, "  {:?}: {} ({})", step.stage, step.replicas, step.detail);
@@ -258,9 +258,9 @@ mod tests {
             current_replicas: Some(3),
             pods: 3,
             metrics_listed_at: Some(at(998_000)),
-            recommendation: Some(Ok(r)),
+            recommendation: Some(Box::new(Ok(r))),
             unusable_objectives: vec!["CustomQuery objectives cannot be computed locally".into()],
-            decision: Some(d),
+            decision: Some(Box::new(d)),
             outcome: "scaled 3 -> 5".into(),
         };
         let text = render("ns", "web", &e, at(1_002_000));

@@ -155,7 +155,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         }
     };
     if let Some(b) = blocked {
-        ex.blocked = Some((b.reason.to_owned(), b.message.clone()));
+        ex.blocked = Some(Box::new((b.reason.to_owned(), b.message.clone())));
         ex.outcome = "nothing (not active)".into();
         shared.explain_store(key, ex);
         block(shared, key, &dpa.metadata, &old, b, now).await?;
@@ -287,7 +287,7 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
             _ => "no scaling decision".to_owned(),
         };
         hold(shared, key, &mut conds, &mut ex, &mut requeue, h, &doing);
-        ex.decision = decision;
+        ex.decision = decision.map(Box::new);
     } else if current == 0 {
         let m = "target has 0 replicas: scaling disabled";
         conds.push(Cond::no(conditions::HORIZONTAL_ABLE_TO_SCALE).because(reasons::SCALING_DISABLED, m));
@@ -435,11 +435,11 @@ pub(crate) async fn reconcile(shared: &Arc<Shared>, key: &Key) -> Result<Requeue
         horizontal.last_recommendations = Some(recent);
         let actions = horizontal::status_actions(&history);
         horizontal.last_actions = (!actions.is_empty()).then_some(actions);
-        ex.decision = Some(d);
+        ex.decision = Some(Box::new(d));
     } else {
         ex.outcome = "no change (no recommendation)".into();
     }
-    ex.recommendation = Some(recommendation);
+    ex.recommendation = Some(Box::new(recommendation));
     shared.keep_history(key, history);
 
     let new = Owned {
@@ -647,7 +647,7 @@ async fn report_undecodable(shared: &Arc<Shared>, key: &Key, u: &Undecodable) ->
             at: now,
             target: "(the object cannot be read)".to_owned(),
             mode: "",
-            blocked: Some((b.reason.to_owned(), b.message.clone())),
+            blocked: Some(Box::new((b.reason.to_owned(), b.message.clone()))),
             current_replicas: None,
             pods: 0,
             metrics_listed_at: None,
