@@ -270,7 +270,7 @@ impl Shared {
     /// Keeps the fields written last for `key` until the DPA watch shows them ([`Shared::old_status`]).
     /// When the watch delivered them before the write's response came back, they go at once.
     pub(crate) fn keep_written(&self, key: &Key, written: crate::reconcile::Owned) {
-        self.with_entry(key, |e| e.written = Some(written));
+        self.with_entry(key, |e| e.written = Some(Box::new(written)));
         self.settle_written(key);
     }
 
@@ -886,7 +886,7 @@ pub(crate) struct PerDpa {
     /// The last reconcile, for `explain`.
     explanation: Option<Arc<Explanation>>,
     /// The fields written last, until the DPA watch shows them.
-    written: Option<crate::reconcile::Owned>,
+    written: Option<Box<crate::reconcile::Owned>>,
 }
 
 impl PerDpa {
@@ -906,11 +906,11 @@ fn shrink_if_sparse(all: &mut HashMap<Key, PerDpa>) {
 /// [`Shared::old_status`] for one DPA: `stored` with the fields written last put in while the stored
 /// ones differ from them; once they agree, `written` is emptied.
 fn status_to_compare(
-    written: &mut Option<crate::reconcile::Owned>,
+    written: &mut Option<Box<crate::reconcile::Owned>>,
     mut stored: DatadogPodAutoscalerStatus,
 ) -> DatadogPodAutoscalerStatus {
     match written {
-        Some(w) if *w != crate::reconcile::Owned::of(&stored) => {
+        Some(w) if **w != crate::reconcile::Owned::of(&stored) => {
             w.put_into(&mut stored);
             stored
         }
@@ -951,7 +951,8 @@ pub(crate) fn state_bytes(per_dpa: &HashMap<Key, PerDpa>) -> StateBytes {
         b.histories += e.history.as_ref().map_or(0, History::approx_heap_bytes);
         b.explanations += e.explanation.as_deref().map_or(0, explanation_bytes);
         if let Some(w) = &e.written {
-            b.written += w.approx_heap_bytes();
+            b.written += lazyscale_api::heap::alloc_bytes(std::mem::size_of::<crate::reconcile::Owned>())
+                + w.approx_heap_bytes();
             b.written_pending += 1;
         }
     }
@@ -1039,7 +1040,7 @@ mod tests {
         };
         let ours = status(serde_json::json!({"currentReplicas": 4,
             "conditions": [{"type": "Active", "status": "True", "reason": "Active"}]}));
-        let mut written = Some(crate::reconcile::Owned::of(&ours));
+        let mut written = Some(Box::new(crate::reconcile::Owned::of(&ours)));
         // The watch still shows the old replicas: compared with what was written, entry kept.
         let behind = status(serde_json::json!({"currentReplicas": 3}));
         let seen = status_to_compare(&mut written, behind);
@@ -1175,7 +1176,7 @@ mod tests {
                     let entry = PerDpa {
                         history: Some(history.clone()),
                         explanation: None,
-                        written: Some(crate::reconcile::Owned::of(&status)),
+                        written: Some(Box::new(crate::reconcile::Owned::of(&status))),
                     };
                     (k.clone(), entry)
                 })
