@@ -59,14 +59,40 @@ fn without_gc() -> lazyscale_testenv::ServerOptions {
     }
 }
 
-async fn run_collection(config: Config) {
-    let cluster_wide = config.limits.max_scoped_watches == 0;
+/// A fresh namespace of the shared control plane, its pod API, and the two workloads the tests use.
+struct Fixture {
+    client: kube::Client,
+    ns: String,
+    pods: Api<Pod>,
+    web: WorkloadKey,
+    api: WorkloadKey,
+}
+
+async fn fixture() -> Fixture {
     let env = TestEnv::shared_with(without_gc);
     let client = env.client().await;
     let ns = env.namespace().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let web = WorkloadKey::new(&ns, WorkloadKind::Deployment, "web");
     let api = WorkloadKey::new(&ns, WorkloadKind::Deployment, "api");
+    Fixture {
+        client,
+        ns,
+        pods,
+        web,
+        api,
+    }
+}
+
+async fn run_collection(config: Config) {
+    let cluster_wide = config.limits.max_scoped_watches == 0;
+    let Fixture {
+        client,
+        ns,
+        pods,
+        web,
+        api,
+    } = fixture().await;
 
     // Pods that exist before the collection starts.
     for suffix in ["aaaaa", "bbbbb"] {
@@ -215,12 +241,13 @@ async fn narrowing_waits_widening_does_not() {
     use lazyscale_podcache::plan::{Limits, WatchScope};
     use std::collections::BTreeSet;
 
-    let env = TestEnv::shared_with(without_gc);
-    let client = env.client().await;
-    let ns = env.namespace().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let web = WorkloadKey::new(&ns, WorkloadKind::Deployment, "web");
-    let api = WorkloadKey::new(&ns, WorkloadKind::Deployment, "api");
+    let Fixture {
+        client,
+        ns,
+        pods,
+        web,
+        api,
+    } = fixture().await;
     pods.create(&PostParams::default(), &pod("web", "6c8f9d7b5a", "aaaaa"))
         .await
         .unwrap();
