@@ -60,9 +60,9 @@ pub const VOCABULARY: &[&str] = &[
     vertical_actions::RESIZE_COMPLETED,
 ];
 
-/// The `'static` copy of `s` when it is in the vocabulary.
-fn known(s: &str) -> Option<&'static str> {
-    VOCABULARY.iter().copied().find(|w| *w == s)
+/// The vocabulary's entry equal to `s`, if any.
+fn known(s: &str) -> Option<&'static &'static str> {
+    VOCABULARY.iter().find(|w| **w == s)
 }
 
 /// Whether `s` is the `'static` copy of a vocabulary value itself (the same bytes in memory, not only an
@@ -75,26 +75,52 @@ pub fn is_vocabulary(s: &str) -> bool {
 }
 
 /// A string of the API's vocabulary; see the module docs.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Word(Cow<'static, str>);
+///
+/// 16 bytes, and so is `Option<Word>`: a vocabulary value is a thin pointer to its entry of
+/// [`VOCABULARY`], another value a thin pointer to its own boxed text (two allocations, for a value
+/// that is rare). A `Cow<'static, str>` would be 24.
+#[derive(Clone)]
+pub struct Word(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// An entry of [`VOCABULARY`].
+    Known(&'static &'static str),
+    /// Any other value.
+    Owned(Box<Box<str>>),
+}
 
 impl Word {
-    /// A word for a `'static` string (no allocation).
-    pub const fn from_static(s: &'static str) -> Self {
-        Self(Cow::Borrowed(s))
+    /// A word for a `'static` string: no allocation when it is in the vocabulary (every constant of
+    /// [`crate::consts`] a status carries is), an owned copy otherwise.
+    pub fn from_static(s: &'static str) -> Self {
+        Self::new(s)
     }
 
     /// A word for `s`: the vocabulary's copy when `s` is in it, else an owned copy.
     pub fn new(s: &str) -> Self {
         match known(s) {
-            Some(w) => Self(Cow::Borrowed(w)),
-            None => Self(Cow::Owned(s.to_owned())),
+            Some(w) => Self(Repr::Known(w)),
+            None => Self(Repr::Owned(Box::new(Box::from(s)))),
+        }
+    }
+
+    /// Heap bytes this word owns: none for a vocabulary value, its two allocations for another.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Known(_) => 0,
+            Repr::Owned(s) => {
+                crate::heap::alloc_bytes(std::mem::size_of::<Box<str>>()) + crate::heap::string_bytes(s)
+            }
         }
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Known(w) => w,
+            Repr::Owned(s) => s,
+        }
     }
 }
 
@@ -107,70 +133,96 @@ impl From<&'static str> for Word {
 impl From<String> for Word {
     fn from(s: String) -> Self {
         match known(&s) {
-            Some(w) => Self(Cow::Borrowed(w)),
-            None => Self(Cow::Owned(s)),
+            Some(w) => Self(Repr::Known(w)),
+            None => Self(Repr::Owned(Box::new(s.into_boxed_str()))),
         }
+    }
+}
+
+impl PartialEq for Word {
+    fn eq(&self, other: &Word) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Word {}
+
+impl PartialOrd for Word {
+    fn partial_cmp(&self, other: &Word) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Word {
+    fn cmp(&self, other: &Word) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for Word {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl Deref for Word {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Word {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for Word {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl PartialEq<str> for Word {
     fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Word {
     fn eq(&self, other: &&str) -> bool {
-        *self.0 == **other
+        self.as_str() == *other
     }
 }
 
 impl PartialEq<Word> for &str {
     fn eq(&self, other: &Word) -> bool {
-        **self == *other.0
+        *self == other.as_str()
     }
 }
 
 impl PartialEq<Word> for str {
     fn eq(&self, other: &Word) -> bool {
-        *self == *other.0
+        self == other.as_str()
     }
 }
 
 impl fmt::Debug for Word {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Word {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl Serialize for Word {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -219,12 +271,12 @@ mod tests {
     #[test]
     fn a_known_value_decodes_to_the_static_copy_and_an_unknown_one_is_kept() {
         let known: Word = serde_json::from_str("\"HorizontalAbleToScale\"").unwrap();
-        assert!(matches!(known.0, Cow::Borrowed(_)));
+        assert!(matches!(known.0, Repr::Known(_)));
         assert!(is_vocabulary(known.as_str()));
         assert_eq!(known, conditions::HORIZONTAL_ABLE_TO_SCALE);
 
         let other: Word = serde_json::from_str("\"SomeoneElsesReason\"").unwrap();
-        assert!(matches!(other.0, Cow::Owned(_)));
+        assert!(matches!(other.0, Repr::Owned(_)));
         assert!(!is_vocabulary(other.as_str()));
         assert_eq!(serde_json::to_string(&other).unwrap(), "\"SomeoneElsesReason\"");
 
@@ -240,7 +292,7 @@ mod tests {
             let json = serde_json::to_string(&Word::from_static(w)).unwrap();
             let back: Word = serde_json::from_str(&json).unwrap();
             assert_eq!(back.as_str(), *w);
-            assert!(matches!(back.0, Cow::Borrowed(_)), "{w}");
+            assert!(matches!(back.0, Repr::Known(_)), "{w}");
         }
         for r in conditions::reasons::ALL {
             assert!(known(r).is_some(), "{r} is missing from the vocabulary");
@@ -248,6 +300,15 @@ mod tests {
         for t in conditions::DPA_CONDITION_TYPES {
             assert!(known(t).is_some(), "{t} is missing from the vocabulary");
         }
+    }
+
+    #[test]
+    fn a_word_and_an_optional_word_are_two_words_of_memory() {
+        assert_eq!(std::mem::size_of::<Word>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Word>>(), 16);
+        let owned = Word::new("SomeoneElsesReason");
+        assert_eq!(owned.clone(), owned);
+        assert!(Word::new(conditions::ACTIVE) < owned);
     }
 
     #[test]

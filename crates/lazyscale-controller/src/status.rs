@@ -82,7 +82,7 @@ pub fn merge_conditions(
             status: Word::from_static(c.status),
             last_transition_time,
             reason: c.reason.map(Word::from_static),
-            message: c.message.clone(),
+            message: c.message.as_deref().map(Box::from),
         }
     };
     let mut out = Vec::new();

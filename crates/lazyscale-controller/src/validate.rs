@@ -396,7 +396,7 @@ mod tests {
                 status: lazyscale_api::Word::new(status),
                 last_transition_time: None,
                 reason: reason.map(lazyscale_api::Word::new),
-                message: message.map(str::to_owned),
+                message: message.map(Box::from),
             };
         let bad = Invalid::new(
             reasons::INVALID_SPEC,

@@ -391,7 +391,7 @@ fn conditions_of(d: &DynamicObject) -> BTreeMap<String, (String, String, String)
                 (
                     c.status.to_string(),
                     c.reason.as_deref().unwrap_or_default().to_owned(),
-                    c.message.clone().unwrap_or_default(),
+                    c.message.as_deref().unwrap_or_default().to_owned(),
                 ),
             )
         })
