@@ -293,7 +293,7 @@ fn per_dpa(m: &std::collections::HashMap<String, f64>, applied: usize, reconcile
             "vertical_state": vertical_state as u64, "vertical_histograms": histograms as u64,
             "indexes": indexes as u64},
         "every_dpa_reconciled": reconciled,
-        "note": "estimates by the agent (lazyscale_memory_bytes), from lengths and capacities; indexes include the pod cache's uid, owner and interest indexes (pod-proportional) and the webhook's autoscaler lookup",
+        "note": "estimates by the agent (lazyscale_memory_bytes), from lengths and capacities; indexes are the webhook's autoscaler lookup (the pod cache's uid, owner and interest indexes are in cache_bytes, per cached pod); the status's conditions are counted from their layout, the rest of the DPA by a serde walk",
     })
 }
 

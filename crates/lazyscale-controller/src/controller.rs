@@ -299,16 +299,7 @@ impl Shared {
         key: &Key,
         stored: DatadogPodAutoscalerStatus,
     ) -> DatadogPodAutoscalerStatus {
-        let mut all = self.per_dpa.lock();
-        let Some(entry) = all.get_mut(key) else {
-            return stored;
-        };
-        let seen = status_to_compare(&mut entry.written, stored);
-        if entry.is_empty() {
-            all.remove(key);
-            shrink_if_sparse(&mut all);
-        }
-        seen
+        compare_written(&mut self.per_dpa.lock(), key, stored)
     }
 
     /// Drops the fields written last for `key` as soon as the DPA watch shows them ([`status_to_compare`]
@@ -319,13 +310,8 @@ impl Shared {
             return;
         };
         let mut all = self.per_dpa.lock();
-        let Some(entry) = all.get_mut(key).filter(|e| e.written.is_some()) else {
-            return;
-        };
-        let _ = status_to_compare(&mut entry.written, dpa.status.clone().unwrap_or_default());
-        if entry.is_empty() {
-            all.remove(key);
-            shrink_if_sparse(&mut all);
+        if all.get(key).is_some_and(|e| e.written.is_some()) {
+            let _ = compare_written(&mut all, key, dpa.status.clone().unwrap_or_default());
         }
     }
 
@@ -940,6 +926,24 @@ fn key_bytes(k: &Key) -> usize {
 /// and keys, the recommendation histories ([`History::approx_heap_bytes`]), the last explanation of
 /// each ([`explanation_bytes`]) and the statuses written but not yet seen back
 /// ([`lazyscale_api::heap::approx_heap_bytes`]). Not counted: the work queue (keys waiting, transient).
+/// [`status_to_compare`] on the entry of `key` (`stored` itself when there is none); the entry goes once
+/// it holds nothing more.
+fn compare_written(
+    all: &mut HashMap<Key, PerDpa>,
+    key: &Key,
+    stored: DatadogPodAutoscalerStatus,
+) -> DatadogPodAutoscalerStatus {
+    let Some(entry) = all.get_mut(key) else {
+        return stored;
+    };
+    let seen = status_to_compare(&mut entry.written, stored);
+    if entry.is_empty() {
+        all.remove(key);
+        shrink_if_sparse(all);
+    }
+    seen
+}
+
 pub(crate) fn state_bytes(per_dpa: &HashMap<Key, PerDpa>) -> StateBytes {
     use lazyscale_api::heap::hash_table_bytes;
     let mut b = StateBytes {

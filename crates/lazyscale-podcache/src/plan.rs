@@ -149,16 +149,16 @@ pub fn plan(interest: &Interest, counts: &PodCounts, limits: &Limits) -> BTreeSe
     scopes
 }
 
-/// Whether replacing the `running` watches by the `planned` ones is a narrowing: from the cluster-wide
-/// watch back to scoped ones. An empty plan (nothing left to watch) is not: it stops every watch and
+/// Whether replacing the running watches (`cluster_running`: the cluster-wide one among them) by the
+/// `planned` ones is a narrowing: from the cluster-wide watch back to scoped ones. An empty plan (nothing left to watch) is not: it stops every watch and
 /// lists nothing, so it needs no wait.
 ///
 /// The collection delays a narrowing ([`crate::watch::Config::narrow_after`]) while it widens at once:
 /// the interest set passes through the scoped band on its way down (the DPAs of a cluster deleted in
 /// bulk), and narrowing there would start up to [`Limits::max_scoped_watches`] scoped lists and watches
 /// only to stop them moments later, while the cluster-wide watch already delivers every pod needed.
-pub fn narrows(running: &BTreeSet<WatchScope>, planned: &BTreeSet<WatchScope>) -> bool {
-    running.contains(&WatchScope::Cluster) && !planned.is_empty() && !planned.contains(&WatchScope::Cluster)
+pub fn narrows(cluster_running: bool, planned: &BTreeSet<WatchScope>) -> bool {
+    cluster_running && !planned.is_empty() && !planned.contains(&WatchScope::Cluster)
 }
 
 /// Whether one of `scopes` delivers the pods of `workload` (with pod selector `selector`).
@@ -308,15 +308,14 @@ mod tests {
         let cluster = BTreeSet::from([WatchScope::Cluster]);
         let scoped = BTreeSet::from([WatchScope::namespace("a", Some("app=web"))]);
         let none = BTreeSet::new();
-        assert!(narrows(&cluster, &scoped));
-        assert!(!narrows(&cluster, &cluster));
-        assert!(!narrows(&cluster, &none), "nothing to watch stops at once");
-        assert!(!narrows(&scoped, &cluster), "widening is immediate");
-        assert!(!narrows(
-            &scoped,
-            &BTreeSet::from([WatchScope::namespace("b", None)])
-        ));
-        assert!(!narrows(&none, &scoped));
+        assert!(narrows(true, &scoped));
+        assert!(!narrows(true, &cluster));
+        assert!(!narrows(true, &none), "nothing to watch stops at once");
+        assert!(!narrows(false, &cluster), "widening is immediate");
+        assert!(
+            !narrows(false, &scoped),
+            "scoped to scoped is a change, not a narrowing"
+        );
     }
 
     #[test]

@@ -498,16 +498,9 @@ impl std::fmt::Debug for PodCollection {
 /// The watches to run for the `planned` ones: the running cluster-wide watch while a narrowing waits
 /// for [`Config::narrow_after`] (starting the task that applies it then), else `planned`.
 fn hold_back_narrowing(shared: &Arc<Shared>, planned: BTreeSet<WatchScope>) -> BTreeSet<WatchScope> {
-    let running: BTreeSet<WatchScope> = {
-        let w = shared.watches.lock();
-        if w.planned.contains_key(&WatchScope::Cluster) {
-            BTreeSet::from([WatchScope::Cluster])
-        } else {
-            BTreeSet::new()
-        }
-    };
+    let cluster_running = shared.watches.lock().planned.contains_key(&WatchScope::Cluster);
     let mut n = shared.narrowing.lock();
-    if shared.config.narrow_after.is_zero() || !narrows(&running, &planned) {
+    if shared.config.narrow_after.is_zero() || !narrows(cluster_running, &planned) {
         n.since = None;
         return planned;
     }
@@ -517,7 +510,7 @@ fn hold_back_narrowing(shared: &Arc<Shared>, planned: BTreeSet<WatchScope>) -> B
         let shared = Arc::clone(shared);
         tokio::spawn(narrow_later(shared).instrument(tracing::info_span!("pod_watch_narrow")));
     }
-    running
+    BTreeSet::from([WatchScope::Cluster])
 }
 
 /// Applies a held-back narrowing once the plan has stayed scoped for [`Config::narrow_after`]; ends

@@ -13,16 +13,16 @@
 //! do not act on it, and a DPA that changes into such an object replaces its old decoded self), but the
 //! controller finds it ([`lazyscale_controller::DpaSource::undecodable`]) and reports it `InvalidSpec`.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, ObjectMeta};
 use lazyscale_api::DatadogPodAutoscaler;
+use lazyscale_api::dpa::DatadogPodAutoscalerStatus;
 use lazyscale_controller::validate::{self, Undecodable};
 use lazyscale_vertical::{Autoscaler, AutoscalerIndex};
-
-/// A DPA key: namespace and name.
-pub type DpaKey = (String, String);
 
 /// One DPA as the watch delivered it: decoded, or why not.
 pub type Entry = Result<Arc<DatadogPodAutoscaler>, Arc<Undecodable>>;
@@ -68,11 +68,107 @@ pub fn decode(object: &DynamicObject) -> Entry {
     }
 }
 
+/// What the index's sets are ordered by and looked up with: a namespace and a name.
+trait Keyed {
+    fn key(&self) -> (&str, &str);
+}
+
+impl Keyed for (&str, &str) {
+    fn key(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+impl PartialEq for dyn Keyed + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn Keyed + '_ {}
+
+impl PartialOrd for dyn Keyed + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn Keyed + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// What names an entry of the index.
+trait Named {
+    fn meta(&self) -> &ObjectMeta;
+}
+
+impl Named for DatadogPodAutoscaler {
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Named for Undecodable {
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+/// An entry of the index, ordered by the namespace and name of its own metadata: the sets keep no copy
+/// of them (a key per DPA would be two more strings, and a map slot six times larger). Only objects
+/// with both are entered ([`Snapshot::set`]).
+#[derive(Debug)]
+struct ByName<T>(Arc<T>);
+
+impl<T> Clone for ByName<T> {
+    fn clone(&self) -> Self {
+        ByName(Arc::clone(&self.0))
+    }
+}
+
+impl<T: Named> Keyed for ByName<T> {
+    fn key(&self) -> (&str, &str) {
+        let m = self.0.meta();
+        (
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+impl<'a, T: Named + 'a> Borrow<dyn Keyed + 'a> for ByName<T> {
+    fn borrow(&self) -> &(dyn Keyed + 'a) {
+        self
+    }
+}
+
+impl<T: Named> PartialEq for ByName<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl<T: Named> Eq for ByName<T> {}
+
+impl<T: Named> PartialOrd for ByName<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T: Named> Ord for ByName<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 /// One consistent view of the index.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    dpas: BTreeMap<DpaKey, Arc<DatadogPodAutoscaler>>,
-    undecodable: BTreeMap<DpaKey, Arc<Undecodable>>,
+    dpas: BTreeSet<ByName<DatadogPodAutoscaler>>,
+    undecodable: BTreeSet<ByName<Undecodable>>,
     autoscalers: AutoscalerIndex,
     /// What the entries own ([`entry_bytes`] summed), kept up to date by [`Snapshot::set`] and
     /// [`Snapshot::remove`] so reading it costs nothing.
@@ -80,26 +176,29 @@ pub struct Snapshot {
 }
 
 /// Approximate heap bytes of one entry in its `Arc` (the decoded DPA or the undecodable record, and
-/// what it owns: [`lazyscale_api::heap::approx_heap_bytes`]) plus its key's strings.
-fn entry_bytes(key: &DpaKey, entry: &Entry) -> usize {
+/// what it owns: the metadata and the spec by [`lazyscale_api::heap::approx_heap_bytes`], the status by
+/// [`DatadogPodAutoscalerStatus::heap_bytes`]).
+fn entry_bytes(entry: &Entry) -> usize {
     use lazyscale_api::heap::{approx_heap_bytes, arc_bytes, string_bytes};
-    let value = match entry {
+    match entry {
         Ok(d) => {
             arc_bytes::<DatadogPodAutoscaler>()
-                + approx_heap_bytes(&**d)
-                + d.status.as_ref().map_or(0, |s| s.box_bytes())
+                + approx_heap_bytes(&d.metadata)
+                + approx_heap_bytes(&d.spec)
+                + d.status
+                    .as_ref()
+                    .map_or(0, DatadogPodAutoscalerStatus::heap_bytes)
         }
         Err(u) => {
             arc_bytes::<Undecodable>()
                 + approx_heap_bytes(&u.metadata)
                 + u.status
                     .as_ref()
-                    .map_or(0, |s| s.box_bytes() + approx_heap_bytes(s))
+                    .map_or(0, DatadogPodAutoscalerStatus::heap_bytes)
                 + string_bytes(&u.field)
                 + string_bytes(&u.error)
         }
-    };
-    value + string_bytes(&key.0) + string_bytes(&key.1)
+    }
 }
 
 impl Snapshot {
@@ -107,7 +206,7 @@ impl Snapshot {
     /// two maps. Counted once per watch event, not per call. The webhook's lookup structure is apart:
     /// [`Snapshot::autoscalers_heap_bytes`].
     pub fn dpa_heap_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(DpaKey, Arc<DatadogPodAutoscaler>)>();
+        let slot = std::mem::size_of::<ByName<DatadogPodAutoscaler>>();
         self.entry_bytes
             + lazyscale_api::heap::btree_bytes(self.dpas.len(), slot)
             + lazyscale_api::heap::btree_bytes(self.undecodable.len(), slot)
@@ -124,55 +223,56 @@ impl Snapshot {
             Ok(d) => &d.metadata,
             Err(u) => &u.metadata,
         };
-        let (Some(ns), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
+        let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
             return;
         };
-        self.remove(&ns, &name);
-        let key = (ns, name);
-        self.entry_bytes += entry_bytes(&key, &entry);
-        let (ns, name) = key;
+        self.remove(ns, name);
+        self.entry_bytes += entry_bytes(&entry);
         match entry {
             Ok(dpa) => {
                 self.autoscalers.upsert(Autoscaler::from_dpa(&dpa, false));
-                self.dpas.insert((ns, name), dpa);
+                self.dpas.insert(ByName(dpa));
             }
             Err(u) => {
-                self.undecodable.insert((ns, name), u);
+                self.undecodable.insert(ByName(u));
             }
         }
     }
 
     fn remove(&mut self, namespace: &str, name: &str) {
-        let key = (namespace.to_owned(), name.to_owned());
-        if let Some(d) = self.dpas.remove(&key) {
-            self.entry_bytes = self.entry_bytes.saturating_sub(entry_bytes(&key, &Ok(d)));
+        let key: &dyn Keyed = &(namespace, name);
+        if let Some(ByName(d)) = self.dpas.take(key) {
+            self.entry_bytes = self.entry_bytes.saturating_sub(entry_bytes(&Ok(d)));
             self.autoscalers.remove(namespace, name);
         }
-        if let Some(u) = self.undecodable.remove(&key) {
-            self.entry_bytes = self.entry_bytes.saturating_sub(entry_bytes(&key, &Err(u)));
+        if let Some(ByName(u)) = self.undecodable.take(key) {
+            self.entry_bytes = self.entry_bytes.saturating_sub(entry_bytes(&Err(u)));
         }
     }
 
     /// Every DPA known, decoded or not, ordered by namespace and name.
-    pub fn keys(&self) -> impl Iterator<Item = &DpaKey> {
-        let mut all: Vec<&DpaKey> = self.dpas.keys().chain(self.undecodable.keys()).collect();
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut all: Vec<(&str, &str)> = (self.dpas.iter().map(Keyed::key))
+            .chain(self.undecodable.iter().map(Keyed::key))
+            .collect();
         all.sort_unstable();
         all.into_iter()
     }
 
     /// The DPAs that could not be decoded.
     pub fn undecodable(&self) -> impl ExactSizeIterator<Item = &Arc<Undecodable>> {
-        self.undecodable.values()
+        self.undecodable.iter().map(|b| &b.0)
     }
 
     /// The DPAs, ordered by namespace and name.
     pub fn dpas(&self) -> impl ExactSizeIterator<Item = &Arc<DatadogPodAutoscaler>> {
-        self.dpas.values()
+        self.dpas.iter().map(|b| &b.0)
     }
 
     /// One DPA.
     pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<DatadogPodAutoscaler>> {
-        self.dpas.get(&(namespace.to_owned(), name.to_owned()))
+        let key: &dyn Keyed = &(namespace, name);
+        self.dpas.get(key).map(|b| &b.0)
     }
 
     /// The webhook's lookup of autoscalers by target.
@@ -259,10 +359,8 @@ impl lazyscale_controller::DpaSource for DpaIndex {
     }
 
     fn undecodable(&self, namespace: &str, name: &str) -> Option<Arc<Undecodable>> {
-        self.snapshot()
-            .undecodable
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        let key: &dyn Keyed = &(namespace, name);
+        self.snapshot().undecodable.get(key).map(|b| Arc::clone(&b.0))
     }
 
     fn undecodables(&self) -> Vec<Arc<Undecodable>> {
@@ -315,14 +413,8 @@ mod tests {
         let s = index.snapshot();
         assert_eq!(s.dpas().len(), 1);
         assert_eq!(s.undecodable().len(), 1);
-        let keys: Vec<&DpaKey> = s.keys().collect();
-        assert_eq!(
-            keys,
-            [
-                &("a".to_owned(), "bad".to_owned()),
-                &("a".to_owned(), "good".to_owned())
-            ]
-        );
+        let keys: Vec<(&str, &str)> = s.keys().collect();
+        assert_eq!(keys, [("a", "bad"), ("a", "good")]);
         use lazyscale_controller::DpaSource;
         assert!(index.undecodable("a", "bad").is_some());
         assert!(DpaSource::get(&index, "a", "bad").is_none());
@@ -422,11 +514,10 @@ mod tests {
         };
         assert!(u.metadata.managed_fields.is_none());
         assert_eq!(u.metadata.uid.as_deref(), Some("u-1"));
-        let key = ("a".to_owned(), "web".to_owned());
-        let slim = entry_bytes(&key, &Ok(d.clone()));
+        let slim = entry_bytes(&Ok(d.clone()));
         let mut full = (*d).clone();
         full.metadata = stored(good_spec()).metadata;
-        let whole = entry_bytes(&key, &Ok(Arc::new(full)));
+        let whole = entry_bytes(&Ok(Arc::new(full)));
         assert!(slim * 2 < whole, "slim {slim} B, with the bookkeeping {whole} B");
     }
 

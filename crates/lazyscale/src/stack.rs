@@ -304,7 +304,11 @@ fn apply(
             if kind == SourceKind::Dpa {
                 // Every DPA before and after the relist: the deleted ones are forgotten too.
                 let before = index.snapshot();
-                changes.extend(before.keys().map(|k| DpaChange::Changed(k.clone())));
+                changes.extend(
+                    before
+                        .keys()
+                        .map(|(ns, name)| DpaChange::Changed((ns.to_owned(), name.to_owned()))),
+                );
                 targets.clear();
                 index.replace(list.iter().filter_map(|(_, t)| Some(t.as_ref()?.dpa.clone())));
                 changes.extend(
@@ -615,10 +619,9 @@ fn publish_memory_metrics(metrics: &Metrics, index: &DpaIndex, r: &Running) {
     let controller = r.controller.state_bytes();
     metrics.set_memory(MemoryComponent::ControllerState, controller.total());
     metrics.set_controller_state(Some(controller));
-    metrics.set_memory(
-        MemoryComponent::Indexes,
-        r.pods.stats().index_bytes + snapshot.autoscalers_heap_bytes(),
-    );
+    // The pod cache's own indexes (uid, owner, interest) are in `lazyscale_podcache_bytes`, the figure
+    // per cached pod: counted here as well they were counted twice.
+    metrics.set_memory(MemoryComponent::Indexes, snapshot.autoscalers_heap_bytes());
 }
 
 /// How long stopping the stack waits for its tasks (the lease release is one API call).

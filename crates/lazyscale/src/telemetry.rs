@@ -57,8 +57,8 @@ pub enum MemoryComponent {
     VerticalState,
     /// The vertical recommender's history (histograms and their keys).
     VerticalHistograms,
-    /// Indexes: the pod cache's uid, owner and interest (selector) indexes and the webhook's lookup of
-    /// autoscalers by target.
+    /// Indexes outside the pod cache: the webhook's lookup of autoscalers by target. The pod cache's
+    /// uid, owner and interest indexes are in `lazyscale_podcache_bytes`.
     Indexes,
 }
 
